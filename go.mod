@@ -1,0 +1,3 @@
+module github.com/mpaged/mpaged
+
+go 1.26

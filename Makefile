@@ -1,0 +1,52 @@
+# mpaged — make run starts it, make test checks everything. See README.md.
+
+GO        ?= go
+TAGGED    := -tags iouringgo -ldflags=-checklinkname=0
+BIN       := bin/mpaged
+FUZZTIME  ?= 5s
+# Fuzz targets run briefly by make test: package:target.
+FUZZ      := ./alloc:FuzzParsePSI ./uring/faultring:FuzzParseRule
+
+.PHONY: all build run test deps fmt-check vet unit tagged fuzz bench clean
+
+all: build
+
+build:
+	$(GO) build $(TAGGED) -o $(BIN) ./cmd/mpaged
+
+run: build
+	./$(BIN) demo
+
+deps:
+	./scripts/deps.sh
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+	$(GO) vet -tags iouringgo ./...
+
+unit:
+	$(GO) test -race -count=1 ./...
+
+# The iouring-go backend links only with -checklinkname=0, behind its tag.
+tagged:
+	$(GO) test -race -count=1 $(TAGGED) ./uring/iouringgo/ ./cmd/...
+
+fuzz:
+	@set -e; for t in $(FUZZ); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$pkg $$name for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
+
+test: deps fmt-check vet build unit tagged fuzz
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./uring/ ./alloc/
+	$(GO) test -run '^$$' -bench . -benchmem $(TAGGED) ./uring/iouringgo/
+
+clean:
+	rm -rf bin

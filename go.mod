@@ -1,3 +1,10 @@
 module github.com/mpaged/mpaged
 
-go 1.26
+go 1.26.0
+
+require (
+	github.com/dustin/go-humanize v1.1.0 // indirect
+	github.com/google/btree v1.1.3 // indirect
+	github.com/iceber/iouring-go v0.0.0-20230403020409-002cfd2e2a90
+	golang.org/x/sys v0.49.0
+)

@@ -88,16 +88,20 @@ type Rule struct {
 	Count int
 	Prob  float64
 	Fault Fault
+}
 
+// Installed is a rule in a ring, with its counters.
+type Installed struct {
+	Rule
 	matched atomic.Int64
 	fired   atomic.Int64
 }
 
 // Fired is how many times the rule has injected its fault.
-func (r *Rule) Fired() int64 { return r.fired.Load() }
+func (r *Installed) Fired() int64 { return r.fired.Load() }
 
 // Matched is how many requests matched the rule's op and range.
-func (r *Rule) Matched() int64 { return r.matched.Load() }
+func (r *Installed) Matched() int64 { return r.matched.Load() }
 
 func (r *Rule) matches(q *uring.Request) bool {
 	if !r.Ops.Has(q.Op) {
@@ -126,7 +130,7 @@ type Ring struct {
 	inner uring.Ring
 
 	mu      sync.Mutex
-	rules   []*Rule
+	rules   []*Installed
 	rng     *rand.Rand
 	enabled bool
 	closing bool
@@ -144,9 +148,9 @@ func New(inner uring.Ring, seed uint64) *Ring {
 // Inner is the wrapped ring.
 func (f *Ring) Inner() uring.Ring { return f.inner }
 
-// Add installs a rule (copied) and returns it for its counters.
-func (f *Ring) Add(r Rule) *Rule {
-	rule := &Rule{Name: r.Name, Ops: r.Ops, Off: r.Off, End: r.End, Nth: r.Nth, Count: r.Count, Prob: r.Prob, Fault: r.Fault}
+// Add installs a rule and returns it with its counters.
+func (f *Ring) Add(r Rule) *Installed {
+	rule := &Installed{Rule: r}
 	f.mu.Lock()
 	f.rules = append(f.rules, rule)
 	f.mu.Unlock()
@@ -154,7 +158,7 @@ func (f *Ring) Add(r Rule) *Rule {
 }
 
 // Remove uninstalls a rule returned by Add.
-func (f *Ring) Remove(rule *Rule) {
+func (f *Ring) Remove(rule *Installed) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for i, r := range f.rules {

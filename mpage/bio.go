@@ -1,0 +1,177 @@
+package mpage
+
+import (
+	"errors"
+	"syscall"
+
+	"github.com/mpaged/mpaged/alloc"
+	"github.com/mpaged/mpaged/uring"
+)
+
+type bioKind uint8
+
+const (
+	// bioPages carries whole (or EOF-trimmed) pages whose blocks are
+	// contiguous: the multipage path.
+	bioPages bioKind = iota
+	// bioBlock carries one block of one page: the per-block path.
+	bioBlock
+)
+
+// Bio is one device I/O: a run of page frames read from or written to
+// consecutive device blocks, carried by one vectored ring request. Bios come
+// from the Device's BioSet and go back to it on completion.
+type Bio struct {
+	req     uring.Request
+	dev     *Device
+	mapping *Mapping
+	pages   []*Page
+	vecs    [][]byte
+	got     int // vec slots granted by the BioSet
+	dir     Dir
+	kind    bioKind
+	block   uint8 // bioBlock: which block of pages[0]
+	pblock  uint64
+	blkbits uint8
+}
+
+// allocBio gets a Bio for up to nr pages starting at device block pblock,
+// or nil when the BioSet says no.
+func (d *Device) allocBio(m *Mapping, dir Dir, kind bioKind, pblock uint64, nr int, flags alloc.Flags) *Bio {
+	b, got := d.bios.Alloc(min(nr, d.maxVecs), flags)
+	if b == nil {
+		return nil
+	}
+	b.got, b.mapping, b.dir, b.kind, b.pblock, b.blkbits = got, m, dir, kind, pblock, m.blkbits
+	b.pages, b.vecs = b.pages[:0], b.vecs[:0]
+	return b
+}
+
+// add appends n bytes of p's frame; false when the Bio is full.
+func (b *Bio) add(p *Page, n int) bool {
+	if len(b.vecs) >= b.got {
+		return false
+	}
+	b.pages = append(b.pages, p)
+	b.vecs = append(b.vecs, p.Data[:n])
+	return true
+}
+
+// blocks is the number of device blocks the Bio covers.
+func (b *Bio) bytes() int {
+	n := 0
+	for _, v := range b.vecs {
+		n += len(v)
+	}
+	return n
+}
+
+// submit hands the Bio to the ring. It returns nil so callers can write
+// bio = bio.submit(), as the seeds do.
+func (b *Bio) submit() *Bio {
+	q := &b.req
+	handler := q.Handler
+	*q = uring.Request{Handler: handler, File: b.dev.file, Offset: int64(b.pblock) << b.blkbits, Vecs: b.vecs, BufIndex: uring.NoBuffer}
+	if b.dir == Write {
+		q.Op = uring.OpWritev
+	} else {
+		q.Op = uring.OpReadv
+	}
+	if f := b.dev.frames; f != nil {
+		q.BufIndex = sameArena(f, b.vecs)
+	}
+	if err := b.dev.ring.Submit(q); err != nil {
+		// The ring refused (closed): the Bio completes here, failed, so
+		// its pages are unlocked and their writeback ended all the same.
+		q.Res, q.Err = 0, err
+		b.Complete(q)
+	}
+	return nil
+}
+
+// sameArena returns the registered-buffer index holding every vec, or
+// NoBuffer.
+func sameArena(f *alloc.FramePool, vecs [][]byte) int16 {
+	idx := -1
+	for _, v := range vecs {
+		i := f.BufIndex(v)
+		if i < 0 || (idx >= 0 && i != idx) {
+			return uring.NoBuffer
+		}
+		idx = i
+	}
+	return int16(idx)
+}
+
+// Complete runs on the ring's completion side when the Bio's I/O ends.
+func (b *Bio) Complete(q *uring.Request) {
+	err := q.Err
+	if err == nil && q.Res < b.bytes() {
+		err = ErrShortRead
+		if b.dir == Write {
+			err = uring.ErrShortWrite
+		}
+	}
+	st := b.dev.stats
+	if err != nil {
+		st.Errors[b.dir].Add(1)
+	}
+	switch {
+	case b.kind == bioBlock:
+		st.BlockIOs[b.dir].Add(1)
+		b.pages[0].blockDone(b.dir, int(b.block), err)
+	case b.dir == Read:
+		st.bioDone(Read, len(b.pages), q.Res)
+		// Pages end in Bio order, lowest index first.
+		for _, p := range b.pages {
+			if err == nil {
+				p.set(Uptodate)
+				p.clear(Error)
+			} else {
+				p.clear(Uptodate)
+				p.set(Error)
+			}
+			p.Unlock()
+		}
+	default:
+		st.bioDone(Write, len(b.pages), q.Res)
+		for _, p := range b.pages {
+			p.writeDone(err)
+		}
+	}
+	b.free()
+}
+
+func (b *Bio) free() {
+	for i := range b.pages {
+		b.pages[i] = nil
+	}
+	clear(b.vecs)
+	b.pages, b.vecs, b.mapping = b.pages[:0], b.vecs[:0], nil
+	b.dev.bios.Free(b, b.got)
+}
+
+// writeDone finishes a page's write: on failure the page keeps its data
+// dirty, records the error on the mapping and is retried by the next
+// writeback (Linux drops it; we do not lose acknowledged data). Writeback
+// ends either way, waking fsync.
+func (p *Page) writeDone(err error) {
+	m := p.mapping
+	if err != nil {
+		if m != nil {
+			m.writeFailed(p, err)
+		}
+	} else if p.testAndClear(Error) && m != nil {
+		m.writeRecovered()
+	}
+	p.endWriteback()
+}
+
+// errnoIndex classifies a write error for stats: ENOSPC and quota errors
+// count as ENOSPC, everything else as EIO.
+func errnoIndex(err error) int {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return ErrnoENOSPC
+	}
+	return ErrnoEIO
+}

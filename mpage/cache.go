@@ -1,0 +1,322 @@
+package mpage
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/btree"
+
+	"github.com/mpaged/mpaged/alloc"
+)
+
+// CacheConfig bounds a page cache.
+type CacheConfig struct {
+	// Frames supplies page memory.
+	Frames *alloc.FramePool
+	// LimitBytes is the cache's size: past it, clean unlocked pages are
+	// evicted (CLOCK) to make room. Default 256 MiB.
+	LimitBytes int64
+	// DirtyRatio is the share of the limit that may be dirty or under
+	// writeback before writers are throttled. Default 0.4.
+	DirtyRatio float64
+	// Stats receives eviction and throttling counts (share the Device's).
+	Stats *Stats
+	// NoFrameWait bounds how long newPage waits for writeback to free
+	// memory when every page is dirty or busy. Default 10s.
+	NoFrameWait time.Duration
+}
+
+// Cache is a page cache shared by the mappings of one or more volumes: it
+// owns their pages' frames, keeps every page on a CLOCK ring for eviction,
+// and counts dirty and writeback pages for throttling.
+type Cache struct {
+	frames      *alloc.FramePool
+	limit       int
+	dirtyLimit  int64
+	stats       *Stats
+	noFrameWait time.Duration
+	freelist    *btree.FreeListG[*Page]
+
+	mu    sync.Mutex
+	hand  *Page // CLOCK hand; pages form a circular list through prev/next
+	count int
+	spare []*Page // page structs to reuse, so steady state allocates none
+
+	dirtyPages     atomic.Int64
+	writebackPages atomic.Int64
+
+	// Writers over the dirty limit and allocators out of memory sleep on
+	// progress until a writeback ends.
+	throttled atomic.Int32
+	pmu       sync.Mutex
+	progress  sync.Cond
+	gen       uint64
+}
+
+// NewCache builds a cache.
+func NewCache(cfg CacheConfig) (*Cache, error) {
+	if cfg.Frames == nil {
+		return nil, fmt.Errorf("mpage: cache needs a frame pool")
+	}
+	limit := cfg.LimitBytes
+	if limit <= 0 {
+		limit = 256 << 20
+	}
+	ratio := cfg.DirtyRatio
+	if ratio <= 0 || ratio > 1 {
+		ratio = 0.4
+	}
+	c := &Cache{
+		frames:      cfg.Frames,
+		limit:       int(max(limit/PageSize, 16)),
+		stats:       cfg.Stats,
+		noFrameWait: cfg.NoFrameWait,
+		freelist:    btree.NewFreeListG[*Page](1024),
+	}
+	c.dirtyLimit = int64(float64(c.limit) * ratio)
+	if c.dirtyLimit < 4 {
+		c.dirtyLimit = 4
+	}
+	if c.stats == nil {
+		c.stats = new(Stats)
+	}
+	if c.noFrameWait <= 0 {
+		c.noFrameWait = 10 * time.Second
+	}
+	c.progress.L = &c.pmu
+	return c, nil
+}
+
+// CacheStats is a snapshot of a cache's occupancy.
+type CacheStats struct {
+	Pages, Limit          int
+	Dirty, Writeback      int64
+	DirtyLimit            int64
+	FramesInUse, FramesMx int64
+}
+
+// Stats reports occupancy.
+func (c *Cache) Stats() CacheStats {
+	c.mu.Lock()
+	n := c.count
+	c.mu.Unlock()
+	fs := c.frames.Stats()
+	return CacheStats{Pages: n, Limit: c.limit, Dirty: c.dirtyPages.Load(), Writeback: c.writebackPages.Load(),
+		DirtyLimit: c.dirtyLimit, FramesInUse: fs.InUse, FramesMx: fs.Frames}
+}
+
+// newPage returns an unlinked page with a frame, evicting clean pages when
+// the cache is at its limit or the frame pool is empty.
+func (c *Cache) newPage() (*Page, error) {
+	c.mu.Lock()
+	over := c.count >= c.limit
+	c.mu.Unlock()
+	if over {
+		c.evict()
+	}
+	var deadline time.Time
+	for {
+		frame, err := c.frames.Get()
+		if err == nil {
+			return c.pageFor(frame), nil
+		}
+		if !errors.Is(err, alloc.ErrNoFrames) {
+			return nil, err
+		}
+		if c.evict() {
+			continue
+		}
+		// Everything is dirty, locked or referenced: wait for writeback
+		// to clean something, for a while.
+		if deadline.IsZero() {
+			deadline = time.Now().Add(c.noFrameWait)
+		} else if time.Now().After(deadline) {
+			return nil, fmt.Errorf("%w: %v", ErrNoFrames, err)
+		}
+		c.waitProgress(time.Millisecond)
+	}
+}
+
+func (c *Cache) pageFor(frame []byte) *Page {
+	c.mu.Lock()
+	var p *Page
+	if n := len(c.spare); n > 0 {
+		p = c.spare[n-1]
+		c.spare = c.spare[:n-1]
+	}
+	c.mu.Unlock()
+	if p == nil {
+		p = &Page{cache: c}
+	}
+	p.Data = frame
+	return p
+}
+
+// freePage returns p's frame and keeps the struct for reuse. p must be out
+// of every mapping and unreferenced.
+func (c *Cache) freePage(p *Page) {
+	c.frames.Put(p.Data)
+	p.Data, p.Index, p.mapping, p.bufs = nil, 0, nil, nil
+	p.flags.Store(0)
+	p.pending.Store(0)
+	p.refs.Store(0)
+	p.detached.Store(false)
+	c.mu.Lock()
+	if len(c.spare) < 4096 {
+		c.spare = append(c.spare, p)
+	}
+	c.mu.Unlock()
+}
+
+// link puts a new page on the CLOCK ring, behind the hand.
+func (c *Cache) link(p *Page) {
+	c.mu.Lock()
+	if c.hand == nil {
+		p.prev, p.next = p, p
+		c.hand = p
+	} else {
+		p.next = c.hand
+		p.prev = c.hand.prev
+		p.prev.next = p
+		c.hand.prev = p
+	}
+	c.count++
+	c.mu.Unlock()
+}
+
+// unlink takes p off the CLOCK ring.
+func (c *Cache) unlink(p *Page) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p.next == nil {
+		return
+	}
+	if p.next == p {
+		c.hand = nil
+	} else {
+		p.prev.next = p.next
+		p.next.prev = p.prev
+		if c.hand == p {
+			c.hand = p.next
+		}
+	}
+	p.prev, p.next = nil, nil
+	c.count--
+}
+
+// evict frees one clean, unlocked, unreferenced page, giving pages used
+// since the hand last passed a second chance. False if none could be found.
+func (c *Cache) evict() bool {
+	for tries := 0; tries < 4; tries++ {
+		victim := c.pickVictim()
+		if victim == nil {
+			return false
+		}
+		if c.evictPage(victim) {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *Cache) pickVictim() *Page {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for scanned := 0; c.hand != nil && scanned < 2*c.count+1; scanned++ {
+		p := c.hand
+		c.hand = p.next
+		if p.Flags()&(Locked|Dirty|Writeback) != 0 || p.refs.Load() > 0 {
+			continue
+		}
+		if p.testAndClear(Referenced) {
+			continue
+		}
+		if p.TryLock() {
+			return p
+		}
+	}
+	return nil
+}
+
+// evictPage drops a locked victim unless someone took a reference or
+// dirtied it meanwhile.
+func (c *Cache) evictPage(p *Page) bool {
+	m := p.mapping
+	m.mu.Lock()
+	if p.refs.Load() > 0 || p.Flags()&(Dirty|Writeback) != 0 || p.mapping != m {
+		m.mu.Unlock()
+		p.Unlock()
+		return false
+	}
+	m.pages.Delete(p)
+	p.mapping = nil
+	m.mu.Unlock()
+	c.unlink(p)
+	p.clear(Locked)
+	c.freePage(p)
+	c.stats.Evictions.Add(1)
+	return true
+}
+
+// wakeThrottled wakes writers and allocators waiting for writeback progress;
+// cheap when nobody waits.
+func (c *Cache) wakeThrottled() {
+	if c.throttled.Load() == 0 {
+		return
+	}
+	c.pmu.Lock()
+	c.gen++
+	c.progress.Broadcast()
+	c.pmu.Unlock()
+}
+
+// waitProgress sleeps until a writeback ends or d passes.
+func (c *Cache) waitProgress(d time.Duration) {
+	c.throttled.Add(1)
+	defer c.throttled.Add(-1)
+	c.pmu.Lock()
+	gen := c.gen
+	t := time.AfterFunc(d, func() {
+		c.pmu.Lock()
+		c.gen++
+		c.progress.Broadcast()
+		c.pmu.Unlock()
+	})
+	for c.gen == gen {
+		c.progress.Wait()
+	}
+	c.pmu.Unlock()
+	t.Stop()
+}
+
+// overDirty reports whether dirty plus writeback pages exceed the limit.
+func (c *Cache) overDirty() bool {
+	return c.dirtyPages.Load()+c.writebackPages.Load() > c.dirtyLimit
+}
+
+// balanceDirty throttles a writer of m while the cache is over its dirty
+// limit: it writes m's dirty pages itself, then waits for writeback to end,
+// as the kernel's balance_dirty_pages does.
+func (c *Cache) balanceDirty(m *Mapping) {
+	for waited := 0; c.overDirty(); waited++ {
+		c.stats.ThrottleWaits.Add(1)
+		wbc := WritebackControl{SyncMode: SyncNone, NrToWrite: int64(m.dev.maxVecs)}
+		_ = m.WritePages(&wbc)
+		if !c.overDirty() {
+			return
+		}
+		if wbc.Written == 0 && c.writebackPages.Load() == 0 {
+			// The dirt is in other mappings and nothing is in flight:
+			// waiting here would wait forever. Their owners (or the
+			// background flusher) must write it.
+			return
+		}
+		c.waitProgress(50 * time.Millisecond)
+		if waited > 1000 {
+			return
+		}
+	}
+}

@@ -1,0 +1,42 @@
+// Package mpage is the multipage I/O engine: Linux's fs/mpage.c (both seed
+// versions) in Go, over a uring.Ring and an alloc.BioSet.
+//
+// It owns pages (Page: a frame plus Locked, Uptodate, Error, Dirty,
+// Writeback, MappedToDisk and Readahead flags, and per-block state once a
+// page takes the per-block path), address spaces (Mapping: one file's pages
+// in index order with dirty and writeback tags, i_size, block size, write
+// error state, writeback index, readahead state), the page cache that bounds
+// them (Cache: a byte limit, CLOCK eviction of clean unlocked pages, dirty
+// throttling), and Bios (runs of pages whose blocks are contiguous on the
+// device, one vectored ring request each).
+//
+// The read path (ReadPages, ReadPage; ReadAt on top) asks the file system's
+// BlockMapper for device blocks, reusing a multi-block answer across pages,
+// and builds Bios: a page joins the current Bio only when all its blocks are
+// mapped and contiguous with the Bio's last block, or its only holes trail
+// it at EOF. Fully-hole pages are zeroed without I/O. Anything else
+// ("confused": per-block state, data after a hole, discontiguous blocks, a
+// mapper that filled the block itself, no Bio to be had) submits what is
+// pending and reads the page block by block. Boundary from the mapper
+// pushes the Bio before the mapper's next call needs metadata I/O, so data
+// blocks 0..11 of an ext2 file reach the device before the indirect block.
+//
+// The write path (WritePages with a WritebackControl, WritePage; WriteAt and
+// WriteAndWait on top) maps with allocation, honours New (stale metadata
+// for the block is forgotten) and Boundary (the metadata block after it is
+// written next), zeroes what lies past EOF in the page straddling it, adds
+// a page to its Bio before its buffers are cleaned, and falls back to
+// per-block writes for confused pages. In MemAlloc context the BioSet halves
+// the vec count until it fits; zero means the per-block path.
+//
+// Completions run on the ring's completion side and never block beyond a
+// short lock: reads set Uptodate or Error and unlock each page in Bio
+// order; writes end writeback. Unlike Linux, a page whose write failed stays
+// dirty and is retried by the next writeback, and the mapping's error is
+// reported by every WriteAndWait until the data has reached the device.
+// Sleepers on a page (lock, writeback) wait on a hashed table of condition
+// variables, not a goroutine or channel per page.
+//
+// Concurrency: Mapping and Cache methods are safe for concurrent use. Page
+// Data belongs to the holder of the page lock; see Mapping for lock order.
+package mpage

@@ -1,0 +1,404 @@
+package mpage
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/google/btree"
+)
+
+// MappingConfig describes one file's address space.
+type MappingConfig struct {
+	Device *Device
+	Cache  *Cache
+	Mapper BlockMapper
+	// BlockSize is the file system block size: 512, 1024, 2048 or 4096.
+	BlockSize int
+	// Size is the file's initial i_size.
+	Size int64
+	// Name labels errors ("inode 12").
+	Name string
+}
+
+// Mapping is one file's page cache: its pages ordered by index with dirty
+// and writeback tags, its size, its block mapper, its writeback position,
+// its write-error state and its readahead state.
+//
+// Locking: mu guards the page index, the tags, the error state and the
+// writeback index. Page flags are atomic; a page's Data and per-block state
+// belong to whoever holds the page Locked (or, for Data, has it under
+// Writeback). Lock order: a page lock may be held when taking mu; mu is
+// never held while sleeping on a page. mu comes before Cache.mu.
+type Mapping struct {
+	dev     *Device
+	cache   *Cache
+	mapper  BlockMapper
+	blkbits uint8
+	name    string
+	size    atomic.Int64
+	// Optional mapper hooks, found once.
+	forget   BlockForgetter
+	boundary BoundaryWriter
+
+	mu             sync.Mutex
+	pages          *btree.BTreeG[*Page]
+	dirty          *btree.BTreeG[*Page]
+	writeback      *btree.BTreeG[*Page]
+	writebackIndex uint64
+	failed         int   // pages whose last write failed (Error set)
+	lastErr        error // the most recent write error, while failed > 0
+	closed         bool
+
+	ra readahead
+}
+
+func byIndex(a, b *Page) bool { return a.Index < b.Index }
+
+// NewMapping creates an empty mapping.
+func NewMapping(cfg MappingConfig) (*Mapping, error) {
+	if cfg.Device == nil || cfg.Cache == nil || cfg.Mapper == nil {
+		return nil, fmt.Errorf("mpage: mapping %s needs a device, a cache and a mapper", cfg.Name)
+	}
+	var bits uint8
+	switch cfg.BlockSize {
+	case 512:
+		bits = 9
+	case 1024:
+		bits = 10
+	case 2048:
+		bits = 11
+	case 4096:
+		bits = 12
+	default:
+		return nil, fmt.Errorf("mpage: mapping %s: block size %d not in 512..4096", cfg.Name, cfg.BlockSize)
+	}
+	if cfg.Size < 0 {
+		return nil, fmt.Errorf("mpage: mapping %s: %w: size %d", cfg.Name, ErrRange, cfg.Size)
+	}
+	fl := cfg.Cache.freelist
+	m := &Mapping{
+		dev: cfg.Device, cache: cfg.Cache, mapper: cfg.Mapper, blkbits: bits, name: cfg.Name,
+		pages:     btree.NewWithFreeListG(16, byIndex, fl),
+		dirty:     btree.NewWithFreeListG(16, byIndex, fl),
+		writeback: btree.NewWithFreeListG(16, byIndex, fl),
+	}
+	m.size.Store(cfg.Size)
+	m.forget, _ = cfg.Mapper.(BlockForgetter)
+	m.boundary, _ = cfg.Mapper.(BoundaryWriter)
+	m.ra.init()
+	return m, nil
+}
+
+// Size is i_size.
+func (m *Mapping) Size() int64 { return m.size.Load() }
+
+// SetSize sets i_size. Shrinking does not drop pages; Truncate does.
+func (m *Mapping) SetSize(n int64) { m.size.Store(n) }
+
+// BlockSize is the file system block size.
+func (m *Mapping) BlockSize() int { return 1 << m.blkbits }
+
+// BlkBits is log2(BlockSize).
+func (m *Mapping) BlkBits() uint { return uint(m.blkbits) }
+
+// Device is the mapping's device.
+func (m *Mapping) Device() *Device { return m.dev }
+
+// Name labels the mapping in errors.
+func (m *Mapping) Name() string { return m.name }
+
+// Mapper is the mapping's block mapper.
+func (m *Mapping) Mapper() BlockMapper { return m.mapper }
+
+func (m *Mapping) blocksPerPage() int { return PageSize >> m.blkbits }
+
+// Pages is the number of cached pages.
+func (m *Mapping) Pages() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.pages.Len()
+}
+
+// DirtyPages is the number of pages tagged dirty.
+func (m *Mapping) DirtyPages() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.dirty.Len()
+}
+
+// FindPage returns the cached page at index with a reference the caller
+// must drop with Release, or nil.
+func (m *Mapping) FindPage(index uint64) *Page {
+	var k Page
+	k.Index = index
+	m.mu.Lock()
+	p, ok := m.pages.Get(&k)
+	if ok {
+		p.refs.Add(1)
+	}
+	m.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	p.set(Referenced)
+	return p
+}
+
+// Release drops a reference from FindPage or GrabPage. The last reference
+// to a page that was removed from its mapping frees it: until then a holder
+// may still read its Data.
+func (p *Page) Release() {
+	n := p.refs.Add(-1)
+	if n < 0 {
+		panic("mpage: page released more often than referenced")
+	}
+	if n == 0 && p.detached.Load() {
+		p.cache.freePage(p)
+	}
+}
+
+// GrabPage returns the page at index locked and referenced, creating it
+// (not Uptodate) if it is not cached. created says which.
+func (m *Mapping) GrabPage(index uint64) (p *Page, created bool, err error) {
+	for {
+		if p = m.FindPage(index); p != nil {
+			p.Lock()
+			if p.mapping == m {
+				return p, false, nil
+			}
+			// Evicted or truncated while we slept: start over.
+			p.Unlock()
+			p.Release()
+			continue
+		}
+		np, err := m.cache.newPage()
+		if err != nil {
+			return nil, false, fmt.Errorf("mpage: %s page %d: %w", m.name, index, err)
+		}
+		np.Index = index
+		np.set(Locked)
+		np.refs.Store(1)
+		if m.insert(np) {
+			return np, true, nil
+		}
+		// Lost a race with another creator.
+		np.clear(Locked)
+		np.refs.Store(0)
+		m.cache.freePage(np)
+	}
+}
+
+// insert adds a new, locked page to the index and the cache's CLOCK ring;
+// false if a page with that index is already there.
+func (m *Mapping) insert(p *Page) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return false
+	}
+	if _, ok := m.pages.Get(p); ok {
+		return false
+	}
+	p.mapping = m
+	m.pages.ReplaceOrInsert(p)
+	m.cache.link(p)
+	return true
+}
+
+// setDirty marks p dirty and tags it. The caller holds the page lock.
+func (m *Mapping) setDirty(p *Page) {
+	if p.Has(Dirty) {
+		return
+	}
+	m.mu.Lock()
+	if !p.testAndSet(Dirty) && p.mapping == m {
+		m.dirty.ReplaceOrInsert(p)
+		m.cache.dirtyPages.Add(1)
+	}
+	m.mu.Unlock()
+}
+
+// SetPageDirty marks a locked, uptodate page dirty after its Data changed.
+func (m *Mapping) SetPageDirty(p *Page) { m.setDirty(p) }
+
+// clearDirtyForIO clears Dirty before a write starts, so a modification
+// during the write dirties the page again. True if it was dirty.
+func (m *Mapping) clearDirtyForIO(p *Page) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !p.testAndClear(Dirty) {
+		return false
+	}
+	m.dirty.Delete(p)
+	m.cache.dirtyPages.Add(-1)
+	return true
+}
+
+// setWriteback tags p as under writeback. The caller holds the page lock.
+func (m *Mapping) setWriteback(p *Page) {
+	m.mu.Lock()
+	if p.testAndSet(Writeback) {
+		m.mu.Unlock()
+		panic("mpage: writeback started on a page already under writeback")
+	}
+	m.writeback.ReplaceOrInsert(p)
+	m.mu.Unlock()
+	m.cache.writebackPages.Add(1)
+}
+
+func (m *Mapping) untagWriteback(p *Page) {
+	m.mu.Lock()
+	m.writeback.Delete(p)
+	m.mu.Unlock()
+	m.cache.writebackPages.Add(-1)
+	m.cache.wakeThrottled()
+}
+
+// writeFailed records a failed write of p and dirties it again so the next
+// writeback retries it. Runs on the completion side.
+func (m *Mapping) writeFailed(p *Page, err error) {
+	m.dev.stats.WriteRetries.Add(1)
+	m.dev.stats.WritebackErrno[errnoIndex(err)].Add(1)
+	m.mu.Lock()
+	if !p.testAndSet(Error) {
+		m.failed++
+	}
+	m.lastErr = err
+	if !p.testAndSet(Dirty) && p.mapping == m {
+		m.dirty.ReplaceOrInsert(p)
+		m.cache.dirtyPages.Add(1)
+	}
+	m.mu.Unlock()
+}
+
+// writeRecovered notes that a page whose write had failed reached the
+// device.
+func (m *Mapping) writeRecovered() {
+	m.mu.Lock()
+	if m.failed--; m.failed <= 0 {
+		m.failed, m.lastErr = 0, nil
+	}
+	m.mu.Unlock()
+}
+
+// Err is the mapping's write error: the latest write failure, for as long as
+// any page's data has failed to reach the device. fsync reports it; unlike
+// Linux it is not consumed by being reported.
+func (m *Mapping) Err() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.failed > 0 {
+		return fmt.Errorf("mpage: %s: %d pages not written: %w", m.name, m.failed, m.lastErr)
+	}
+	return nil
+}
+
+// lookupTag collects up to len(out) pages from the tree starting at index,
+// with references, and returns them and how many.
+func (m *Mapping) lookupTag(tree *btree.BTreeG[*Page], index, end uint64, out []*Page) int {
+	var k Page
+	k.Index = index
+	n := 0
+	m.mu.Lock()
+	tree.AscendGreaterOrEqual(&k, func(p *Page) bool {
+		if p.Index > end {
+			return false
+		}
+		p.refs.Add(1)
+		out[n] = p
+		n++
+		return n < len(out)
+	})
+	m.mu.Unlock()
+	return n
+}
+
+// Truncate drops every page at or past the page holding byte size, and
+// zeroes the tail of the page that straddles it, then sets i_size. Pages
+// under writeback are waited for first. Blocks are the file system's to
+// free.
+func (m *Mapping) Truncate(size int64) error {
+	if size < 0 {
+		return fmt.Errorf("mpage: %s: %w: truncate to %d", m.name, ErrRange, size)
+	}
+	m.size.Store(size)
+	first := uint64((size + PageSize - 1) >> PageShift)
+	if off := int(size & (PageSize - 1)); off != 0 {
+		if p := m.FindPage(uint64(size >> PageShift)); p != nil {
+			p.Lock()
+			p.WaitWriteback()
+			if p.mapping == m {
+				p.zero(off, PageSize)
+			}
+			p.Unlock()
+			p.Release()
+		}
+	}
+	var batch [16]*Page
+	for {
+		n := m.lookupTag(m.pages, first, ^uint64(0), batch[:])
+		if n == 0 {
+			return nil
+		}
+		for _, p := range batch[:n] {
+			p.Lock()
+			p.WaitWriteback()
+			if p.mapping == m {
+				m.remove(p)
+			}
+			p.Unlock()
+			p.Release()
+		}
+	}
+}
+
+// remove takes a locked, referenced page out of the mapping and gives its
+// frame back. The caller's reference stays valid until Release.
+func (m *Mapping) remove(p *Page) {
+	m.mu.Lock()
+	m.pages.Delete(p)
+	if p.testAndClear(Dirty) {
+		m.dirty.Delete(p)
+		m.cache.dirtyPages.Add(-1)
+	}
+	if p.testAndClear(Error) {
+		// The data that failed to reach the device is gone with the
+		// page: nothing is left to report.
+		if m.failed--; m.failed <= 0 {
+			m.failed, m.lastErr = 0, nil
+		}
+	}
+	p.mapping = nil
+	m.mu.Unlock()
+	m.cache.unlink(p)
+	p.detached.Store(true)
+}
+
+// Close drops every clean page; it fails if pages are still dirty or under
+// writeback (write them back first).
+func (m *Mapping) Close() error {
+	m.mu.Lock()
+	if m.dirty.Len() > 0 || m.writeback.Len() > 0 {
+		d, w := m.dirty.Len(), m.writeback.Len()
+		m.mu.Unlock()
+		return fmt.Errorf("mpage: close %s: %d dirty and %d writeback pages", m.name, d, w)
+	}
+	m.closed = true
+	m.mu.Unlock()
+	var batch [16]*Page
+	for {
+		n := m.lookupTag(m.pages, 0, ^uint64(0), batch[:])
+		if n == 0 {
+			return nil
+		}
+		for _, p := range batch[:n] {
+			p.Lock()
+			if p.mapping == m {
+				m.remove(p)
+			}
+			p.Unlock()
+			p.Release()
+		}
+	}
+}

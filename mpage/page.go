@@ -1,0 +1,207 @@
+package mpage
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// PageSize is the size of a page-cache page: one alloc frame.
+const PageSize = 4096
+
+// PageShift is log2(PageSize).
+const PageShift = 12
+
+// PageFlags are a page's state bits. They change atomically; the
+// transitions that matter are documented where they happen.
+type PageFlags uint32
+
+const (
+	// Locked: someone owns the page for I/O setup or modification. Reads
+	// hold it from cache insertion until the completion unlocks.
+	Locked PageFlags = 1 << iota
+	// Uptodate: Data holds the file's bytes.
+	Uptodate
+	// Error: the last I/O on the page failed.
+	Error
+	// Dirty: Data is newer than the device.
+	Dirty
+	// Writeback: a write of the page is in flight.
+	Writeback
+	// MappedToDisk: every block of the page is mapped (no holes).
+	MappedToDisk
+	// Readahead: reaching this page should start the next readahead
+	// window (the async marker).
+	Readahead
+	// Referenced: used since the CLOCK hand last passed.
+	Referenced
+	// waiters: someone sleeps on this page's wait bucket; unlockers only
+	// take the bucket lock when it is set.
+	waiters
+)
+
+var flagNames = []struct {
+	f    PageFlags
+	name string
+}{
+	{Locked, "locked"}, {Uptodate, "uptodate"}, {Error, "error"}, {Dirty, "dirty"},
+	{Writeback, "writeback"}, {MappedToDisk, "mapped"}, {Readahead, "readahead"},
+}
+
+// String lists the public flags, for tests and debugging.
+func (f PageFlags) String() string {
+	s := ""
+	for _, n := range flagNames {
+		if f&n.f != 0 {
+			if s != "" {
+				s += ","
+			}
+			s += n.name
+		}
+	}
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// Page is one page-cache page of a Mapping.
+type Page struct {
+	// Index is the page's offset in the file in pages. Fixed while the
+	// page is in a mapping.
+	Index uint64
+	// Data is the page's frame. Whoever holds the page Locked, or has it
+	// under Writeback, may not have it changed under them.
+	Data []byte
+
+	flags   atomic.Uint32
+	mapping *Mapping
+	// bufs is the per-block state, non-nil once the page has gone through
+	// the per-block path ("the page has buffers"). Guarded by Locked.
+	bufs *buffers
+	// pending counts per-block I/Os outstanding on the page.
+	pending atomic.Int32
+	// refs counts users outside the cache; a page with refs is not evicted.
+	refs atomic.Int32
+	// detached: removed from its mapping; the last Release frees it.
+	detached atomic.Bool
+	cache    *Cache
+	// clock links the page into the cache's CLOCK ring; guarded by the
+	// cache lock.
+	prev, next *Page
+}
+
+// Flags returns the current flags.
+func (p *Page) Flags() PageFlags { return PageFlags(p.flags.Load()) &^ waiters }
+
+// Has reports whether all of f are set.
+func (p *Page) Has(f PageFlags) bool { return PageFlags(p.flags.Load())&f == f }
+
+func (p *Page) set(f PageFlags)   { p.flags.Or(uint32(f)) }
+func (p *Page) clear(f PageFlags) { p.flags.And(^uint32(f)) }
+
+// testAndSet sets f and reports whether it was set before.
+func (p *Page) testAndSet(f PageFlags) bool { return PageFlags(p.flags.Or(uint32(f)))&f != 0 }
+
+// testAndClear clears f and reports whether it was set before.
+func (p *Page) testAndClear(f PageFlags) bool { return PageFlags(p.flags.And(^uint32(f)))&f != 0 }
+
+// Mapping is the page's owner, or nil once removed.
+func (p *Page) Mapping() *Mapping { return p.mapping }
+
+// Waiting on a page uses a hashed table of buckets, as the kernel's page
+// wait queues do: a sleeper never gets a goroutine or channel of its own,
+// and a waker takes a bucket lock only when the page's waiters bit says
+// someone may sleep there.
+const waitBuckets = 256
+
+type waitBucket struct {
+	mu   sync.Mutex
+	cond sync.Cond
+}
+
+var waitTable = func() *[waitBuckets]waitBucket {
+	t := new([waitBuckets]waitBucket)
+	for i := range t {
+		t[i].cond.L = &t[i].mu
+	}
+	return t
+}()
+
+func (p *Page) bucket() *waitBucket {
+	// Pages come from a few allocations; mixing the index and the
+	// mapping pointer spreads them.
+	h := p.Index*0x9e3779b97f4a7c15 ^ uint64(uintptrOf(p.mapping))
+	return &waitTable[(h>>32)%waitBuckets]
+}
+
+// waitUntilClear sleeps until none of f is set.
+func (p *Page) waitUntilClear(f PageFlags) {
+	if PageFlags(p.flags.Load())&f == 0 {
+		return
+	}
+	b := p.bucket()
+	b.mu.Lock()
+	for {
+		// Set waiters before checking, under the bucket lock: a waker
+		// that clears f after our check sees waiters and must take the
+		// lock we hold, so it cannot broadcast before we sleep.
+		p.set(waiters)
+		if PageFlags(p.flags.Load())&f == 0 {
+			break
+		}
+		b.cond.Wait()
+	}
+	b.mu.Unlock()
+}
+
+// clearAndWake clears f and wakes sleepers if any may be waiting.
+func (p *Page) clearAndWake(f PageFlags) {
+	old := PageFlags(p.flags.And(^uint32(f)))
+	if old&waiters == 0 {
+		return
+	}
+	b := p.bucket()
+	b.mu.Lock()
+	p.clear(waiters)
+	b.cond.Broadcast()
+	b.mu.Unlock()
+}
+
+// Lock takes the page lock, sleeping while another holder has it.
+func (p *Page) Lock() {
+	for p.testAndSet(Locked) {
+		p.waitUntilClear(Locked)
+	}
+}
+
+// TryLock takes the page lock if it is free.
+func (p *Page) TryLock() bool { return !p.testAndSet(Locked) }
+
+// Unlock releases the page lock and wakes waiters. Completion handlers call
+// it; it never blocks for long (a bucket lock at most).
+func (p *Page) Unlock() {
+	if !p.Has(Locked) {
+		panic("mpage: unlock of an unlocked page")
+	}
+	p.clearAndWake(Locked)
+}
+
+// WaitWriteback sleeps until the page is not under writeback.
+func (p *Page) WaitWriteback() { p.waitUntilClear(Writeback) }
+
+// WaitUnlocked sleeps until the page lock is free, without taking it.
+func (p *Page) WaitUnlocked() { p.waitUntilClear(Locked) }
+
+// endWriteback clears Writeback, drops the mapping's writeback tag and wakes
+// waiters.
+func (p *Page) endWriteback() {
+	if m := p.mapping; m != nil {
+		m.untagWriteback(p)
+	}
+	p.clearAndWake(Writeback)
+}
+
+// zero clears Data[from:to].
+func (p *Page) zero(from, to int) {
+	clear(p.Data[from:to])
+}

@@ -1,0 +1,266 @@
+package mpage
+
+import (
+	"sync"
+)
+
+// maxBlocksPerPage is PageSize over the smallest block size (512).
+const maxBlocksPerPage = PageSize >> 9
+
+// extent is the mapper's last answer, kept so following blocks covered by
+// it need no further call (the later seed's b_size reuse, extended to
+// holes).
+type extent struct {
+	start  uint64 // first file block
+	n      uint64 // blocks
+	pblock uint64 // device block of start, when mapped
+	flags  MapFlags
+	valid  bool
+}
+
+func (e *extent) covers(b uint64) bool { return e.valid && b >= e.start && b < e.start+e.n }
+
+// readCtx is the state one ReadPages call carries from page to page: the
+// Bio being built and the mapping extent being consumed.
+type readCtx struct {
+	m              *Mapping
+	bio            *Bio
+	lastBlockInBio uint64
+	ext            extent
+	bm             BlockMap
+	blocks         [maxBlocksPerPage]uint64
+}
+
+var readCtxPool = sync.Pool{New: func() any { return new(readCtx) }}
+
+func getReadCtx(m *Mapping) *readCtx {
+	rc := readCtxPool.Get().(*readCtx)
+	rc.m = m
+	return rc
+}
+
+func putReadCtx(rc *readCtx) {
+	if rc.bio != nil {
+		rc.bio = rc.bio.submit()
+	}
+	*rc = readCtx{}
+	readCtxPool.Put(rc)
+}
+
+// ReadPages starts reads of the pages [start, start+nr) that are not
+// cached (the readahead path, mpage_readpages): it creates them locked, maps
+// their blocks and puts runs whose blocks are contiguous on the device into
+// multipage Bios. Reads complete asynchronously; readers wait on the page
+// lock. Page start+nr-asyncMarker (if asyncMarker > 0) gets the Readahead
+// flag, so a reader reaching it starts the next window. It returns how many
+// pages it started.
+func (m *Mapping) ReadPages(start uint64, nr int, asyncMarker int) (int, error) {
+	if nr <= 0 {
+		return 0, nil
+	}
+	eof := uint64((m.Size() + PageSize - 1) >> PageShift)
+	if start >= eof {
+		return 0, nil
+	}
+	if uint64(nr) > eof-start {
+		nr = int(eof - start)
+	}
+	marker := uint64(0)
+	if asyncMarker > 0 && asyncMarker <= nr {
+		marker = start + uint64(nr-asyncMarker)
+	} else {
+		marker = ^uint64(0)
+	}
+	rc := getReadCtx(m)
+	defer putReadCtx(rc)
+	started := 0
+	for i := 0; i < nr; i++ {
+		idx := start + uint64(i)
+		p, err := m.newReadPage(idx)
+		if err != nil {
+			return started, err
+		}
+		if p == nil { // already cached
+			continue
+		}
+		if idx == marker {
+			p.set(Readahead)
+		}
+		started++
+		m.dev.stats.ReadaheadPages.Add(1)
+		rc.readPage(p, nr-i)
+		p.Release()
+	}
+	return started, nil
+}
+
+// newReadPage creates and inserts page idx locked, or returns nil if it is
+// already cached.
+func (m *Mapping) newReadPage(idx uint64) (*Page, error) {
+	var k Page
+	k.Index = idx
+	m.mu.Lock()
+	_, ok := m.pages.Get(&k)
+	m.mu.Unlock()
+	if ok {
+		return nil, nil
+	}
+	p, err := m.cache.newPage()
+	if err != nil {
+		return nil, err
+	}
+	p.Index = idx
+	p.set(Locked)
+	p.refs.Store(1)
+	if !m.insert(p) {
+		p.clear(Locked)
+		p.refs.Store(0)
+		m.cache.freePage(p)
+		return nil, nil
+	}
+	return p, nil
+}
+
+// ReadPage reads one locked page that is not uptodate (mpage_readpage). The
+// page is unlocked when the read completes; it may complete before
+// ReadPage returns.
+func (m *Mapping) ReadPage(p *Page) {
+	rc := getReadCtx(m)
+	rc.readPage(p, 1)
+	putReadCtx(rc)
+}
+
+// readPage is do_mpage_readpage: p is locked and in the mapping; nrPages is
+// how many pages this call may still read (the Bio's size hint).
+func (rc *readCtx) readPage(p *Page, nrPages int) {
+	m := rc.m
+	st := m.dev.stats
+	if p.bufs != nil {
+		rc.confused(p, ReasonBuffers)
+		return
+	}
+	blkbits := uint(m.blkbits)
+	bpp := m.blocksPerPage()
+	blockSize := 1 << blkbits
+	blockInFile := p.Index << (PageShift - blkbits)
+	lastBlock := blockInFile + uint64(nrPages*bpp)
+	lastBlockInFile := uint64((m.Size() + int64(blockSize) - 1) >> blkbits)
+	if lastBlock > lastBlockInFile {
+		lastBlock = lastBlockInFile
+	}
+	firstHole := bpp
+	fullyMapped := true
+	pageBlock := 0
+	for pageBlock < bpp {
+		if !rc.ext.covers(blockInFile) {
+			if blockInFile >= lastBlock {
+				// Past EOF (or past what this call reads): a hole.
+				rc.ext.valid = false
+				fullyMapped = false
+				if firstHole == bpp {
+					firstHole = pageBlock
+				}
+				pageBlock++
+				blockInFile++
+				continue
+			}
+			bm := &rc.bm
+			*bm = BlockMap{Block: blockInFile, Len: int(lastBlock - blockInFile),
+				Data: p.Data[pageBlock<<blkbits : (pageBlock+1)<<blkbits]}
+			st.MapCalls[Read].Add(1)
+			if err := m.mapper.MapBlocks(bm); err != nil {
+				rc.ext.valid = false
+				rc.confused(p, ReasonMapError)
+				return
+			}
+			n := max(bm.Len, 1)
+			if bm.Flags&MapUptodate != 0 {
+				n = 1 // the filled data covers this block only
+			}
+			rc.ext = extent{start: blockInFile, n: uint64(n), pblock: bm.PBlock, flags: bm.Flags, valid: true}
+		}
+		e := &rc.ext
+		if e.flags&Mapped == 0 {
+			fullyMapped = false
+			if firstHole == bpp {
+				firstHole = pageBlock
+			}
+			pageBlock++
+			blockInFile++
+			continue
+		}
+		if e.flags&MapUptodate != 0 {
+			// The mapper filled this block: keep it as per-block state
+			// so the block path does not read it again.
+			p.mapBlockUptodate(pageBlock, e.pblock, bpp)
+			rc.ext.valid = false
+			rc.confused(p, ReasonMapperUptodate)
+			return
+		}
+		if firstHole != bpp {
+			rc.confused(p, ReasonHole)
+			return
+		}
+		pb := e.pblock + (blockInFile - e.start)
+		if pageBlock > 0 && rc.blocks[pageBlock-1] != pb-1 {
+			rc.confused(p, ReasonDiscontiguous)
+			return
+		}
+		rc.blocks[pageBlock] = pb
+		pageBlock++
+		blockInFile++
+	}
+	// Boundary: the page used the last block of a run after which mapping
+	// needs metadata I/O; push the Bio now so data goes out first.
+	boundary := rc.ext.valid && rc.ext.flags&(Mapped|Boundary) == Mapped|Boundary &&
+		blockInFile == rc.ext.start+rc.ext.n
+
+	if firstHole != bpp {
+		p.zero(firstHole<<blkbits, PageSize)
+		if firstHole == 0 {
+			st.HolePages.Add(1)
+			p.set(Uptodate)
+			p.clear(Error)
+			p.Unlock()
+			return
+		}
+	} else if fullyMapped {
+		p.set(MappedToDisk)
+	}
+
+	if rc.bio != nil && rc.lastBlockInBio != rc.blocks[0]-1 {
+		rc.bio = rc.bio.submit()
+	}
+	length := firstHole << blkbits
+	for {
+		if rc.bio == nil {
+			rc.bio = m.dev.allocBio(m, Read, bioPages, rc.blocks[0], nrPages, 0)
+			if rc.bio == nil {
+				rc.confused(p, ReasonAllocFailed)
+				return
+			}
+		}
+		if rc.bio.add(p, length) {
+			break
+		}
+		rc.bio = rc.bio.submit()
+	}
+	if boundary || firstHole != bpp {
+		rc.bio = rc.bio.submit()
+	} else {
+		rc.lastBlockInBio = rc.blocks[bpp-1]
+	}
+}
+
+// confused sends what is pending and reads p block by block.
+func (rc *readCtx) confused(p *Page, why Reason) {
+	rc.m.dev.stats.Confused[Read][why].Add(1)
+	if rc.bio != nil {
+		rc.bio = rc.bio.submit()
+	}
+	if p.Has(Uptodate) {
+		p.Unlock()
+		return
+	}
+	rc.m.readPageBlocks(p)
+}

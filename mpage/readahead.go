@@ -1,0 +1,90 @@
+package mpage
+
+import "sync"
+
+// MaxReadahead is the largest readahead window, in pages: one full Bio.
+const MaxReadahead = 256
+
+// initReadahead is the first window of a sequential stream, in pages.
+const initReadahead = 16
+
+// readahead is a mapping's on-demand readahead state (one stream): the
+// current window [start, start+size) and, asyncSize pages before its end,
+// the page marked Readahead whose access starts the next window while the
+// reader still has pages to consume, so the device stays busy.
+type readahead struct {
+	mu        sync.Mutex
+	start     uint64
+	size      int
+	asyncSize int
+	prev      uint64 // last page a reader asked for
+	max       int
+}
+
+func (ra *readahead) init() { ra.max = MaxReadahead }
+
+// SetReadahead sets the largest window in pages (0 turns readahead off:
+// reads then go a page at a time).
+func (m *Mapping) SetReadahead(pages int) {
+	m.ra.mu.Lock()
+	m.ra.max = min(max(pages, 0), MaxReadahead)
+	m.ra.mu.Unlock()
+}
+
+// onMiss starts reads for a cache miss at index, where the reader wants
+// want pages from index on. A miss right after the previous window or the
+// previous page grows the window (doubling, up to the maximum); any other
+// miss starts a small window sized to the request.
+func (m *Mapping) onMiss(index uint64, want int) {
+	ra := &m.ra
+	ra.mu.Lock()
+	if ra.max == 0 {
+		ra.mu.Unlock()
+		_, _ = m.ReadPages(index, max(want, 1), 0)
+		return
+	}
+	sequential := index == ra.start+uint64(ra.size) || index == ra.prev+1
+	var size int
+	if sequential && ra.size > 0 {
+		size = min(ra.size*2, ra.max)
+	} else {
+		size = min(max(want, initReadahead), ra.max)
+	}
+	size = max(size, want)
+	ra.start, ra.size = index, size
+	ra.asyncSize = size / 2
+	ra.prev = index
+	start, n, async := ra.start, ra.size, ra.asyncSize
+	ra.mu.Unlock()
+	_, _ = m.ReadPages(start, n, async)
+}
+
+// onMarker starts the next window when a reader reaches a page marked
+// Readahead: the stream is sequential, so it doubles.
+func (m *Mapping) onMarker(p *Page) {
+	if !p.testAndClear(Readahead) {
+		return
+	}
+	ra := &m.ra
+	ra.mu.Lock()
+	next := ra.start + uint64(ra.size)
+	if p.Index < ra.start || p.Index >= next {
+		// A marker of an older window: start from the page after it.
+		next = p.Index + 1
+	}
+	size := min(max(ra.size*2, initReadahead), ra.max)
+	if size == 0 {
+		ra.mu.Unlock()
+		return
+	}
+	ra.start, ra.size, ra.asyncSize = next, size, size
+	ra.mu.Unlock()
+	_, _ = m.ReadPages(next, size, size)
+}
+
+// noteAccess records the page a reader used, for sequential detection.
+func (m *Mapping) noteAccess(index uint64) {
+	m.ra.mu.Lock()
+	m.ra.prev = index
+	m.ra.mu.Unlock()
+}

@@ -1,0 +1,61 @@
+package uring_test
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/mpaged/mpaged/internal/testenv"
+	"github.com/mpaged/mpaged/uring"
+)
+
+// benchNative runs benchReads on a fresh native ring with default options.
+func benchNative(b *testing.B, blockSize, depth int) {
+	r, err := uring.NewNative(uring.Options{})
+	if err != nil {
+		if errors.Is(err, uring.ErrUnavailable) {
+			testenv.Unavailable(b, "io_uring: %v", err)
+		}
+		b.Fatal(err)
+	}
+	defer r.Close()
+	benchReads(b, r, blockSize, depth)
+	s := r.Stats()
+	b.ReportMetric(float64(s.Enters)/float64(b.N), "enters/op")
+}
+
+func BenchmarkNativeRead4KiBDepth32(b *testing.B)   { benchNative(b, 4<<10, 32) }
+func BenchmarkNativeRead128KiBDepth32(b *testing.B) { benchNative(b, 128<<10, 32) }
+
+// BenchmarkNativeNopDepth32 measures the ring's own cost per request:
+// submit, SQE, enter, reap, handler, with no device behind it.
+func BenchmarkNativeNopDepth32(b *testing.B) {
+	r, err := uring.NewNative(uring.Options{})
+	if err != nil {
+		if errors.Is(err, uring.ErrUnavailable) {
+			testenv.Unavailable(b, "io_uring: %v", err)
+		}
+		b.Fatal(err)
+	}
+	defer r.Close()
+	const depth = 32
+	h := &allocHandler{done: make(chan struct{}, 1)}
+	reqs := make([]uring.Request, depth)
+	ptrs := make([]*uring.Request, depth)
+	for i := range reqs {
+		ptrs[i] = &reqs[i]
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for done := 0; done < b.N; done += depth {
+		n := min(depth, b.N-done)
+		h.got.Store(0)
+		h.want.Store(int64(n))
+		for _, q := range ptrs[:n] {
+			*q = uring.Request{Op: uring.OpNop, BufIndex: uring.NoBuffer, Handler: h}
+		}
+		if err := r.Submit(ptrs[:n]...); err != nil {
+			b.Fatal(err)
+		}
+		<-h.done
+	}
+}

@@ -81,6 +81,9 @@ func (m *Mapping) readPageBlocks(p *Page) {
 	blkbits := uint(m.blkbits)
 	bs := 1 << blkbits
 	b := p.ensureBuffers(bpp)
+	// A new read attempt: an Error left by an earlier failed one is stale
+	// (finishBlockRead reads Error as "a block failed to map this time").
+	p.clear(Error)
 	first := p.Index << (PageShift - blkbits)
 	lastInFile := uint64((m.Size() + int64(bs) - 1) >> blkbits)
 	var toRead [maxBlocksPerPage]int

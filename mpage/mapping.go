@@ -113,6 +113,14 @@ func (m *Mapping) Mapper() BlockMapper { return m.mapper }
 
 func (m *Mapping) blocksPerPage() int { return PageSize >> m.blkbits }
 
+// WritebackIndex is the page index where the next cyclic (SyncNone,
+// no range) writeback walk starts.
+func (m *Mapping) WritebackIndex() uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.writebackIndex
+}
+
 // Pages is the number of cached pages.
 func (m *Mapping) Pages() int {
 	m.mu.Lock()
@@ -208,6 +216,19 @@ func (m *Mapping) insert(p *Page) bool {
 
 // setDirty marks p dirty and tags it. The caller holds the page lock.
 func (m *Mapping) setDirty(p *Page) {
+	if b := p.bufs; b != nil {
+		// Dirty every block, as the seeds' __set_page_dirty_buffers does:
+		// a page whose blocks are all mapped and contiguous can then go
+		// multipage again instead of being confused (not_dirty) forever.
+		// The page is uptodate, so its blocks are.
+		var s bufState = bufDirty
+		if p.Has(Uptodate) {
+			s |= bufUptodate
+		}
+		for i := range m.blocksPerPage() {
+			b.state[i] |= s
+		}
+	}
 	if p.Has(Dirty) {
 		return
 	}

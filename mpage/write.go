@@ -96,20 +96,22 @@ func (m *Mapping) WritePages(wbc *WritebackControl) error {
 		return nil
 	}
 	var index, end uint64 = 0, ^uint64(0)
-	scanned, isRange := false, false
+	// cycled: the walk covers the whole range in one pass, no wrap needed
+	// (it starts at 0, is SyncAll, or has a range).
+	cycled, isRange := true, false
 	if wbc.SyncMode == SyncNone {
 		m.mu.Lock()
 		index = m.writebackIndex
 		m.mu.Unlock()
-	} else {
-		scanned = true
+		cycled = index == 0
 	}
+	start := index
 	if wbc.RangeStart != 0 || wbc.RangeEnd != 0 {
 		if wbc.RangeStart < 0 || wbc.RangeEnd < wbc.RangeStart {
 			return fmt.Errorf("mpage: %s: %w: writeback range %d..%d", m.name, ErrRange, wbc.RangeStart, wbc.RangeEnd)
 		}
 		index, end = uint64(wbc.RangeStart>>PageShift), uint64(wbc.RangeEnd>>PageShift)
-		isRange, scanned = true, true
+		isRange, cycled = true, true
 	}
 	wc := getWriteCtx(m)
 	defer putWriteCtx(wc)
@@ -122,7 +124,6 @@ func (m *Mapping) WritePages(wbc *WritebackControl) error {
 			if n == 0 {
 				break
 			}
-			scanned = true
 			for i, p := range batch[:n] {
 				if done {
 					p.Release()
@@ -147,11 +148,13 @@ func (m *Mapping) WritePages(wbc *WritebackControl) error {
 				break
 			}
 		}
-		if scanned || done {
+		if cycled || done {
 			break
 		}
-		// Started mid-file and reached the end with budget left: wrap.
-		scanned, index = true, 0
+		// Started mid-file and reached the end with budget left: wrap to
+		// the head, up to where this walk started (pages written in the
+		// tail pass and redirtied since wait for the next walk).
+		cycled, index, end = true, 0, start-1
 	}
 	if !isRange {
 		m.mu.Lock()

@@ -6,9 +6,10 @@ import (
 
 	"github.com/mpaged/mpaged/internal/testenv"
 	"github.com/mpaged/mpaged/uring"
+	"github.com/mpaged/mpaged/uring/ringtest"
 )
 
-// benchNative runs benchReads on a fresh native ring with default options.
+// benchNative runs ringtest.BenchReads on a fresh native ring with default options.
 func benchNative(b *testing.B, blockSize, depth int) {
 	r, err := uring.NewNative(uring.Options{})
 	if err != nil {
@@ -18,7 +19,7 @@ func benchNative(b *testing.B, blockSize, depth int) {
 		b.Fatal(err)
 	}
 	defer r.Close()
-	benchReads(b, r, blockSize, depth)
+	ringtest.BenchReads(b, r, blockSize, depth)
 	s := r.Stats()
 	b.ReportMetric(float64(s.Enters)/float64(b.N), "enters/op")
 }
@@ -59,3 +60,12 @@ func BenchmarkNativeNopDepth32(b *testing.B) {
 		<-h.done
 	}
 }
+
+func benchSync(b *testing.B, blockSize, depth int) {
+	r := uring.NewSync(uring.Options{Workers: depth})
+	defer r.Close()
+	ringtest.BenchReads(b, r, blockSize, depth)
+}
+
+func BenchmarkSyncRead4KiBDepth32(b *testing.B)   { benchSync(b, 4<<10, 32) }
+func BenchmarkSyncRead128KiBDepth32(b *testing.B) { benchSync(b, 128<<10, 32) }

@@ -855,7 +855,7 @@ func TestNativeZeroAllocs(t *testing.T) {
 	for _, v := range variants[:2] {
 		t.Run(v.name, func(t *testing.T) {
 			r := newNative(t, v.opts)
-			f, _ := openMaybeDirect(t, benchFilePath(t))
+			f, _ := ringtest.OpenReadMaybeDirect(t, ringtest.BenchFilePath(t))
 			defer f.Close()
 			file, err := r.RegisterFile(int(f.Fd()))
 			if err != nil {

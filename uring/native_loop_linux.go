@@ -64,6 +64,9 @@ type loop struct {
 	cancelNeeded bool // an ASYNC_CANCEL_ANY is to be written
 	overflowSeen bool
 	backoff      bool // the last enter said EAGAIN/EBUSY
+	// internal counts SQEs written for the ring's own use (wake read,
+	// cancels) since the last publish: Stats.SQEs counts requests' only.
+	internal uint32
 }
 
 // slot is one entry of the in-flight table. user_data names it as
@@ -200,7 +203,8 @@ func (l *loop) publish() {
 	if n := l.sqTail - l.sqPublished; n != 0 {
 		storeRelease(l.rg.sqTail, l.sqTail)
 		l.sqPublished = l.sqTail
-		l.r.c.SQEs.Add(uint64(n))
+		l.r.c.SQEs.Add(uint64(n - l.internal))
+		l.internal = 0
 	}
 }
 
@@ -217,6 +221,7 @@ func (l *loop) armWake() {
 		e.opcode, e.addr, e.len = opReadv, uint64(uintptr(unsafe.Pointer(l.wakeIov))), 1
 	}
 	e.userData = udWake
+	l.internal++
 	l.wakeArmed = true
 }
 
@@ -655,6 +660,7 @@ func (l *loop) writeCancels() {
 		if l.cancelNeeded && l.room() {
 			e := l.nextSQE()
 			e.opcode, e.fd, e.opFlags, e.userData = opAsyncCancel, -1, asyncCancelAny, udCancelAny
+			l.internal++
 			l.cancelNeeded = false
 		}
 		return
@@ -669,6 +675,7 @@ func (l *loop) writeCancels() {
 		}
 		e := l.nextSQE()
 		e.opcode, e.fd, e.userData = opAsyncCancel, -1, udCancelOne
+		l.internal++
 		e.addr = uint64(i) | uint64(s.gen)<<32
 		s.cancelSent = true
 	}

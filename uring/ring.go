@@ -213,7 +213,7 @@ type Ring interface {
 type Stats struct {
 	Submitted  uint64 // requests accepted
 	Completed  uint64 // completions delivered
-	SQEs       uint64 // SQEs written (resubmissions included)
+	SQEs       uint64 // SQEs written for requests (resubmissions included; the ring's own wake and cancel SQEs are not)
 	Enters     uint64 // io_uring_enter calls (syscalls for the sync ring)
 	Resubmits  uint64 // short transfers resumed
 	Retries    uint64 // EAGAIN/EINTR retries

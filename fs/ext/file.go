@@ -1,0 +1,299 @@
+package ext
+
+import (
+	"container/list"
+	"fmt"
+	"io"
+	"sync/atomic"
+
+	"github.com/mpaged/mpaged/mpage"
+)
+
+// node is one inode in use: its decoded inode and its data mapping (the
+// file's page cache, with the mapper that fits its format). Nodes are
+// shared: the volume keeps one per inode while it is referenced, and a
+// bounded number of unreferenced ones for reuse.
+type node struct {
+	v      *Volume
+	ino    uint32
+	inode  *Inode
+	m      *mpage.Mapping
+	mapper *diagMapper
+	refs   int           // guarded by v.mu
+	elem   *list.Element // on v.idle when refs == 0
+}
+
+// diagMapper remembers the last error its mapper returned. The engine
+// turns a mapping failure into EIO on the page (it has nowhere else to put
+// it); the file's ReadAt then reports what actually went wrong.
+type diagMapper struct {
+	inner   mpage.BlockMapper
+	lastErr atomic.Pointer[error]
+}
+
+func (d *diagMapper) MapBlocks(bm *mpage.BlockMap) error {
+	err := d.inner.MapBlocks(bm)
+	if err != nil {
+		d.lastErr.Store(&err)
+	}
+	return err
+}
+
+func (d *diagMapper) takeErr() error {
+	if p := d.lastErr.Swap(nil); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// holeMapper maps nothing: special files and fast symbolic links have no
+// data blocks.
+type holeMapper struct{}
+
+func (holeMapper) MapBlocks(bm *mpage.BlockMap) error {
+	bm.Flags, bm.PBlock, bm.Len = 0, 0, max(bm.Len, 1)
+	return nil
+}
+
+// isFastSymlink reports whether a symlink's target lives in i_block. Both
+// rules in use agree on what mke2fs and the kernel write: no data blocks
+// (the kernel's test, allowing for an xattr block) and a target shorter
+// than i_block (e2fsprogs' test).
+func (v *Volume) isFastSymlink(in *Inode) bool {
+	if in.Type() != TypeSymlink || in.Flags&(FlagInlineData|FlagExtents) != 0 {
+		return false
+	}
+	ea := uint64(0)
+	if in.FileACL != 0 {
+		ea = uint64(v.sb.BlockSize/512) << v.sb.LogClusterSize >> v.sb.LogBlockSize
+	}
+	return in.Size < iBlockLen && in.Blocks <= ea
+}
+
+// newNode builds the node for a decoded inode: the mapper its format needs
+// and a data mapping of i_size bytes.
+func (v *Volume) newNode(in *Inode) (*node, error) {
+	sb := v.sb
+	var mapper mpage.BlockMapper
+	size := in.Size
+	switch {
+	case in.Flags&FlagInlineData != 0:
+		im, err := newInlineMapper(v, in)
+		if err != nil {
+			return nil, err
+		}
+		mapper = im
+	case in.Type() == TypeCharDev || in.Type() == TypeBlockDev || in.Type() == TypeFIFO || in.Type() == TypeSocket:
+		mapper, size = holeMapper{}, 0
+	case v.isFastSymlink(in):
+		mapper, size = holeMapper{}, 0
+	case in.Flags&FlagExtents != 0:
+		if !sb.HasIncompat(IncompatExtents) {
+			return nil, fmt.Errorf("%w: inode %d: extents flag on a volume without the extent feature", ErrCorrupt, in.Ino)
+		}
+		em, err := newExtentMapper(v, in)
+		if err != nil {
+			return nil, err
+		}
+		if size > uint64(maxLogicalBlocks)<<v.blkbits {
+			return nil, fmt.Errorf("%w: inode %d: size %d past what extents address", ErrCorrupt, in.Ino, size)
+		}
+		mapper = em
+	default:
+		if size > indirectMaxBlocks(uint64(sb.BlockSize/4))<<v.blkbits {
+			return nil, fmt.Errorf("%w: inode %d: size %d past what block pointers address", ErrCorrupt, in.Ino, size)
+		}
+		mapper = newIndirectMapper(v, in)
+	}
+	if size > 1<<62 {
+		return nil, fmt.Errorf("%w: inode %d: size %d", ErrCorrupt, in.Ino, size)
+	}
+	dm := &diagMapper{inner: mapper}
+	m, err := mpage.NewMapping(mpage.MappingConfig{
+		Device: v.cfg.Device, Cache: v.cfg.Cache, Mapper: dm,
+		BlockSize: sb.BlockSize, Size: int64(size), Name: fmt.Sprintf("inode %d", in.Ino),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ext: inode %d: %w", in.Ino, err)
+	}
+	return &node{v: v, ino: in.Ino, inode: in, m: m, mapper: dm}, nil
+}
+
+// getNode returns inode ino's node, referenced: from the cache, or read
+// and built. Only live inodes are returned.
+func (v *Volume) getNode(ino uint32) (*node, error) {
+	v.mu.Lock()
+	if n, ok := v.nodes[ino]; ok {
+		v.holdLocked(n)
+		v.mu.Unlock()
+		return n, nil
+	}
+	v.mu.Unlock()
+
+	in, err := v.readInode(ino)
+	if err != nil {
+		return nil, err
+	}
+	if !in.inUse() {
+		return nil, fmt.Errorf("%w: inode %d is not in use (mode %#o, %d links)", ErrCorrupt, ino, in.Mode, in.Links)
+	}
+	n, err := v.newNode(in)
+	if err != nil {
+		return nil, err
+	}
+	v.mu.Lock()
+	if other, ok := v.nodes[ino]; ok {
+		// Built twice concurrently: keep the first, drop ours (it has no
+		// pages yet).
+		v.holdLocked(other)
+		v.mu.Unlock()
+		n.m.Close()
+		return other, nil
+	}
+	n.refs = 1
+	v.nodes[ino] = n
+	v.mu.Unlock()
+	return n, nil
+}
+
+// holdNode takes another reference on a referenced node.
+func (v *Volume) holdNode(n *node) {
+	v.mu.Lock()
+	v.holdLocked(n)
+	v.mu.Unlock()
+}
+
+func (v *Volume) holdLocked(n *node) {
+	if n.refs == 0 && n.elem != nil {
+		v.idle.Remove(n.elem)
+		n.elem = nil
+	}
+	n.refs++
+}
+
+// putNode drops a reference. An unreferenced node goes on the idle list;
+// past the idle limit the least recently used one is dropped with its
+// pages.
+func (v *Volume) putNode(n *node) {
+	v.mu.Lock()
+	n.refs--
+	if n.refs < 0 {
+		v.mu.Unlock()
+		panic("ext: node released more often than referenced")
+	}
+	if n.refs > 0 {
+		v.mu.Unlock()
+		return
+	}
+	if v.nodes[n.ino] != n {
+		// The volume dropped it (closeAll); nothing to keep.
+		v.mu.Unlock()
+		return
+	}
+	n.elem = v.idle.PushFront(n)
+	var evict []*node
+	for v.idle.Len() > v.cfg.IdleFiles {
+		old := v.idle.Remove(v.idle.Back()).(*node)
+		old.elem = nil
+		delete(v.nodes, old.ino)
+		evict = append(evict, old)
+	}
+	v.mu.Unlock()
+	for _, old := range evict {
+		if err := old.m.Close(); err != nil {
+			v.logf("ext: dropping inode %d: %v", old.ino, err)
+		}
+	}
+}
+
+// readable says whether the node's data can be read.
+func (n *node) readable() error {
+	switch {
+	case n.inode.Flags&FlagEncrypt != 0:
+		return fmt.Errorf("%w: inode %d is encrypted", ErrUnsupported, n.ino)
+	case n.inode.Flags&FlagCompr != 0:
+		return fmt.Errorf("%w: inode %d is compressed", ErrUnsupported, n.ino)
+	}
+	return nil
+}
+
+// readAt reads the node's data through its mapping. A mapper failure
+// (corrupt metadata) is reported as itself rather than as the bare EIO
+// the engine gives the page.
+func (n *node) readAt(b []byte, off int64) (int, error) {
+	k, err := n.m.ReadAt(b, off)
+	if err != nil && err != io.EOF {
+		if merr := n.mapper.takeErr(); merr != nil {
+			return k, fmt.Errorf("ext: inode %d: read at %d: %w (%w)", n.ino, off, merr, err)
+		}
+		return k, fmt.Errorf("ext: inode %d: read at %d: %w", n.ino, off, err)
+	}
+	return k, err
+}
+
+// readlinkNode returns a symbolic link's target: from i_block (fast), the
+// inline data, or its data block.
+func (v *Volume) readlinkNode(n *node) (string, error) {
+	in := n.inode
+	if err := n.readable(); err != nil {
+		return "", err
+	}
+	if in.Size == 0 || in.Size >= maxSymlinkLen {
+		return "", fmt.Errorf("%w: symbolic link inode %d: target of %d bytes", ErrCorrupt, in.Ino, in.Size)
+	}
+	if v.isFastSymlink(in) {
+		return string(in.Block[:in.Size]), nil
+	}
+	buf := make([]byte, in.Size)
+	k, err := n.readAt(buf, 0)
+	if err != nil && !(err == io.EOF && k == len(buf)) {
+		return "", err
+	}
+	return string(buf), nil
+}
+
+// File is an open regular file. It is safe for concurrent use; several
+// Files of one inode share its pages.
+type File struct {
+	v      *Volume
+	n      *node
+	closed atomic.Bool
+}
+
+// ReadAt reads len(b) bytes at off through the engine: io.EOF when the
+// read reaches past the end of the file.
+func (f *File) ReadAt(b []byte, off int64) (int, error) {
+	if f.closed.Load() {
+		return 0, ErrClosed
+	}
+	if err := f.v.enter(); err != nil {
+		return 0, err
+	}
+	defer f.v.leave()
+	return f.n.readAt(b, off)
+}
+
+// Size is the file's size in bytes.
+func (f *File) Size() int64 { return f.n.m.Size() }
+
+// Ino is the file's inode number.
+func (f *File) Ino() uint32 { return f.n.ino }
+
+// Stat describes the file.
+func (f *File) Stat() FileInfo { return infoOf("", f.n.inode) }
+
+// Mapping is the file's data mapping (its page cache). Every File open on
+// the inode returns the same one.
+func (f *File) Mapping() *mpage.Mapping { return f.n.m }
+
+// Close releases the file. Its pages stay cached while the volume keeps
+// the inode among its idle files.
+func (f *File) Close() error {
+	if f.closed.Swap(true) {
+		return ErrClosed
+	}
+	f.v.putNode(f.n)
+	return nil
+}
+
+var _ io.ReaderAt = (*File)(nil)

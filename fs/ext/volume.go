@@ -1,0 +1,476 @@
+package ext
+
+import (
+	"container/list"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"sync"
+	"time"
+
+	"github.com/mpaged/mpaged/mpage"
+)
+
+// Config opens a volume.
+type Config struct {
+	// Device is the block device (or image file) the volume lives on;
+	// every mapping of the volume, metadata and file data, uses it.
+	Device *mpage.Device
+	// Cache is the page cache the volume's mappings share.
+	Cache *mpage.Cache
+	// DeviceSize is the device's size in bytes. A superblock claiming
+	// more blocks than fit is refused as corrupt. Zero skips the check.
+	DeviceSize int64
+	// ReadOnly opens the volume for reading only. Without it, Open
+	// refuses volumes that must not be written (ErrNeedsRecovery,
+	// ErrReadOnly); today every volume is then served read-only all the
+	// same, with the reason logged, because writing is not implemented.
+	ReadOnly bool
+	// Logf receives notices (recovery needed, downgraded to read-only,
+	// unclean volume). Nil discards them.
+	Logf func(format string, args ...any)
+	// IdleFiles is how many closed files keep their mapping (and cached
+	// pages) for reuse; default 128.
+	IdleFiles int
+}
+
+// metaReadahead is the metadata mapping's readahead window in pages:
+// inode tables and directory-adjacent blocks are read in batches, without
+// dragging in the megabyte a data stream gets.
+const metaReadahead = 32
+
+// Volume is an open ext2/3/4 file system. Its methods are safe for
+// concurrent use.
+type Volume struct {
+	cfg  Config
+	logf func(string, ...any)
+	sb   *Superblock
+	// groups is immutable on the read side; see groupTable.
+	groups *groupTable
+	// meta is the whole device as one mapping in file-system blocks: all
+	// metadata (superblock, descriptors, inode tables, indirect and
+	// extent blocks) is read through it, so it shares the engine's cache.
+	meta     *mpage.Mapping
+	blkbits  uint
+	readOnly bool
+	roReason string
+
+	// life is held shared by every public call for its duration and
+	// exclusively by Close, so Close never pulls a mapping from under a
+	// read (and no read starts on a closed mapping).
+	life   sync.RWMutex
+	closed bool
+
+	// mu guards nodes and idle: the per-inode cache of open files. A node
+	// with refs > 0 is in use; one with refs == 0 sits on idle (most
+	// recently released at the front) until evicted.
+	mu    sync.Mutex
+	nodes map[uint32]*node
+	idle  list.List
+
+	blockBufs sync.Pool
+}
+
+// Open reads and checks the superblock and group descriptors of the volume
+// on cfg.Device. The superblock is read through a small bootstrap mapping
+// with 1 KiB blocks (the block size is not known before it), which is
+// closed again; everything after goes through the volume's metadata
+// mapping in the file system's block size.
+func Open(cfg Config) (*Volume, error) {
+	if cfg.Device == nil || cfg.Cache == nil {
+		return nil, errors.New("ext: open: Config needs a Device and a Cache")
+	}
+	v := &Volume{cfg: cfg, logf: cfg.Logf, nodes: make(map[uint32]*node)}
+	if v.logf == nil {
+		v.logf = func(string, ...any) {}
+	}
+	if v.cfg.IdleFiles <= 0 {
+		v.cfg.IdleFiles = 128
+	}
+	raw, err := readSuperblock(cfg)
+	if err != nil {
+		return nil, err
+	}
+	sb, err := ParseSuperblock(raw)
+	if err != nil {
+		return nil, err
+	}
+	v.sb = sb
+	v.blkbits = uint(10 + sb.LogBlockSize)
+	v.blockBufs.New = func() any { b := make([]byte, sb.BlockSize); return &b }
+
+	const maxBytes = 1 << 62
+	if sb.BlocksCount > maxBytes>>v.blkbits {
+		return nil, fmt.Errorf("%w: superblock: %d blocks of %d bytes", ErrUnsupported, sb.BlocksCount, sb.BlockSize)
+	}
+	size := int64(sb.BlocksCount) << v.blkbits
+	if cfg.DeviceSize > 0 && size > cfg.DeviceSize {
+		return nil, fmt.Errorf("%w: superblock: %d blocks of %d bytes (%d bytes) do not fit the %d-byte device (truncated image?)",
+			ErrCorrupt, sb.BlocksCount, sb.BlockSize, size, cfg.DeviceSize)
+	}
+	if err := v.decideAccess(); err != nil {
+		return nil, err
+	}
+	v.meta, err = mpage.NewMapping(mpage.MappingConfig{
+		Device: cfg.Device, Cache: cfg.Cache, Mapper: mpage.LinearMapper{Blocks: sb.BlocksCount},
+		BlockSize: sb.BlockSize, Size: size, Name: "ext metadata",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ext: open: %w", err)
+	}
+	v.meta.SetReadahead(metaReadahead)
+	if err := v.loadGroups(); err != nil {
+		v.meta.Close()
+		return nil, err
+	}
+	root, err := v.getNode(rootIno)
+	if err != nil {
+		v.closeAll()
+		return nil, fmt.Errorf("ext: root directory: %w", err)
+	}
+	isDir := root.inode.IsDir()
+	v.putNode(root)
+	if !isDir {
+		v.closeAll()
+		return nil, fmt.Errorf("%w: root inode is not a directory", ErrCorrupt)
+	}
+	return v, nil
+}
+
+// readSuperblock reads the 1024 bytes at device offset 1024 through a
+// bootstrap mapping.
+func readSuperblock(cfg Config) ([]byte, error) {
+	size := int64(superblockOffset + superblockSize)
+	if cfg.DeviceSize > 0 && cfg.DeviceSize < size {
+		return nil, fmt.Errorf("%w: device of %d bytes is too small to hold a superblock", ErrCorrupt, cfg.DeviceSize)
+	}
+	boot, err := mpage.NewMapping(mpage.MappingConfig{
+		Device: cfg.Device, Cache: cfg.Cache, Mapper: mpage.LinearMapper{},
+		BlockSize: 1024, Size: size, Name: "ext superblock",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ext: open: %w", err)
+	}
+	boot.SetReadahead(0)
+	raw := make([]byte, superblockSize)
+	_, err = boot.ReadAt(raw, superblockOffset)
+	if cerr := boot.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	if err != nil && err != io.EOF {
+		return nil, fmt.Errorf("ext: read superblock: %w", err)
+	}
+	return raw, nil
+}
+
+// decideAccess settles read-only or read-write from the features and state,
+// refusing read-write where writing would do harm.
+func (v *Volume) decideAccess() error {
+	sb := v.sb
+	v.readOnly = true
+	if sb.HasIncompat(IncompatRecover) {
+		if !v.cfg.ReadOnly {
+			return fmt.Errorf("%w: the journal holds unreplayed transactions; run e2fsck first or open read-only", ErrNeedsRecovery)
+		}
+		v.logf("ext: journal needs recovery: reading the volume as it was before the unreplayed transactions (run e2fsck to replay them)")
+	}
+	if unknown := sb.ROCompat &^ knownROCompat; unknown != 0 && !v.cfg.ReadOnly {
+		return fmt.Errorf("%w: unknown RO_COMPAT features %s", ErrReadOnly, unknown)
+	}
+	if sb.State&stateValid == 0 || sb.State&stateErrors != 0 {
+		v.logf("ext: volume was not cleanly unmounted or has recorded errors (state %#x); run e2fsck", sb.State)
+	}
+	switch {
+	case v.cfg.ReadOnly:
+		v.roReason = "opened read-only"
+	default:
+		v.roReason = "write support is not implemented yet"
+		v.logf("ext: serving the volume read-only: %s", v.roReason)
+	}
+	return nil
+}
+
+// Superblock returns a copy of the decoded superblock.
+func (v *Volume) Superblock() Superblock { return *v.sb }
+
+// BlockSize is the file system block size in bytes.
+func (v *Volume) BlockSize() int { return v.sb.BlockSize }
+
+// ReadOnly reports whether the volume is served read-only, and why.
+func (v *Volume) ReadOnly() (bool, string) { return v.readOnly, v.roReason }
+
+// MetaMapping is the volume's metadata mapping (tests and stats look at
+// its cache).
+func (v *Volume) MetaMapping() *mpage.Mapping { return v.meta }
+
+// Group returns group g's descriptor.
+func (v *Volume) Group(g uint32) (GroupDesc, error) {
+	if g >= v.sb.GroupCount {
+		return GroupDesc{}, fmt.Errorf("ext: group %d of %d", g, v.sb.GroupCount)
+	}
+	return v.groups.get(g), nil
+}
+
+// Close drops every cached file and the metadata mapping. Files still open
+// fail with ErrClosed from then on.
+func (v *Volume) Close() error {
+	v.life.Lock()
+	defer v.life.Unlock()
+	if v.closed {
+		return ErrClosed
+	}
+	v.closed = true
+	return v.closeAll()
+}
+
+func (v *Volume) closeAll() error {
+	v.mu.Lock()
+	nodes := v.nodes
+	v.nodes = map[uint32]*node{}
+	v.idle.Init()
+	v.mu.Unlock()
+	var errs []error
+	for _, n := range nodes {
+		if err := n.m.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := v.meta.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// enter starts a public call: it holds off Close until the call is done.
+func (v *Volume) enter() error {
+	v.life.RLock()
+	if v.closed {
+		v.life.RUnlock()
+		return ErrClosed
+	}
+	return nil
+}
+
+func (v *Volume) leave() { v.life.RUnlock() }
+
+// getBlockBuf returns a block-sized scratch buffer.
+func (v *Volume) getBlockBuf() []byte  { return *v.blockBufs.Get().(*[]byte) }
+func (v *Volume) putBlockBuf(b []byte) { v.blockBufs.Put(&b) }
+
+// readMeta reads len(b) bytes at byte off of device block blk through the
+// metadata mapping.
+func (v *Volume) readMeta(b []byte, blk uint64, off int) error {
+	if blk >= v.sb.BlocksCount {
+		return fmt.Errorf("%w: block %d past the end of the volume (%d blocks)", ErrCorrupt, blk, v.sb.BlocksCount)
+	}
+	pos := int64(blk)<<v.blkbits + int64(off)
+	n, err := v.meta.ReadAt(b, pos)
+	if err == io.EOF && n == len(b) {
+		err = nil
+	}
+	if err != nil {
+		return fmt.Errorf("ext: read block %d: %w", blk, err)
+	}
+	return nil
+}
+
+// readBlock reads one whole block.
+func (v *Volume) readBlock(b []byte, blk uint64) error { return v.readMeta(b[:v.sb.BlockSize], blk, 0) }
+
+// readInode reads and checks inode ino from its group's inode table.
+func (v *Volume) readInode(ino uint32) (*Inode, error) {
+	sb := v.sb
+	if ino == 0 || ino > sb.InodesCount {
+		return nil, fmt.Errorf("%w: inode %d outside 1..%d", ErrCorrupt, ino, sb.InodesCount)
+	}
+	g := (ino - 1) / sb.InodesPerGroup
+	idx := (ino - 1) % sb.InodesPerGroup
+	d := v.groups.get(g)
+	if sb.groupCsum() && (d.Flags&bgInodeUninit != 0 || idx >= sb.InodesPerGroup-d.ItableUnused) {
+		// The group's descriptor says this part of the inode table was
+		// never initialised: nothing may point here.
+		return nil, fmt.Errorf("%w: inode %d: in the uninitialised part of group %d's inode table", ErrCorrupt, ino, g)
+	}
+	off := uint64(idx) * uint64(sb.InodeSize)
+	blk := d.InodeTable + off>>v.blkbits
+	buf := make([]byte, sb.InodeSize)
+	if err := v.readMeta(buf, blk, int(off&(uint64(sb.BlockSize)-1))); err != nil {
+		return nil, fmt.Errorf("ext: inode %d: %w", ino, err)
+	}
+	in, err := parseInode(buf, ino, sb)
+	if err != nil {
+		return nil, err
+	}
+	return in, nil
+}
+
+// FileInfo describes a file, as Stat returns it.
+type FileInfo struct {
+	Name   string // the last path component ("/" for the root)
+	Ino    uint32
+	Type   FileType
+	Mode   fs.FileMode // type and permission bits as io/fs spells them
+	Size   int64
+	Links  uint32
+	Blocks int64 // 512-byte units allocated, as st_blocks
+	UID    uint32
+	GID    uint32
+	Flags  uint32 // i_flags
+	// ModTime, AccessTime, ChangeTime and CreateTime (zero when the inode
+	// has no room for it) carry nanoseconds where the inode has them.
+	ModTime, AccessTime, ChangeTime, CreateTime time.Time
+}
+
+// IsDir reports whether the file is a directory.
+func (fi FileInfo) IsDir() bool { return fi.Type == TypeDir }
+
+func infoOf(name string, in *Inode) FileInfo {
+	return FileInfo{
+		Name: name, Ino: in.Ino, Type: in.Type(), Mode: in.FileMode(), Size: int64(in.Size),
+		Links: uint32(in.Links), Blocks: int64(in.Blocks), UID: in.UID, GID: in.GID, Flags: in.Flags,
+		ModTime: in.Mtime, AccessTime: in.Atime, ChangeTime: in.Ctime, CreateTime: in.Crtime,
+	}
+}
+
+func baseName(comps []string) string {
+	if len(comps) == 0 {
+		return "/"
+	}
+	return comps[len(comps)-1]
+}
+
+// pathOp runs fn on the node path resolves to, wrapping errors as
+// *fs.PathError with op and path.
+func (v *Volume) pathOp(op, path string, followLast bool, fn func(n *node, comps []string) error) error {
+	comps, trailing, err := splitPath(path)
+	if err != nil {
+		return &fs.PathError{Op: op, Path: path, Err: err}
+	}
+	if err := v.enter(); err != nil {
+		return &fs.PathError{Op: op, Path: path, Err: err}
+	}
+	defer v.leave()
+	n, err := v.resolve(comps, followLast || trailing)
+	if err == nil {
+		if trailing && !n.inode.IsDir() {
+			err = ErrNotDir
+		} else {
+			err = fn(n, comps)
+		}
+		v.putNode(n)
+	}
+	if err != nil {
+		return &fs.PathError{Op: op, Path: path, Err: err}
+	}
+	return nil
+}
+
+// Lookup resolves path to its inode number. A symbolic link as the last
+// component is not followed.
+func (v *Volume) Lookup(path string) (uint32, error) {
+	var ino uint32
+	err := v.pathOp("lookup", path, false, func(n *node, _ []string) error {
+		ino = n.ino
+		return nil
+	})
+	return ino, err
+}
+
+// Stat describes the file at path, following a final symbolic link.
+func (v *Volume) Stat(path string) (FileInfo, error) {
+	var fi FileInfo
+	err := v.pathOp("stat", path, true, func(n *node, comps []string) error {
+		fi = infoOf(baseName(comps), n.inode)
+		return nil
+	})
+	return fi, err
+}
+
+// Lstat describes the file at path; a final symbolic link is described
+// itself.
+func (v *Volume) Lstat(path string) (FileInfo, error) {
+	var fi FileInfo
+	err := v.pathOp("lstat", path, false, func(n *node, comps []string) error {
+		fi = infoOf(baseName(comps), n.inode)
+		return nil
+	})
+	return fi, err
+}
+
+// StatInode describes inode ino (named name).
+func (v *Volume) StatInode(ino uint32, name string) (FileInfo, error) {
+	if err := v.enter(); err != nil {
+		return FileInfo{}, err
+	}
+	defer v.leave()
+	n, err := v.getNode(ino)
+	if err != nil {
+		return FileInfo{}, err
+	}
+	defer v.putNode(n)
+	return infoOf(name, n.inode), nil
+}
+
+// ReadDir lists the directory at path (following symbolic links), sorted
+// by name, without "." and "..". Entries on volumes without the filetype
+// feature get their type from their inode.
+func (v *Volume) ReadDir(path string) ([]DirEntry, error) {
+	var out []DirEntry
+	err := v.pathOp("readdir", path, true, func(n *node, _ []string) error {
+		if !n.inode.IsDir() {
+			return ErrNotDir
+		}
+		var err error
+		if out, err = v.readDirNode(n); err != nil {
+			return err
+		}
+		for i := range out {
+			if out[i].Type != TypeUnknown {
+				continue
+			}
+			if in, err := v.readInode(out[i].Inode); err == nil {
+				out[i].Type = in.Type()
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Readlink returns the target of the symbolic link at path.
+func (v *Volume) Readlink(path string) (string, error) {
+	var target string
+	err := v.pathOp("readlink", path, false, func(n *node, _ []string) error {
+		if n.inode.Type() != TypeSymlink {
+			return fmt.Errorf("ext: inode %d is not a symbolic link", n.ino)
+		}
+		var err error
+		target, err = v.readlinkNode(n)
+		return err
+	})
+	return target, err
+}
+
+// OpenFile opens the regular file at path (following symbolic links) for
+// reading. Opens of one inode share one data mapping, so their pages are
+// cached once.
+func (v *Volume) OpenFile(path string) (*File, error) {
+	var f *File
+	err := v.pathOp("open", path, true, func(n *node, _ []string) error {
+		switch n.inode.Type() {
+		case TypeRegular:
+		case TypeDir:
+			return ErrIsDir
+		default:
+			return fmt.Errorf("%w: %s", ErrNotRegular, n.inode.Type())
+		}
+		if err := n.readable(); err != nil {
+			return err
+		}
+		v.holdNode(n)
+		f = &File{v: v, n: n}
+		return nil
+	})
+	return f, err
+}

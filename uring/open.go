@@ -19,15 +19,11 @@ const (
 func Open(backend string, opts Options) (Ring, error) {
 	switch backend {
 	case BackendNative:
-		r, err := NewNative(opts)
-		if err != nil {
-			return nil, err
-		}
-		return r, nil
+		return newNative(opts)
 	case BackendSync:
 		return NewSync(opts), nil
 	case BackendAuto:
-		r, err := NewNative(opts)
+		r, err := newNative(opts)
 		if err == nil {
 			return r, nil
 		}
@@ -38,4 +34,14 @@ func Open(backend string, opts Options) (Ring, error) {
 		return NewSync(opts), nil
 	}
 	return nil, fmt.Errorf("uring: unknown backend %q (want native, sync or iouring-go)", backend)
+}
+
+// newNative is NewNative, replaceable by tests that need io_uring to be
+// unavailable.
+var newNative = func(opts Options) (Ring, error) {
+	r, err := NewNative(opts)
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
 }

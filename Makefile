@@ -7,7 +7,7 @@ FUZZTIME  ?= 5s
 # Fuzz targets run briefly by make test: package:target.
 FUZZ      := ./alloc:FuzzParsePSI ./uring/faultring:FuzzParseRule
 
-.PHONY: all build run test deps fmt-check vet unit tagged fuzz bench clean
+.PHONY: all build run test deps fmt-check vet unit tagged invariants fuzz bench clean
 
 all: build
 
@@ -35,6 +35,10 @@ unit:
 tagged:
 	$(GO) test -race -count=1 $(TAGGED) ./uring/iouringgo/ ./cmd/...
 
+# The engine once more with its assertions compiled in.
+invariants:
+	$(GO) test -race -count=1 -tags invariants ./internal/... ./mpage/...
+
 fuzz:
 	@set -e; for t in $(FUZZ); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
@@ -42,7 +46,7 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg; \
 	done
 
-test: deps fmt-check vet build unit tagged fuzz
+test: deps fmt-check vet build unit tagged invariants fuzz
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./uring/ ./alloc/

@@ -161,8 +161,11 @@ func (p *Page) writeDone(err error) {
 		if m != nil {
 			m.writeFailed(p, err)
 		}
-	} else if p.testAndClear(Error) && m != nil {
-		m.writeRecovered()
+	} else {
+		p.clear(Error)
+		if p.testAndClear(writeErr) && m != nil {
+			m.writeRecovered()
+		}
 	}
 	p.endWriteback()
 }

@@ -111,11 +111,16 @@ func (c *Cache) Stats() CacheStats {
 // newPage returns an unlinked page with a frame, evicting clean pages when
 // the cache is at its limit or the frame pool is empty.
 func (c *Cache) newPage() (*Page, error) {
-	c.mu.Lock()
-	over := c.count >= c.limit
-	c.mu.Unlock()
-	if over {
-		c.evict()
+	// Evict down below the limit, not just one page: the cache can pass
+	// its limit while every page is locked for I/O, and should come back
+	// once they are not.
+	for {
+		c.mu.Lock()
+		over := c.count >= c.limit
+		c.mu.Unlock()
+		if !over || !c.evict() {
+			break
+		}
 	}
 	var deadline time.Time
 	for {

@@ -46,7 +46,7 @@ type Mapping struct {
 	dirty          *btree.BTreeG[*Page]
 	writeback      *btree.BTreeG[*Page]
 	writebackIndex uint64
-	failed         int   // pages whose last write failed (Error set)
+	failed         int   // pages whose last write failed (writeErr set)
 	lastErr        error // the most recent write error, while failed > 0
 	closed         bool
 
@@ -282,7 +282,8 @@ func (m *Mapping) writeFailed(p *Page, err error) {
 	m.dev.stats.WriteRetries.Add(1)
 	m.dev.stats.WritebackErrno[errnoIndex(err)].Add(1)
 	m.mu.Lock()
-	if !p.testAndSet(Error) {
+	p.set(Error)
+	if !p.testAndSet(writeErr) {
 		m.failed++
 	}
 	m.lastErr = err
@@ -346,14 +347,8 @@ func (m *Mapping) Truncate(size int64) error {
 	m.size.Store(size)
 	first := uint64((size + PageSize - 1) >> PageShift)
 	if off := int(size & (PageSize - 1)); off != 0 {
-		if p := m.FindPage(uint64(size >> PageShift)); p != nil {
-			p.Lock()
-			p.WaitWriteback()
-			if p.mapping == m {
-				p.zero(off, PageSize)
-			}
-			p.Unlock()
-			p.Release()
+		if err := m.truncatePartial(uint64(size>>PageShift), off, size); err != nil {
+			return err
 		}
 	}
 	var batch [16]*Page
@@ -374,6 +369,45 @@ func (m *Mapping) Truncate(size int64) error {
 	}
 }
 
+// truncatePartial zeroes page idx from off on. When the block holding the
+// new EOF is mapped, the bytes past EOF in it must read as zero should the
+// file grow again, on the device too (the seeds' block_truncate_page): the
+// page is read if need be, zeroed and dirtied. A hole needs the cached page
+// zeroed at most; blocks wholly past EOF are the file system's to free.
+func (m *Mapping) truncatePartial(idx uint64, off int, size int64) error {
+	mapped := false
+	if size&(1<<m.blkbits-1) != 0 {
+		bm := BlockMap{Block: uint64(size >> m.blkbits), Len: 1}
+		m.dev.stats.MapCalls[Read].Add(1)
+		if err := m.mapper.MapBlocks(&bm); err != nil {
+			return fmt.Errorf("mpage: %s: truncate to %d: map block %d: %w", m.name, size, bm.Block, err)
+		}
+		mapped = bm.Flags&(Mapped|MapUptodate) == Mapped
+	}
+	var p *Page
+	if mapped {
+		var err error
+		if p, err = m.prepareWrite(idx, 0, 0); err != nil {
+			return fmt.Errorf("mpage: %s: truncate to %d: %w", m.name, size, err)
+		}
+	} else {
+		if p = m.FindPage(idx); p == nil {
+			return nil
+		}
+		p.Lock()
+	}
+	p.WaitWriteback()
+	if p.mapping == m {
+		p.zero(off, PageSize)
+		if mapped {
+			m.setDirty(p)
+		}
+	}
+	p.Unlock()
+	p.Release()
+	return nil
+}
+
 // remove takes a locked, referenced page out of the mapping and gives its
 // frame back. The caller's reference stays valid until Release.
 func (m *Mapping) remove(p *Page) {
@@ -383,7 +417,7 @@ func (m *Mapping) remove(p *Page) {
 		m.dirty.Delete(p)
 		m.cache.dirtyPages.Add(-1)
 	}
-	if p.testAndClear(Error) {
+	if p.testAndClear(writeErr) {
 		// The data that failed to reach the device is gone with the
 		// page: nothing is left to report.
 		if m.failed--; m.failed <= 0 {

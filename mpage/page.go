@@ -37,7 +37,17 @@ const (
 	// waiters: someone sleeps on this page's wait bucket; unlockers only
 	// take the bucket lock when it is set.
 	waiters
+	// writeErr: the page's last write failed and it is counted in its
+	// mapping's failed pages. Kept apart from Error, which a failed read
+	// sets too: sharing it lost write failures (and cleared other pages'
+	// when a read-failed page was written or dropped). Set under the
+	// mapping's mu; whoever clears it (a successful write, or removal
+	// from the mapping) takes the page out of the count.
+	writeErr
 )
+
+// private flags never shown by Flags.
+const private = waiters | writeErr
 
 var flagNames = []struct {
 	f    PageFlags
@@ -91,7 +101,7 @@ type Page struct {
 }
 
 // Flags returns the current flags.
-func (p *Page) Flags() PageFlags { return PageFlags(p.flags.Load()) &^ waiters }
+func (p *Page) Flags() PageFlags { return PageFlags(p.flags.Load()) &^ private }
 
 // Has reports whether all of f are set.
 func (p *Page) Has(f PageFlags) bool { return PageFlags(p.flags.Load())&f == f }

@@ -50,7 +50,7 @@ func (m *Mapping) onMiss(index uint64, want int) {
 	} else {
 		size = min(max(want, initReadahead), ra.max)
 	}
-	size = max(size, want)
+	size = min(max(size, want), m.raCap())
 	ra.start, ra.size = index, size
 	ra.asyncSize = size / 2
 	ra.prev = index
@@ -72,7 +72,7 @@ func (m *Mapping) onMarker(p *Page) {
 		// A marker of an older window: start from the page after it.
 		next = p.Index + 1
 	}
-	size := min(max(ra.size*2, initReadahead), ra.max)
+	size := min(max(ra.size*2, initReadahead), ra.max, m.raCap())
 	if size == 0 {
 		ra.mu.Unlock()
 		return
@@ -81,6 +81,11 @@ func (m *Mapping) onMarker(p *Page) {
 	ra.mu.Unlock()
 	_, _ = m.ReadPages(next, size, size)
 }
+
+// raCap bounds a window by the cache: a quarter of its limit, so the
+// window being read and the next one (started at the marker) fit with room
+// to spare, instead of pushing the cache past its limit with locked pages.
+func (m *Mapping) raCap() int { return max(m.cache.limit/4, 1) }
 
 // noteAccess records the page a reader used, for sequential detection.
 func (m *Mapping) noteAccess(index uint64) {

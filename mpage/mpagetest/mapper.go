@@ -411,6 +411,26 @@ func (s *ScriptedMapper) ResetLog() {
 	s.mu.Unlock()
 }
 
+// Punch unmaps every file block at or past from (what a file system's
+// truncate does after the page cache's): those blocks read as holes again
+// and create allocates them anew.
+func (s *ScriptedMapper) Punch(from uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := s.extents[:0]
+	for _, e := range s.extents {
+		switch {
+		case e.end() <= from:
+			out = append(out, e)
+		case e.Start < from:
+			e.N = from - e.Start
+			e.Flags &^= mpage.Boundary
+			out = append(out, e)
+		}
+	}
+	s.extents = out
+}
+
 // Extents returns the current extents (scripted plus allocated).
 func (s *ScriptedMapper) Extents() []Extent {
 	s.mu.Lock()

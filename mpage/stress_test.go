@@ -1,0 +1,230 @@
+package mpage_test
+
+import (
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mpaged/mpaged/mpage"
+	"github.com/mpaged/mpaged/mpage/mpagetest"
+)
+
+// TestConcurrentStress runs writers, readers, background writeback, fsyncs
+// and eviction (a cache a quarter of the file) on one mapping under -race,
+// against a model of the file.
+//
+// The file is split into 512-byte chunks; runs of 3 chunks belong to one
+// writer each, so runs straddle pages and writers share pages. A writer
+// writes its runs with increasing versions (the byte value). For each chunk
+// the model keeps started (the version of the last write begun) and
+// committed (of the last write returned): a reader must see, in every byte,
+// a version between committed before its read and started after it. At the
+// end every byte must hold its committed version in the cache, on the device
+// and after the cache is dropped.
+func TestConcurrentStress(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		block  int
+		script string
+		linear bool
+	}{
+		{"linear-4k", 4096, "", true},
+		{"alloc-1k", 1024, "alloc at 64", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const (
+				fileBytes = 1 << 20
+				chunk     = 512
+				run       = 3
+				writers   = 4
+				readers   = 3
+				versions  = 200
+			)
+			cfg := mpagetest.EnvConfig{BlockSize: tc.block, DiskBytes: 4 << 20, CacheBytes: fileBytes / 4,
+				NoPattern: true, Script: tc.script, Size: fileBytes, NoRecord: true}
+			if tc.linear {
+				cfg.Mapper = mpage.LinearMapper{Blocks: 4 << 20 / uint64(tc.block)}
+			}
+			e := mpagetest.NewEnvWith(t, cfg)
+			m := e.Mapping
+			m.SetReadahead(32)
+			nChunks := fileBytes / chunk
+			started := make([]atomic.Uint32, nChunks)
+			committed := make([]atomic.Uint32, nChunks)
+			owner := func(c int) int { return (c / run) % writers }
+
+			var wg sync.WaitGroup
+			var failed atomic.Bool
+			fail := func(format string, args ...any) {
+				if failed.CompareAndSwap(false, true) {
+					t.Errorf(format, args...)
+				}
+			}
+			stop := make(chan struct{})
+
+			var writersWG sync.WaitGroup
+			for w := range writers {
+				writersWG.Add(1)
+				go func() {
+					defer writersWG.Done()
+					rng := rand.New(rand.NewPCG(uint64(w), 1))
+					var mine []int // first chunk of each run this writer owns
+					for c := 0; c < nChunks; c += run {
+						if owner(c) == w {
+							mine = append(mine, c)
+						}
+					}
+					buf := make([]byte, run*chunk*4)
+					for v := 1; v <= versions && !failed.Load(); v++ {
+						// One to four consecutive runs of this writer:
+						// they are not adjacent, so write each.
+						k := 1 + rng.IntN(4)
+						i0 := rng.IntN(len(mine))
+						for j := range k {
+							c0 := mine[(i0+j)%len(mine)]
+							c1 := min(c0+run, nChunks)
+							// Sometimes only part of the run.
+							if rng.IntN(4) == 0 {
+								c1 = c0 + 1 + rng.IntN(c1-c0)
+							}
+							for c := c0; c < c1; c++ {
+								started[c].Store(uint32(v))
+							}
+							b := buf[:(c1-c0)*chunk]
+							for i := range b {
+								b[i] = byte(v)
+							}
+							if _, err := m.WriteAt(b, int64(c0*chunk)); err != nil {
+								fail("writer %d: %v", w, err)
+								return
+							}
+							for c := c0; c < c1; c++ {
+								committed[c].Store(uint32(v))
+							}
+						}
+					}
+				}()
+			}
+			for r := range readers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					rng := rand.New(rand.NewPCG(uint64(r), 2))
+					buf := make([]byte, 64<<10)
+					lo := make([]uint32, len(buf)/chunk+2)
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						n := 1 + rng.IntN(len(buf))
+						off := rng.Int64N(fileBytes - int64(n))
+						c0, c1 := int(off/chunk), int((off+int64(n)-1)/chunk)
+						for c := c0; c <= c1; c++ {
+							lo[c-c0] = committed[c].Load()
+						}
+						got, err := m.ReadAt(buf[:n], off)
+						if err != nil || got != n {
+							fail("reader %d: ReadAt(%d at %d) = %d, %v", r, n, off, got, err)
+							return
+						}
+						for i := range n {
+							c := int((off + int64(i)) / chunk)
+							v := uint32(buf[i])
+							if hi := started[c].Load(); v < lo[c-c0] || v > hi {
+								fail("reader %d: byte %d (chunk %d) = %d, want %d..%d", r, off+int64(i), c, v, lo[c-c0], hi)
+								return
+							}
+						}
+					}
+				}()
+			}
+			wg.Add(2)
+			go func() { // background writeback
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					wbc := mpage.WritebackControl{SyncMode: mpage.SyncNone, NrToWrite: 32, Nonblocking: true}
+					if err := m.WritePages(&wbc); err != nil {
+						fail("writeback: %v", err)
+						return
+					}
+					time.Sleep(200 * time.Microsecond)
+				}
+			}()
+			go func() { // fsyncs of random ranges
+				defer wg.Done()
+				rng := rand.New(rand.NewPCG(9, 9))
+				for {
+					select {
+					case <-stop:
+						return
+					case <-time.After(2 * time.Millisecond):
+					}
+					a := rng.Int64N(fileBytes)
+					if err := m.WriteAndWait(a, a+rng.Int64N(256<<10)); err != nil {
+						fail("fsync: %v", err)
+						return
+					}
+				}
+			}()
+			writersWG.Wait()
+			close(stop)
+			wg.Wait()
+			if failed.Load() {
+				return
+			}
+			if err := m.WriteAndWait(0, -1); err != nil {
+				t.Fatal(err)
+			}
+			e.Drain()
+			want := make([]byte, fileBytes)
+			for c := range nChunks {
+				v := byte(committed[c].Load())
+				for i := range chunk {
+					want[c*chunk+i] = v
+				}
+			}
+			checkEqual(t, "cache", mustRead(t, m, fileBytes, 0), want)
+			checkEqual(t, "device", deviceView(e, fileBytes), want)
+			dropCache(t, m)
+			checkEqual(t, "reread", mustRead(t, m, fileBytes, 0), want)
+			st := e.Stats.Snapshot()
+			t.Logf("evictions %d, throttle waits %d, write bios %d (%d pages), read bios %d, block I/Os %d/%d, cache %+v",
+				st.Evictions, st.ThrottleWaits, st.Bios[mpage.Write], st.BioPages[mpage.Write], st.Bios[mpage.Read],
+				st.BlockIOs[mpage.Read], st.BlockIOs[mpage.Write], e.Cache.Stats())
+			if st.Evictions == 0 {
+				t.Error("no evictions: the test did not exercise them")
+			}
+		})
+	}
+}
+
+// deviceView assembles the file's bytes from the device through the
+// mapper's extents (or linearly for a LinearMapper).
+func deviceView(e *mpagetest.Env, n int) []byte {
+	out := make([]byte, n)
+	if _, ok := e.Mapping.Mapper().(mpage.LinearMapper); ok {
+		copy(out, e.Disk())
+		return out
+	}
+	bs := int64(e.BlockSize)
+	for _, x := range e.Mapper.Extents() {
+		for i := range x.N {
+			fo := int64(x.Start+i) * bs
+			if fo >= int64(n) {
+				break
+			}
+			do := int64(x.PBlock+i) * bs
+			copy(out[fo:min(fo+bs, int64(n))], e.Disk()[do:do+bs])
+		}
+	}
+	return out
+}

@@ -3,6 +3,7 @@ package ext
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -160,7 +161,8 @@ func checkDirBlock(b []byte, seed uint32) (int, error) {
 			return 0, fmt.Errorf("%w: htree node: %d of %d entries leave no room for its checksum", ErrCorrupt, count, limit)
 		}
 		c := crc32c(seed, b[:co+count*dxEntryLen])
-		c = crc32c(c, b[tail:tail+4])
+		c = crc32c(c, b[tail:tail+4]) // dt_reserved
+		c = crc32c(c, zero4[:])       // dt_checksum, as zero
 		if want := le.Uint32(b[tail+4:]); want != c {
 			return 0, fmt.Errorf("%w: htree node checksum %#08x, computed %#08x", ErrCorrupt, want, c)
 		}
@@ -192,7 +194,7 @@ func (v *Volume) dirParams() dirParams {
 }
 
 // errStop ends a directory walk early without an error.
-var errStop = fmt.Errorf("stop")
+var errStop = errors.New("stop")
 
 // walkDir calls fn for every live entry of directory n, "." and ".."
 // included, in on-disk order. Block directories are read through the
@@ -208,7 +210,7 @@ func (v *Volume) walkDir(n *node, fn func(name []byte, ino uint32, ft FileType) 
 		return fmt.Errorf("%w: inode %d: encrypted directory", ErrUnsupported, in.Ino)
 	}
 	wrap := func(err error) error {
-		if err == errStop {
+		if errors.Is(err, errStop) {
 			return nil
 		}
 		return err
@@ -232,7 +234,7 @@ func (v *Volume) walkDir(n *node, fn func(name []byte, ino uint32, ft FileType) 
 		for bo := 0; bo+bs <= k; bo += bs {
 			blk := (off + int64(bo)) / int64(bs)
 			if err := v.dirBlockEntries(chunk[bo:bo+bs], seed, fn); err != nil {
-				if err == errStop {
+				if errors.Is(err, errStop) {
 					return nil
 				}
 				return fmt.Errorf("directory inode %d block %d: %w", in.Ino, blk, err)
@@ -267,10 +269,16 @@ func (v *Volume) walkInlineDir(in *Inode, fn func(name []byte, ino uint32, ft Fi
 	}
 	p := v.dirParams()
 	if err := parseDirents(head[4:], p, fn); err != nil {
+		if errors.Is(err, errStop) {
+			return err
+		}
 		return fmt.Errorf("inline directory inode %d: %w", in.Ino, err)
 	}
 	if len(tail) > 0 {
 		if err := parseDirents(tail, p, fn); err != nil {
+			if errors.Is(err, errStop) {
+				return err
+			}
 			return fmt.Errorf("inline directory inode %d (system.data): %w", in.Ino, err)
 		}
 	}

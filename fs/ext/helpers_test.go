@@ -23,8 +23,8 @@ type testVolume struct {
 }
 
 type openOpts struct {
-	backend  string     // uring backend; "" means sync
-	ring     uring.Ring // use this ring instead (a Recorder); the test closes it
+	backend  string                      // uring backend; "" means sync
+	ringFor  func(f *os.File) uring.Ring // a ring of the test's own over the image (a Recorder)
 	readOnly bool
 	rw       bool // ask for read-write (ReadOnly=false)
 	cache    int64
@@ -48,8 +48,10 @@ func openImage(t testing.TB, img string, o openOpts) (*testVolume, error) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := o.ring
-	if r == nil {
+	var r uring.Ring
+	if o.ringFor != nil {
+		r = o.ringFor(f)
+	} else {
 		backend := o.backend
 		if backend == "" {
 			backend = uring.BackendSync

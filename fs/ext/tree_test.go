@@ -122,6 +122,14 @@ func buildTree(t testing.TB, root string, o treeOpts) {
 		alt[i*int64(bs)] = randBytes(uint64(100+i), bs)
 	}
 	writeSparse(t, filepath.Join(sp, "every-other-block"), 64*int64(bs), alt)
+	// Enough one-block extents that the extent tree needs depth 2 (the
+	// root holds 4 indexes, each leaf (bs-12)/12 extents).
+	frag := map[int64][]byte{}
+	nExt := 4*((bs-extentHeaderLen)/extentEntryLen) + 20
+	for i := range nExt {
+		frag[2*int64(i)*int64(bs)] = randBytes(uint64(1000+i), bs)
+	}
+	writeSparse(t, filepath.Join(sp, "fragmented"), int64(2*nExt)*int64(bs), frag)
 	// Deep directories.
 	deep := filepath.Join(root, "deep")
 	for i := range 30 {
@@ -156,7 +164,12 @@ func buildTree(t testing.TB, root string, o treeOpts) {
 			t.Fatal(err)
 		}
 	}
-	// Fixed times make mtime comparable at any precision.
+	fixTimes(root)
+}
+
+// fixTimes gives every file but symlinks one whole-second mtime, so
+// volumes whose inodes keep only seconds compare equal.
+func fixTimes(root string) {
 	mt := time.Date(2024, 2, 29, 12, 34, 56, 0, time.UTC)
 	_ = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err == nil && d.Type()&fs.ModeSymlink == 0 {

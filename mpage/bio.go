@@ -22,7 +22,10 @@ const (
 // consecutive device blocks, carried by one vectored ring request. Bios come
 // from the Device's BioSet and go back to it on completion.
 type Bio struct {
-	req     uring.Request
+	req uring.Request
+	// one holds &req for Submit: a variadic argument built on the stack
+	// escapes through the interface call, one allocation per Bio.
+	one     [1]*uring.Request
 	dev     *Device
 	mapping *Mapping
 	pages   []*Page
@@ -80,7 +83,8 @@ func (b *Bio) submit() *Bio {
 	if f := b.dev.frames; f != nil {
 		q.BufIndex = sameArena(f, b.vecs)
 	}
-	if err := b.dev.ring.Submit(q); err != nil {
+	b.one[0] = q
+	if err := b.dev.ring.Submit(b.one[:]...); err != nil {
 		// The ring refused (closed): the Bio completes here, failed, so
 		// its pages are unlocked and their writeback ended all the same.
 		q.Res, q.Err = 0, err

@@ -46,9 +46,12 @@ type Mapping struct {
 	dirty          *btree.BTreeG[*Page]
 	writeback      *btree.BTreeG[*Page]
 	writebackIndex uint64
-	failed         int   // pages whose last write failed (writeErr set)
-	lastErr        error // the most recent write error, while failed > 0
-	closed         bool
+	// key is the search key for index lookups: a local one escapes to
+	// the heap through the btree, a whole Page per lookup.
+	key     Page
+	failed  int   // pages whose last write failed (writeErr set)
+	lastErr error // the most recent write error, while failed > 0
+	closed  bool
 
 	ra readahead
 }
@@ -138,10 +141,9 @@ func (m *Mapping) DirtyPages() int {
 // FindPage returns the cached page at index with a reference the caller
 // must drop with Release, or nil.
 func (m *Mapping) FindPage(index uint64) *Page {
-	var k Page
-	k.Index = index
 	m.mu.Lock()
-	p, ok := m.pages.Get(&k)
+	m.key.Index = index
+	p, ok := m.pages.Get(&m.key)
 	if ok {
 		p.refs.Add(1)
 	}
@@ -319,11 +321,10 @@ func (m *Mapping) Err() error {
 // lookupTag collects up to len(out) pages from the tree starting at index,
 // with references, and returns them and how many.
 func (m *Mapping) lookupTag(tree *btree.BTreeG[*Page], index, end uint64, out []*Page) int {
-	var k Page
-	k.Index = index
 	n := 0
 	m.mu.Lock()
-	tree.AscendGreaterOrEqual(&k, func(p *Page) bool {
+	m.key.Index = index
+	tree.AscendGreaterOrEqual(&m.key, func(p *Page) bool {
 		if p.Index > end {
 			return false
 		}

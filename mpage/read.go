@@ -97,10 +97,9 @@ func (m *Mapping) ReadPages(start uint64, nr int, asyncMarker int) (int, error) 
 // newReadPage creates and inserts page idx locked, or returns nil if it is
 // already cached.
 func (m *Mapping) newReadPage(idx uint64) (*Page, error) {
-	var k Page
-	k.Index = idx
 	m.mu.Lock()
-	_, ok := m.pages.Get(&k)
+	m.key.Index = idx
+	_, ok := m.pages.Get(&m.key)
 	m.mu.Unlock()
 	if ok {
 		return nil, nil

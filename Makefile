@@ -5,7 +5,7 @@ TAGGED    := -tags iouringgo -ldflags=-checklinkname=0
 BIN       := bin/mpaged
 FUZZTIME  ?= 5s
 # Fuzz targets run briefly by make test: package:target.
-FUZZ      := ./alloc:FuzzParsePSI ./uring/faultring:FuzzParseRule
+FUZZ      := ./alloc:FuzzParsePSI ./uring/faultring:FuzzParseRule ./fs/ext:FuzzSuperblock ./fs/ext:FuzzGroupDesc ./fs/ext:FuzzInode ./fs/ext:FuzzExtentHeader ./fs/ext:FuzzDirEntries
 
 .PHONY: all build run test deps fmt-check vet unit tagged invariants fuzz bench clean
 

@@ -416,3 +416,35 @@ func checkPathErrors(t *testing.T, v *testVolume) {
 		t.Errorf("stat /links/fast: %+v, %v", got, err)
 	}
 }
+
+// TestReadTreeFeatures reads the tree from volumes with less common
+// layouts: meta_bg descriptors over many groups, bigalloc clusters,
+// uninit_bg crc16 descriptors, 128-byte inodes, no flex_bg, a stored
+// checksum seed, revision 0.
+func TestReadTreeFeatures(t *testing.T) {
+	for _, c := range []struct {
+		name, typ string
+		bs        int
+		size      string
+		extra     []string
+	}{
+		{"meta_bg", "ext4", 1024, "300M", []string{"-O", "meta_bg,^resize_inode"}},
+		{"bigalloc", "ext4", 4096, "64M", []string{"-O", "bigalloc", "-C", "16384"}},
+		{"uninit_bg", "ext4", 2048, "24M", []string{"-O", "^metadata_csum,uninit_bg,^64bit"}},
+		{"inode128", "ext4", 4096, "24M", []string{"-I", "128"}},
+		{"no_flex_bg", "ext4", 1024, "40M", []string{"-O", "^flex_bg"}},
+		{"csum_seed", "ext4", 4096, "24M", []string{"-O", "metadata_csum_seed"}},
+		{"no_filetype", "ext2", 1024, "24M", []string{"-O", "^filetype"}},
+		{"rev0", "ext2", 1024, "24M", []string{"-r", "0"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			src := t.TempDir()
+			buildTree(t, src, treeOpts{blockSize: c.bs, manyFiles: 50, fifo: true})
+			img := mkfs(t, c.typ, c.bs, src, c.size, c.extra...)
+			v := mustOpenImage(t, img, openOpts{})
+			t.Logf("%d groups, features %v / %v / %v", v.sb.GroupCount, v.sb.Compat, v.sb.Incompat, v.sb.ROCompat)
+			verifyTree(t, v, src)
+		})
+	}
+}

@@ -28,6 +28,8 @@ type command struct {
 var commands = []command{
 	{"demo", "write, sync and verify a pattern through the ring", runDemo},
 	{"probe", "print the ring backend's features on this kernel", runProbe},
+	{"ls", "list a directory of an ext2/3/4 volume", runLs},
+	{"cat", "print files of an ext2/3/4 volume", runCat},
 }
 
 // errUsage marks errors that are the caller's: exit status 2.

@@ -444,3 +444,55 @@ func TestWriteErrorAccounting(t *testing.T) {
 		t.Fatalf("after the retry, Err() = %v", err)
 	}
 }
+
+// TestRingRefuses: when the ring refuses a Bio (closed), the Bio completes
+// on the spot as failed: readers get EIO instead of hanging on a locked
+// page, writers keep their pages dirty and see the error.
+func TestRingRefuses(t *testing.T) {
+	e := linearEnv(t, 1<<20, 4<<20, 0)
+	m := e.Mapping
+	mustWrite(t, m, fill(3*mpage.PageSize, 0, 1), 0)
+	if err := m.WriteAndWait(0, -1); err != nil {
+		t.Fatal(err)
+	}
+	dropCache(t, m)
+	mustWrite(t, m, fill(mpage.PageSize, 5*mpage.PageSize, 2), 5*mpage.PageSize)
+	if err := e.Ring.Close(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if _, err := m.ReadAt(make([]byte, 100), 0); !errors.Is(err, syscall.EIO) {
+			t.Errorf("read on a closed ring: %v, want EIO", err)
+		}
+		if err := m.WriteAndWait(0, -1); !errors.Is(err, uring.ErrClosed) {
+			t.Errorf("write-back on a closed ring: %v", err)
+		}
+		p := m.FindPage(5)
+		if p == nil || !p.Has(mpage.Dirty) || p.Has(mpage.Writeback) {
+			t.Errorf("page 5 after a refused write: %v", p.Flags())
+		}
+		p.Release()
+		if err := e.Dev.Flush(); !errors.Is(err, uring.ErrClosed) {
+			t.Errorf("flush on a closed ring: %v", err)
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("hung on a closed ring")
+	}
+}
+
+// TestFlushError: a failed device flush is reported.
+func TestFlushError(t *testing.T) {
+	e := linearEnv(t, 1<<20, 4<<20, 0)
+	if err := e.Dev.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	e.Ring.Fail(mpagetest.Rule{Op: uring.OpFsync, Errno: syscall.EIO})
+	if err := e.Dev.Flush(); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("flush = %v, want EIO", err)
+	}
+}

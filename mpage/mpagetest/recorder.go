@@ -93,7 +93,6 @@ type Recorder struct {
 	idle     sync.Cond // a completion was delivered
 	queue    []pending // FIFO; head is queue[head]
 	head     int
-	busy     bool
 	held     bool
 	closed   bool
 	sync     bool // Submit waits for its requests' completions
@@ -102,6 +101,10 @@ type Recorder struct {
 	seq      int
 	rules    []Rule
 	inflight int // override of InFlight when >= 0
+	// accepted and delivered count requests taken by Submit and those
+	// whose handler has returned (Counters.Completed is bumped before the
+	// handler runs, too early to wait on).
+	accepted, delivered uint64
 	done     chan struct{}
 }
 
@@ -181,13 +184,14 @@ func (r *Recorder) Submit(reqs ...*uring.Request) error {
 		}
 		r.seq++
 		r.c.Accept(q, false)
+		r.accepted++
 		r.queue = append(r.queue, pending{r: q, err: err})
 	}
 	r.work.Signal()
 	if r.sync && !r.held {
 		// Wait until everything queued so far has been delivered.
-		target := r.c.Submitted.Load()
-		for r.c.Completed.Load() < target && !r.closed {
+		target := r.accepted
+		for r.delivered < target && !r.closed {
 			r.idle.Wait()
 		}
 	}
@@ -212,7 +216,6 @@ func (r *Recorder) loop() {
 		if r.head == len(r.queue) {
 			r.queue, r.head = r.queue[:0], 0
 		}
-		r.busy = true
 		r.mu.Unlock()
 
 		n, err := 0, p.err
@@ -222,7 +225,7 @@ func (r *Recorder) loop() {
 		r.c.Finish(p.r, n, err, false)
 
 		r.mu.Lock()
-		r.busy = false
+		r.delivered++
 		r.idle.Broadcast()
 		r.mu.Unlock()
 	}
@@ -364,15 +367,15 @@ func (r *Recorder) SetRecording(on bool) {
 	r.mu.Unlock()
 }
 
-// Drain waits until every accepted request has completed. It lifts a hold
-// first, so it always returns.
+// Drain waits until the handler of every accepted request has returned. It
+// lifts a hold first, so it always returns.
 func (r *Recorder) Drain() {
 	r.mu.Lock()
 	if r.held {
 		r.held = false
 		r.work.Broadcast()
 	}
-	for r.c.Completed.Load() < r.c.Submitted.Load() {
+	for r.delivered < r.accepted {
 		r.idle.Wait()
 	}
 	r.mu.Unlock()

@@ -105,7 +105,7 @@ type Recorder struct {
 	// whose handler has returned (Counters.Completed is bumped before the
 	// handler runs, too early to wait on).
 	accepted, delivered uint64
-	done     chan struct{}
+	done                chan struct{}
 }
 
 // RecorderOptions configure a Recorder.

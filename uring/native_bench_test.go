@@ -1,24 +1,15 @@
 package uring_test
 
 import (
-	"errors"
 	"testing"
 
-	"github.com/mpaged/mpaged/internal/testenv"
 	"github.com/mpaged/mpaged/uring"
 	"github.com/mpaged/mpaged/uring/ringtest"
 )
 
 // benchNative runs ringtest.BenchReads on a fresh native ring with default options.
 func benchNative(b *testing.B, blockSize, depth int) {
-	r, err := uring.NewNative(uring.Options{})
-	if err != nil {
-		if errors.Is(err, uring.ErrUnavailable) {
-			testenv.Unavailable(b, "io_uring: %v", err)
-		}
-		b.Fatal(err)
-	}
-	defer r.Close()
+	r := newNative(b, uring.Options{})
 	ringtest.BenchReads(b, r, blockSize, depth)
 	s := r.Stats()
 	b.ReportMetric(float64(s.Enters)/float64(b.N), "enters/op")
@@ -30,14 +21,7 @@ func BenchmarkNativeRead128KiBDepth32(b *testing.B) { benchNative(b, 128<<10, 32
 // BenchmarkNativeNopDepth32 measures the ring's own cost per request:
 // submit, SQE, enter, reap, handler, with no device behind it.
 func BenchmarkNativeNopDepth32(b *testing.B) {
-	r, err := uring.NewNative(uring.Options{})
-	if err != nil {
-		if errors.Is(err, uring.ErrUnavailable) {
-			testenv.Unavailable(b, "io_uring: %v", err)
-		}
-		b.Fatal(err)
-	}
-	defer r.Close()
+	r := newNative(b, uring.Options{})
 	const depth = 32
 	h := &allocHandler{done: make(chan struct{}, 1)}
 	reqs := make([]uring.Request, depth)

@@ -3,47 +3,32 @@
 package iouringgo
 
 import (
-	"os"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/mpaged/mpaged/uring"
+	"github.com/mpaged/mpaged/uring/ringtest"
 )
 
-const (
-	benchFileSize = 64 << 20
-	benchDepth    = 32
-)
+const benchDepth = 32
 
 func BenchmarkIouringgoRead4KiBDepth32(b *testing.B)   { benchRead(b, 4<<10) }
 func BenchmarkIouringgoRead128KiBDepth32(b *testing.B) { benchRead(b, 128<<10) }
 
 // benchRead keeps benchDepth page-vectored readv requests (one 4 KiB vec per
-// page, like a Bio) in flight over a 64 MiB file, reissuing each from its
-// handler at the next offset. O_DIRECT when the filesystem allows it.
+// page, like a Bio) in flight over ringtest's 64 MiB bench file (O_DIRECT
+// when the filesystem allows it), reissuing each from its handler at the
+// next offset.
 func benchRead(b *testing.B, size int) {
-	path := filepath.Join(b.TempDir(), "bench")
-	data := make([]byte, benchFileSize)
-	fill(data, 0, 5)
-	if err := os.WriteFile(path, data, 0o644); err != nil {
-		b.Fatal(err)
-	}
-	data = nil
-	flag, mode := unix.O_DIRECT, "O_DIRECT"
-	f, err := os.OpenFile(path, os.O_RDONLY|flag, 0)
-	if err != nil {
-		mode = "buffered"
-		if f, err = os.Open(path); err != nil {
-			b.Fatal(err)
-		}
-	}
+	f, direct := ringtest.OpenReadMaybeDirect(b, ringtest.BenchFilePath(b))
 	defer f.Close()
+	mode := "buffered"
+	if direct {
+		mode = "O_DIRECT"
+	}
 	r := newRing(b, uring.Options{Entries: 2 * benchDepth})
-	h := register(b, r, int(f.Fd()))
-	blocks := int64(benchFileSize / size)
+	h := ringtest.Register(b, r, int(f.Fd()))
+	blocks := int64(ringtest.BenchFileSize / size)
 
 	var issued, completed atomic.Int64
 	var failed atomic.Pointer[uring.Request]
@@ -65,10 +50,10 @@ func benchRead(b *testing.B, size int) {
 			}
 		}
 	})
-	mem := aligned(b, benchDepth*size)
+	mem := ringtest.Aligned(b, benchDepth*size)
 	reqs := make([]uring.Request, benchDepth)
 	for i := range reqs {
-		reqs[i] = uring.Request{Op: uring.OpReadv, File: h, Vecs: split(mem[i*size:(i+1)*size], 4096), Handler: handler, BufIndex: uring.NoBuffer}
+		reqs[i] = uring.Request{Op: uring.OpReadv, File: h, Vecs: ringtest.SplitVecs(mem[i*size:(i+1)*size], 4096), Handler: handler, BufIndex: uring.NoBuffer}
 	}
 
 	b.SetBytes(int64(size))

@@ -35,6 +35,7 @@ func Run(t *testing.T, newRing NewRing) {
 		{"ReadWriteSingleBuffer", testSingleBuffer},
 		{"ConcurrentSubmitters", testConcurrent},
 		{"EOFShortRead", testEOF},
+		{"OffsetCurrentFile", testOffsetCurrent},
 		{"ShortTransferResubmit", testShortTransfer},
 		{"ErrorsAreErrno", testErrno},
 		{"FsyncAndNop", testFsyncNop},
@@ -118,25 +119,19 @@ func OpenDirect(t testing.TB, path string, flag int) (*os.File, bool) {
 	return f, false
 }
 
-func openRing(t *testing.T, newRing NewRing, opts uring.Options) uring.Ring {
+// Register registers fd with r and unregisters it when t ends.
+func Register(t testing.TB, r uring.Ring, fd int) uring.File {
 	t.Helper()
-	r := newRing(t, opts)
-	t.Cleanup(func() { _ = r.Close() })
-	return r
-}
-
-func register(t testing.TB, r uring.Ring, f *os.File) uring.File {
-	t.Helper()
-	h, err := r.RegisterFile(int(f.Fd()))
+	h, err := r.RegisterFile(fd)
 	if err != nil {
-		t.Fatalf("register %s: %v", f.Name(), err)
+		t.Fatalf("register fd %d: %v", fd, err)
 	}
 	t.Cleanup(func() { _ = r.UnregisterFile(h) })
 	return h
 }
 
-// doSync submits one request and waits for it.
-func doSync(t testing.TB, r uring.Ring, req *uring.Request) *uring.Request {
+// Do submits req with a handler of its own and waits for its completion.
+func Do(t testing.TB, r uring.Ring, req *uring.Request) *uring.Request {
 	t.Helper()
 	c := NewCollector(1)
 	req.Handler = c
@@ -146,8 +141,8 @@ func doSync(t testing.TB, r uring.Ring, req *uring.Request) *uring.Request {
 	return c.Wait(t, 1, 30*time.Second)[0]
 }
 
-// splitVecs cuts buf into vecs of at most vecSize bytes.
-func splitVecs(buf []byte, vecSize int) [][]byte {
+// SplitVecs cuts buf into vecs of at most vecSize bytes.
+func SplitVecs(buf []byte, vecSize int) [][]byte {
 	var vecs [][]byte
 	for len(buf) > 0 {
 		n := min(vecSize, len(buf))
@@ -157,24 +152,82 @@ func splitVecs(buf []byte, vecSize int) [][]byte {
 	return vecs
 }
 
+// WaitFor polls cond until it holds, failing t after 10 seconds.
+func WaitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// PendingReads returns n reads with handler h that never complete on their
+// own: they wait on an empty pipe whose write end stays open until t ends.
+// Tests of Close's cancellation submit them.
+func PendingReads(t testing.TB, r uring.Ring, n int, h uring.Handler) []*uring.Request {
+	t.Helper()
+	const size = 64
+	mem := Aligned(t, n*size)
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		t.Fatalf("pipe: %v", err)
+	}
+	t.Cleanup(func() { unix.Close(p[0]); unix.Close(p[1]) })
+	f := Register(t, r, p[0])
+	reqs := make([]*uring.Request, n)
+	for i := range reqs {
+		reqs[i] = &uring.Request{Op: uring.OpRead, File: f, Offset: uring.OffsetCurrent,
+			Buf: mem[i*size:][:size], BufIndex: uring.NoBuffer, Handler: h}
+	}
+	return reqs
+}
+
+// fileWith writes data to a new file and opens it read-only until t ends.
+func fileWith(t *testing.T, data []byte) *os.File {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "data")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+func openRing(t *testing.T, newRing NewRing, opts uring.Options) uring.Ring {
+	t.Helper()
+	r := newRing(t, opts)
+	t.Cleanup(func() { _ = r.Close() })
+	return r
+}
+
 var roundTripSizes = []int{512, 4096, 64 << 10, 1 << 20}
 
 // roundTrip writes a pattern with writev at several offsets and reads it
-// back with readv into differently shaped vecs.
+// back with readv into differently shaped vecs; the byte counters must
+// account for exactly what moved.
 func roundTrip(t *testing.T, r uring.Ring, f uring.File, base int64) {
+	var total uint64
 	for _, size := range roundTripSizes {
+		total += uint64(size)
 		t.Run(fmt.Sprint(size), func(t *testing.T) {
 			off := base + int64(size)*3
 			wbuf := Aligned(t, size)
 			Pattern(wbuf, off, byte(size))
 			wvec := min(size, 4096)
-			w := doSync(t, r, &uring.Request{Op: uring.OpWritev, File: f, Offset: off, Vecs: splitVecs(wbuf, wvec), BufIndex: uring.NoBuffer})
+			w := Do(t, r, &uring.Request{Op: uring.OpWritev, File: f, Offset: off, Vecs: SplitVecs(wbuf, wvec), BufIndex: uring.NoBuffer})
 			if w.Err != nil || w.Res != size {
 				t.Fatalf("writev %d at %d: res %d err %v", size, off, w.Res, w.Err)
 			}
 			rbuf := Aligned(t, size)
 			rvec := min(size, 512*((size/512+3)/4)) // four-ish vecs of whole sectors
-			rd := doSync(t, r, &uring.Request{Op: uring.OpReadv, File: f, Offset: off, Vecs: splitVecs(rbuf, rvec), BufIndex: uring.NoBuffer})
+			rd := Do(t, r, &uring.Request{Op: uring.OpReadv, File: f, Offset: off, Vecs: SplitVecs(rbuf, rvec), BufIndex: uring.NoBuffer})
 			if rd.Err != nil || rd.Res != size {
 				t.Fatalf("readv %d at %d: res %d err %v", size, off, rd.Res, rd.Err)
 			}
@@ -183,13 +236,17 @@ func roundTrip(t *testing.T, r uring.Ring, f uring.File, base int64) {
 			}
 		})
 	}
+	if st := r.Stats(); st.BytesWrite != total || st.BytesRead != total || st.InFlight != 0 {
+		t.Errorf("stats after the round trips: wrote %d read %d in flight %d, want %d, %d, 0",
+			st.BytesWrite, st.BytesRead, st.InFlight, total, total)
+	}
 }
 
 func testRoundTripFile(t *testing.T, newRing NewRing) {
 	r := openRing(t, newRing, uring.Options{})
 	f, _ := OpenDirect(t, filepath.Join(t.TempDir(), "data"), os.O_RDWR|os.O_CREATE)
 	defer f.Close()
-	roundTrip(t, r, register(t, r, f), 1<<20)
+	roundTrip(t, r, Register(t, r, int(f.Fd())), 1<<20)
 }
 
 func testRoundTripLoop(t *testing.T, newRing NewRing) {
@@ -200,21 +257,21 @@ func testRoundTripLoop(t *testing.T, newRing NewRing) {
 	}
 	defer f.Close()
 	r := openRing(t, newRing, uring.Options{})
-	roundTrip(t, r, register(t, r, f), 8<<20)
+	roundTrip(t, r, Register(t, r, int(f.Fd())), 8<<20)
 }
 
 func testSingleBuffer(t *testing.T, newRing NewRing) {
 	r := openRing(t, newRing, uring.Options{})
 	f, _ := OpenDirect(t, filepath.Join(t.TempDir(), "data"), os.O_RDWR|os.O_CREATE)
 	defer f.Close()
-	h := register(t, r, f)
+	h := Register(t, r, int(f.Fd()))
 	wbuf := Aligned(t, 8192)
 	Pattern(wbuf, 4096, 7)
-	if w := doSync(t, r, &uring.Request{Op: uring.OpWrite, File: h, Offset: 4096, Buf: wbuf, BufIndex: uring.NoBuffer}); w.Err != nil || w.Res != len(wbuf) {
+	if w := Do(t, r, &uring.Request{Op: uring.OpWrite, File: h, Offset: 4096, Buf: wbuf, BufIndex: uring.NoBuffer}); w.Err != nil || w.Res != len(wbuf) {
 		t.Fatalf("write: res %d err %v", w.Res, w.Err)
 	}
 	rbuf := Aligned(t, 8192)
-	if rd := doSync(t, r, &uring.Request{Op: uring.OpRead, File: h, Offset: 4096, Buf: rbuf, BufIndex: uring.NoBuffer}); rd.Err != nil || rd.Res != len(rbuf) {
+	if rd := Do(t, r, &uring.Request{Op: uring.OpRead, File: h, Offset: 4096, Buf: rbuf, BufIndex: uring.NoBuffer}); rd.Err != nil || rd.Res != len(rbuf) {
 		t.Fatalf("read: res %d err %v", rd.Res, rd.Err)
 	}
 	if !bytes.Equal(rbuf, wbuf) {
@@ -229,7 +286,7 @@ func testConcurrent(t *testing.T, newRing NewRing) {
 	r := openRing(t, newRing, uring.Options{Entries: 32})
 	f, _ := OpenDirect(t, filepath.Join(t.TempDir(), "data"), os.O_RDWR|os.O_CREATE)
 	defer f.Close()
-	h := register(t, r, f)
+	h := Register(t, r, int(f.Fd()))
 	const goroutines, perG, size = 16, 64, 4096
 	var wg sync.WaitGroup
 	errs := make(chan error, goroutines)
@@ -283,103 +340,167 @@ func testConcurrent(t *testing.T, newRing NewRing) {
 	for err := range errs {
 		t.Error(err)
 	}
-	if st := r.Stats(); st.Completed < goroutines*perG*2 || st.InFlight != 0 {
-		t.Errorf("stats after run: completed %d in flight %d", st.Completed, st.InFlight)
+	if st := r.Stats(); st.Submitted != goroutines*perG*2 || st.Completed != st.Submitted || st.Errors != 0 || st.InFlight != 0 {
+		t.Errorf("stats after run: submitted %d completed %d errors %d in flight %d, want %d, %d, 0, 0",
+			st.Submitted, st.Completed, st.Errors, st.InFlight, goroutines*perG*2, goroutines*perG*2)
 	}
 }
 
+// testEOF reads across, at and past the end of a regular file: each read
+// completes short without an error, with exactly the bytes that are there,
+// and leaves the rest of its buffer alone.
 func testEOF(t *testing.T, newRing NewRing) {
 	r := openRing(t, newRing, uring.Options{})
-	path := filepath.Join(t.TempDir(), "short")
-	if err := os.WriteFile(path, bytes.Repeat([]byte{0xab}, 6000), 0o644); err != nil {
-		t.Fatal(err)
+	const size = 6000
+	data := make([]byte, size)
+	Pattern(data, 0, 9)
+	h := Register(t, r, int(fileWith(t, data).Fd()))
+	tests := []struct {
+		name string
+		op   uring.Op
+		off  int64
+		want int
+	}{
+		{"readv-across-eof", uring.OpReadv, 0, size},
+		{"readv-across-eof-unaligned", uring.OpReadv, 1000, size - 1000},
+		{"read-across-eof", uring.OpRead, 4096, size - 4096},
+		{"read-at-eof", uring.OpRead, size, 0},
+		{"read-past-eof", uring.OpRead, 8192, 0},
+		{"readv-past-eof", uring.OpReadv, 1 << 20, 0},
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := Aligned(t, 16384)
-	rd := doSync(t, r, &uring.Request{Op: uring.OpReadv, File: register(t, r, f), Offset: 4096, Vecs: splitVecs(buf, 4096), BufIndex: uring.NoBuffer})
-	if rd.Err != nil || rd.Res != 6000-4096 {
-		t.Fatalf("read across EOF: res %d err %v, want %d bytes and no error", rd.Res, rd.Err, 6000-4096)
-	}
-	if buf[0] != 0xab || buf[6000-4096-1] != 0xab {
-		t.Fatal("read across EOF: data missing")
+	for _, tc := range tests {
+		buf := Aligned(t, 8192)
+		req := &uring.Request{Op: tc.op, File: h, Offset: tc.off, BufIndex: uring.NoBuffer}
+		if tc.op == uring.OpReadv {
+			req.Vecs = SplitVecs(buf, 4096)
+		} else {
+			req.Buf = buf
+		}
+		got := Do(t, r, req)
+		if got.Err != nil || got.Res != tc.want {
+			t.Errorf("%s at %d: res %d err %v, want %d bytes and no error", tc.name, tc.off, got.Res, got.Err, tc.want)
+			continue
+		}
+		if !bytes.Equal(buf[:got.Res], data[min(tc.off, size):][:got.Res]) {
+			t.Errorf("%s: data differs from the file's", tc.name)
+		}
+		if !bytes.Equal(buf[got.Res:], make([]byte, len(buf)-got.Res)) {
+			t.Errorf("%s: bytes past the %d read were written", tc.name, got.Res)
+		}
 	}
 }
 
-// testShortTransfer makes the kernel return a real short read: a socket has
-// half the bytes when the readv is issued, the rest arrives later. The ring
-// must resume where it stopped and complete once with everything.
+// testOffsetCurrent reads a regular file in pieces at its file position:
+// each read, single-buffer or vectored, starts where the last one stopped,
+// and one at the end of the file returns zero bytes.
+func testOffsetCurrent(t *testing.T, newRing NewRing) {
+	r := openRing(t, newRing, uring.Options{})
+	want := make([]byte, 3*4096)
+	Pattern(want, 0, 4)
+	h := Register(t, r, int(fileWith(t, want).Fd()))
+	got := Aligned(t, len(want))
+	for i, op := range []uring.Op{uring.OpRead, uring.OpReadv, uring.OpRead} {
+		part := got[i*4096:][:4096]
+		req := &uring.Request{Op: op, File: h, Offset: uring.OffsetCurrent, Buf: part, BufIndex: uring.NoBuffer}
+		if op == uring.OpReadv {
+			req.Buf, req.Vecs = nil, SplitVecs(part, 1024)
+		}
+		if q := Do(t, r, req); q.Err != nil || q.Res != len(part) {
+			t.Fatalf("%s %d at the file position: res %d err %v", op, i, q.Res, q.Err)
+		}
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("reads at the file position returned other bytes")
+	}
+	if q := Do(t, r, &uring.Request{Op: uring.OpRead, File: h, Offset: uring.OffsetCurrent, Buf: Aligned(t, 4096), BufIndex: uring.NoBuffer}); q.Err != nil || q.Res != 0 {
+		t.Fatalf("read at the file position at the end: res %d err %v, want 0 bytes", q.Res, q.Err)
+	}
+}
+
+// testShortTransfer makes the kernel return a real short read: a readv on a
+// socket whose peer has sent only part of the data, ending inside a vec. The
+// ring must count the resubmission, resume where the transfer stopped and
+// complete once with everything.
 func testShortTransfer(t *testing.T, newRing NewRing) {
 	r := openRing(t, newRing, uring.Options{})
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer unix.Close(fds[0])
 	defer unix.Close(fds[1])
-	h, err := r.RegisterFile(fds[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.UnregisterFile(h)
-	want := make([]byte, 24<<10)
+	h := Register(t, r, fds[0])
+	const size, vec, first = 24 << 10, 3000, 10000 // first ends inside the fourth vec
+	want := make([]byte, size)
 	Pattern(want, 0, 3)
-	if _, err := unix.Write(fds[1], want[:10<<10]); err != nil {
-		t.Fatal(err)
-	}
-	buf := Aligned(t, len(want))
-	c := NewCollector(1)
-	req := &uring.Request{Op: uring.OpReadv, File: h, Offset: uring.OffsetCurrent, Vecs: splitVecs(buf, 8192), Handler: c, BufIndex: uring.NoBuffer}
+	buf := Aligned(t, size)
+	c := NewCollector(2)
+	req := &uring.Request{Op: uring.OpReadv, File: h, Offset: uring.OffsetCurrent, Vecs: SplitVecs(buf, vec), Handler: c, BufIndex: uring.NoBuffer}
 	if err := r.Submit(req); err != nil {
 		t.Fatal(err)
 	}
-	// Let the first part land so the kernel really returns short.
-	time.Sleep(50 * time.Millisecond)
-	if _, err := unix.Write(fds[1], want[10<<10:]); err != nil {
+	if _, err := unix.Write(fds[1], want[:first]); err != nil {
+		t.Fatal(err)
+	}
+	// The rest is sent only once the ring has seen the short read.
+	WaitFor(t, "the short read's resubmission", func() bool { return r.Stats().Resubmits > 0 })
+	if _, err := unix.Write(fds[1], want[first:]); err != nil {
 		t.Fatal(err)
 	}
 	got := c.Wait(t, 1, 10*time.Second)[0]
-	if got.Err != nil || got.Res != len(want) {
-		t.Fatalf("socket readv: res %d err %v, want %d", got.Res, got.Err, len(want))
+	if got.Err != nil || got.Res != size {
+		t.Fatalf("socket readv: res %d err %v, want %d", got.Res, got.Err, size)
 	}
 	if !bytes.Equal(buf, want) {
 		t.Fatal("socket readv: resumed transfer put bytes in the wrong place")
 	}
-	if st := r.Stats(); st.Resubmits == 0 {
-		t.Errorf("no resubmission counted for a transfer that arrived in two parts: %+v", st)
+	select {
+	case q := <-c.C:
+		t.Fatalf("second completion for one request: %+v", q)
+	case <-time.After(20 * time.Millisecond):
+	}
+	if st := r.Stats(); st.Submitted != 1 || st.Completed != 1 {
+		t.Errorf("stats: submitted %d completed %d, want one of each", st.Submitted, st.Completed)
 	}
 }
 
+// testErrno: kernel errors arrive as bare syscall.Errno values with Res 0,
+// through registered files and plain descriptors alike, and each is counted
+// once.
 func testErrno(t *testing.T, newRing NewRing) {
 	r := openRing(t, newRing, uring.Options{})
-	path := filepath.Join(t.TempDir(), "ro")
-	if err := os.WriteFile(path, make([]byte, 4096), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	ro, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ro.Close()
-	buf := Aligned(t, 4096)
-	w := doSync(t, r, &uring.Request{Op: uring.OpWritev, File: register(t, r, ro), Offset: 0, Vecs: [][]byte{buf}, BufIndex: uring.NoBuffer})
-	if !errors.Is(w.Err, syscall.EBADF) {
-		t.Fatalf("writev on a read-only fd: err %v, want EBADF", w.Err)
-	}
+	ro := fileWith(t, make([]byte, 4096))
 	dir, err := os.Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer dir.Close()
-	rd := doSync(t, r, &uring.Request{Op: uring.OpRead, File: register(t, r, dir), Offset: 0, Buf: buf, BufIndex: uring.NoBuffer})
-	if !errors.Is(rd.Err, syscall.EISDIR) {
-		t.Fatalf("read of a directory: err %v, want EISDIR", rd.Err)
+	roFile, dirFile := Register(t, r, int(ro.Fd())), Register(t, r, int(dir.Fd()))
+	// MakeFile(fd, -1) is the plain descriptor a ring without a file
+	// table hands out.
+	roFd, dirFd := uring.MakeFile(int(ro.Fd()), -1), uring.MakeFile(int(dir.Fd()), -1)
+	buf := Aligned(t, 4096)
+	tests := []struct {
+		name string
+		req  uring.Request
+		want syscall.Errno
+	}{
+		{"write-readonly", uring.Request{Op: uring.OpWrite, File: roFile, Buf: buf}, syscall.EBADF},
+		{"writev-readonly", uring.Request{Op: uring.OpWritev, File: roFile, Vecs: [][]byte{buf}}, syscall.EBADF},
+		{"writev-readonly-fd", uring.Request{Op: uring.OpWritev, File: roFd, Vecs: [][]byte{buf}}, syscall.EBADF},
+		{"read-directory", uring.Request{Op: uring.OpRead, File: dirFile, Buf: buf}, syscall.EISDIR},
+		{"read-directory-fd", uring.Request{Op: uring.OpRead, File: dirFd, Buf: buf}, syscall.EISDIR},
 	}
-	if st := r.Stats(); st.Errors < 2 {
-		t.Errorf("errors counted %d, want >= 2", st.Errors)
+	for _, tc := range tests {
+		req := tc.req
+		req.BufIndex = uring.NoBuffer
+		got := Do(t, r, &req)
+		if errno, ok := got.Err.(syscall.Errno); !ok || errno != tc.want || got.Res != 0 {
+			t.Errorf("%s: res %d err %v (%T), want res 0 and syscall.Errno %v", tc.name, got.Res, got.Err, got.Err, tc.want)
+		}
+	}
+	if st := r.Stats(); st.Errors != uint64(len(tests)) {
+		t.Errorf("errors counted %d, want %d", st.Errors, len(tests))
 	}
 }
 
@@ -390,13 +511,13 @@ func testFsyncNop(t *testing.T, newRing NewRing) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	h := register(t, r, f)
+	h := Register(t, r, int(f.Fd()))
 	for _, req := range []*uring.Request{
 		{Op: uring.OpFsync, File: h, BufIndex: uring.NoBuffer},
 		{Op: uring.OpFsync, Flags: uring.FlagDatasync, File: h, BufIndex: uring.NoBuffer},
 		{Op: uring.OpNop, BufIndex: uring.NoBuffer},
 	} {
-		if got := doSync(t, r, req); got.Err != nil || got.Res != 0 {
+		if got := Do(t, r, req); got.Err != nil || got.Res != 0 {
 			t.Errorf("%s: res %d err %v", req.Op, got.Res, got.Err)
 		}
 	}
@@ -418,6 +539,9 @@ func testInvalid(t *testing.T, newRing NewRing) {
 			t.Errorf("%s: Submit err %v, want ErrInvalid", name, err)
 		}
 	}
+	if _, err := r.RegisterFile(-1); !errors.Is(err, uring.ErrInvalid) {
+		t.Errorf("RegisterFile(-1): %v, want ErrInvalid", err)
+	}
 	select {
 	case q := <-c.C:
 		t.Fatalf("a refused request completed: %+v", q)
@@ -426,7 +550,8 @@ func testInvalid(t *testing.T, newRing NewRing) {
 }
 
 // testBackpressure hands a small ring far more requests than it has entries
-// in one call: none may fail.
+// in one call, writes and then reads: none may fail, each moves its own
+// block, and the completion queue never overflows.
 func testBackpressure(t *testing.T, newRing NewRing) {
 	r := openRing(t, newRing, uring.Options{Entries: 4, Workers: 2})
 	f, err := os.Create(filepath.Join(t.TempDir(), "bp"))
@@ -434,27 +559,39 @@ func testBackpressure(t *testing.T, newRing NewRing) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	h := register(t, r, f)
-	const n = 1000
-	buf := Aligned(t, 512)
-	Pattern(buf, 0, 1)
-	c := NewCollector(n)
-	reqs := make([]uring.Request, n)
-	ptrs := make([]*uring.Request, n)
-	for i := range reqs {
-		reqs[i] = uring.Request{Op: uring.OpWrite, File: h, Offset: int64(i) * 512, Buf: buf, Handler: c, BufIndex: uring.NoBuffer}
-		ptrs[i] = &reqs[i]
-	}
-	if err := r.Submit(ptrs...); err != nil {
-		t.Fatalf("submit %d into a 4-entry ring: %v", n, err)
-	}
-	for _, q := range c.Wait(t, n, 60*time.Second) {
-		if q.Err != nil || q.Res != 512 {
-			t.Fatalf("write at %d: res %d err %v", q.Offset, q.Res, q.Err)
+	h := Register(t, r, int(f.Fd()))
+	const n, bs = 1000, 512
+	wbuf, rbuf := Aligned(t, n*bs), Aligned(t, n*bs)
+	Pattern(wbuf, 0, 1)
+	for _, op := range []uring.Op{uring.OpWrite, uring.OpRead} {
+		buf := wbuf
+		if op == uring.OpRead {
+			buf = rbuf
+		}
+		c := NewCollector(n)
+		reqs := make([]uring.Request, n)
+		ptrs := make([]*uring.Request, n)
+		for i := range reqs {
+			reqs[i] = uring.Request{Op: op, File: h, Offset: int64(i) * bs, Buf: buf[i*bs:][:bs], Handler: c, BufIndex: uring.NoBuffer}
+			ptrs[i] = &reqs[i]
+		}
+		if err := r.Submit(ptrs...); err != nil {
+			t.Fatalf("submit %d %ss into a 4-entry ring: %v", n, op, err)
+		}
+		for _, q := range c.Wait(t, n, 60*time.Second) {
+			if q.Err != nil || q.Res != bs {
+				t.Fatalf("%s at %d: res %d err %v", op, q.Offset, q.Res, q.Err)
+			}
 		}
 	}
-	if st, err := f.Stat(); err != nil || st.Size() != n*512 {
-		t.Fatalf("file size %v (%v), want %d", st.Size(), err, n*512)
+	if st, err := f.Stat(); err != nil || st.Size() != n*bs {
+		t.Fatalf("file size %v (%v), want %d", st.Size(), err, n*bs)
+	}
+	if !bytes.Equal(rbuf, wbuf) {
+		t.Fatal("reads returned other bytes than the writes wrote")
+	}
+	if st := r.Stats(); st.Overflows != 0 || st.InFlight != 0 {
+		t.Errorf("stats: overflows %d in flight %d, want 0", st.Overflows, st.InFlight)
 	}
 }
 
@@ -493,6 +630,9 @@ func testCloseDrains(t *testing.T, newRing NewRing) {
 	}
 	if err := r.Close(); err != nil {
 		t.Fatalf("second close: %v", err)
+	}
+	if st := r.Stats(); st.Completed != n || st.Cancelled != 0 || st.InFlight != 0 {
+		t.Fatalf("stats after a drain: completed %d cancelled %d in flight %d, want %d, 0, 0", st.Completed, st.Cancelled, st.InFlight, n)
 	}
 }
 
@@ -558,13 +698,21 @@ func testCloseInFlight(t *testing.T, newRing NewRing) {
 	}
 }
 
+// testSubmitAfterClose: a closed ring refuses requests without counting
+// them, and Close is idempotent.
 func testSubmitAfterClose(t *testing.T, newRing NewRing) {
 	r := newRing(t, uring.Options{})
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
+	if err := r.Close(); err != nil {
+		t.Fatalf("second close: %v", err)
+	}
 	c := NewCollector(1)
 	if err := r.Submit(&uring.Request{Op: uring.OpNop, Handler: c, BufIndex: uring.NoBuffer}); !errors.Is(err, uring.ErrClosed) {
 		t.Fatalf("submit after close: %v, want ErrClosed", err)
+	}
+	if st := r.Stats(); st.Submitted != 0 || st.InFlight != 0 {
+		t.Errorf("a refused request was counted: submitted %d in flight %d", st.Submitted, st.InFlight)
 	}
 }

@@ -53,27 +53,30 @@ func NewSync(opts Options) *SyncRing {
 }
 
 // Submit queues the requests for the workers.
+// As the Ring contract says, an invalid request refuses itself and those
+// after it; the ones before it are accepted.
 func (s *SyncRing) Submit(reqs ...*Request) error {
-	for _, r := range reqs {
-		if err := r.validate(); err != nil {
-			return err
-		}
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing {
 		return ErrClosed
 	}
+	var err error
+	n := 0
 	for _, r := range reqs {
+		if err = r.validate(); err != nil {
+			break
+		}
 		s.c.Accept(r, s.timing)
 		s.queue.Push(r)
+		n++
 	}
-	if len(reqs) == 1 {
+	if n == 1 {
 		s.cond.Signal()
-	} else {
+	} else if n > 1 {
 		s.cond.Broadcast()
 	}
-	return nil
+	return err
 }
 
 func (s *SyncRing) work() {

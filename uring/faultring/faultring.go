@@ -220,8 +220,15 @@ func (f *Ring) pick(q *uring.Request) (Fault, bool) {
 
 // Submit forwards the requests, diverting the ones a rule picks.
 func (f *Ring) Submit(reqs ...*uring.Request) error {
-	for _, q := range reqs {
+	// The valid requests before an invalid one are accepted, as every
+	// backend does.
+	for i, q := range reqs {
 		if err := uring.Validate(q); err != nil {
+			if i > 0 {
+				if serr := f.Submit(reqs[:i]...); serr != nil {
+					return serr
+				}
+			}
 			return err
 		}
 	}

@@ -547,6 +547,23 @@ func testInvalid(t *testing.T, newRing NewRing) {
 		t.Fatalf("a refused request completed: %+v", q)
 	case <-time.After(20 * time.Millisecond):
 	}
+
+	// In a batch, the valid requests before an invalid one are accepted
+	// and complete; the invalid one and those after it are refused.
+	ok := &uring.Request{Op: uring.OpNop, Handler: c, BufIndex: uring.NoBuffer}
+	bad := &uring.Request{Op: uring.OpReadv, File: f, Handler: c}
+	after := &uring.Request{Op: uring.OpNop, Handler: c, BufIndex: uring.NoBuffer}
+	if err := r.Submit(ok, bad, after); !errors.Is(err, uring.ErrInvalid) {
+		t.Fatalf("batch with an invalid middle request: %v, want ErrInvalid", err)
+	}
+	if q := c.Wait(t, 1, 30*time.Second)[0]; q != ok {
+		t.Fatalf("completion of %+v, want the valid request before the invalid one", q)
+	}
+	select {
+	case q := <-c.C:
+		t.Fatalf("a refused request completed: %+v", q)
+	case <-time.After(20 * time.Millisecond):
+	}
 }
 
 // testBackpressure hands a small ring far more requests than it has entries

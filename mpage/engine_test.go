@@ -496,3 +496,44 @@ func TestFlushError(t *testing.T) {
 		t.Fatalf("flush = %v, want EIO", err)
 	}
 }
+
+// TestReadaheadRandom: a standalone random miss reads what was asked, not a
+// readahead window; a miss at the start of the file or right after the
+// previous read starts the initial window and sequential reads ramp up.
+func TestReadaheadRandom(t *testing.T) {
+	const fileBytes = 8 << 20
+	e := linearEnv(t, fileBytes, 64<<20, fileBytes)
+	m := e.Mapping
+	for _, off := range []int64{5 << 20, 1 << 20, 3<<20 + 8192, 7 << 20} {
+		mustRead(t, m, 4096, off)
+	}
+	mustRead(t, m, 3*4096, 6<<20) // three pages asked: three read
+	e.Drain()
+	var sizes []int
+	for _, r := range e.Ring.Records() {
+		sizes = append(sizes, r.Vecs)
+	}
+	if fmt.Sprint(sizes) != "[1 1 1 1 3]" {
+		t.Fatalf("random reads: bio sizes %v, want [1 1 1 1 3]", sizes)
+	}
+	e.Ring.Reset()
+	// Sequential from where the last random read (6 MiB, 3 pages) ended.
+	for off := int64(6<<20 + 3*4096); off < 6<<20+64*4096; off += 4096 {
+		mustRead(t, m, 4096, off)
+	}
+	e.Drain()
+	sizes = sizes[:0]
+	for _, r := range e.Ring.Records() {
+		sizes = append(sizes, r.Vecs)
+	}
+	if len(sizes) < 3 || sizes[0] != 16 || sizes[1] != 32 {
+		t.Fatalf("sequential after random: bio sizes %v, want 16, 32, ...", sizes)
+	}
+	e.Ring.Reset()
+	// The start of the file gets the initial window outright.
+	mustRead(t, m, 4096, 0)
+	e.Drain()
+	if r := e.Ring.Records(); len(r) != 1 || r[0].Vecs != 16 {
+		t.Fatalf("read at 0: %v", r)
+	}
+}

@@ -45,10 +45,18 @@ func (m *Mapping) onMiss(index uint64, want int) {
 	}
 	sequential := index == ra.start+uint64(ra.size) || index == ra.prev+1
 	var size int
-	if sequential && ra.size > 0 {
+	switch {
+	case sequential && ra.size > 0:
 		size = min(ra.size*2, ra.max)
-	} else {
+	case sequential || index == 0:
 		size = min(max(want, initReadahead), ra.max)
+	default:
+		// A standalone random miss: read what was asked, and leave the
+		// window alone for the stream it may interrupt.
+		ra.prev = index
+		ra.mu.Unlock()
+		_, _ = m.ReadPages(index, min(max(want, 1), m.raCap()), 0)
+		return
 	}
 	size = min(max(size, want), m.raCap())
 	ra.start, ra.size = index, size

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/mpaged/mpaged/internal/testenv"
@@ -429,5 +430,103 @@ func TestBoundaryOrder(t *testing.T) {
 	got := make([]byte, 16*bs)
 	if _, err := f.ReadAt(got, 0); err != nil || !bytes.Equal(got, data[:16*bs]) {
 		t.Fatalf("data differs: %v", err)
+	}
+}
+
+// TestSequentialReadSQEs reads a large contiguous file front to back and
+// counts the ring's requests: multi-block mappings and readahead must turn
+// it into about one request per MiB (Bios cap at 256 pages), plus the
+// indirect blocks' own Bios on ext2 and a few metadata reads.
+func TestSequentialReadSQEs(t *testing.T) {
+	const size = 32 << 20
+	src := t.TempDir()
+	data := randBytes(11, size)
+	writeFile(t, filepath.Join(src, "big"), data)
+	for _, c := range []struct {
+		typ   string
+		extra int // requests allowed past one per MiB
+	}{
+		{"ext4", 8},
+		// One indirect block per 4 MiB with 4 KiB blocks: the Bio ends at
+		// each Boundary and the indirect block is read on its own.
+		{"ext2", 8 + 2*size/(4<<20)},
+	} {
+		t.Run(c.typ, func(t *testing.T) {
+			img := mkfs(t, c.typ, 4096, src, "48M")
+			v := mustOpenImage(t, img, openOpts{cache: 64 << 20})
+			f, err := v.OpenFile("/big")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			before := v.ring.Stats().Submitted
+			buf := make([]byte, 1<<20)
+			for off := int64(0); off < size; off += int64(len(buf)) {
+				if _, err := f.ReadAt(buf, off); err != nil && err != io.EOF {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(buf, data[off:off+int64(len(buf))]) {
+					t.Fatalf("data differs in the MiB at %d", off)
+				}
+			}
+			reqs := v.ring.Stats().Submitted - before
+			st := v.stats.Snapshot()
+			t.Logf("%s: %d requests for %d MiB; %d read Bios, %d pages, confused %v", c.typ, reqs, size>>20,
+				st.Bios[mpage.Read], st.BioPages[mpage.Read], st.Confused[mpage.Read])
+			if limit := uint64(size>>20 + c.extra); reqs > limit {
+				t.Errorf("%d requests, want at most %d", reqs, limit)
+			}
+			if n := st.ConfusedTotal(mpage.Read); n != 0 {
+				t.Errorf("%d confused pages on a contiguous file", n)
+			}
+		})
+	}
+}
+
+// TestConcurrentReaders: many goroutines open, read, list and close files
+// of one volume at once, with a small idle cache so nodes are evicted and
+// rebuilt under them (run with -race).
+func TestConcurrentReaders(t *testing.T) {
+	src := t.TempDir()
+	const nfiles = 40
+	want := map[string][]byte{}
+	for i := range nfiles {
+		p := fmt.Sprintf("/d%d/f%02d", i%4, i)
+		want[p] = randBytes(uint64(i), 1000+i*7919)
+		writeFile(t, filepath.Join(src, p), want[p])
+	}
+	img := mkfs(t, "ext4", 1024, src, "16M")
+	v := mustOpenImage(t, img, openOpts{cache: 4 << 20})
+	v.cfg.IdleFiles = 3
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 60 {
+				p := fmt.Sprintf("/d%d/f%02d", (g+i)%4, ((g+i)%4)+4*((g*7+i)%(nfiles/4)))
+				f, err := v.OpenFile(p)
+				if err != nil {
+					errs <- err
+					return
+				}
+				buf := make([]byte, f.Size())
+				if _, err := f.ReadAt(buf, 0); err != nil && err != io.EOF {
+					errs <- err
+				} else if !bytes.Equal(buf, want[p]) {
+					errs <- fmt.Errorf("%s: data differs", p)
+				}
+				f.Close()
+				if _, err := v.ReadDir(fmt.Sprintf("/d%d", i%4)); err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }

@@ -144,7 +144,10 @@ func (t *groupTable) get(g uint32) GroupDesc {
 // metadata mapping.
 func (v *Volume) loadGroups() error {
 	sb := v.sb
-	t := &groupTable{descs: make([]GroupDesc, sb.GroupCount)}
+	// Grow the table as descriptor blocks are read rather than sizing it
+	// from the superblock up front: a corrupt group count then costs no
+	// more memory than the device has descriptor blocks to back it.
+	t := &groupTable{descs: make([]GroupDesc, 0, min(sb.GroupCount, 1<<16))}
 	buf := make([]byte, sb.BlockSize)
 	for nr := uint32(0); nr < sb.GDTBlocks; nr++ {
 		blk := sb.descBlock(nr)
@@ -160,7 +163,7 @@ func (v *Volume) loadGroups() error {
 			if err != nil {
 				return fmt.Errorf("%w (descriptor block %d at device block %d)", err, nr, blk)
 			}
-			t.descs[g] = d
+			t.descs = append(t.descs, d)
 		}
 	}
 	v.groups = t

@@ -243,9 +243,6 @@ func parseInode(b []byte, ino uint32, sb *Superblock) (*Inode, error) {
 	if size > goodOldInodeSize {
 		in.ExtraIsize = le.Uint16(r[iExtraIsizeOff:])
 		if int(in.ExtraIsize) > size-goodOldInodeSize || in.ExtraIsize&3 != 0 {
-			if allZero(r) {
-				return in, nil
-			}
 			return nil, fmt.Errorf("%w: inode %d: extra inode size %d (inode size %d)", ErrCorrupt, ino, in.ExtraIsize, size)
 		}
 	}

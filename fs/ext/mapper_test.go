@@ -166,6 +166,16 @@ func checkMapper(t *testing.T, v *testVolume, img, vp string) {
 	}
 	defer v.putNode(n)
 	o := newOracle(debugfsSegments(t, img, vp))
+	out := testenv.Run(t, "debugfs", "-R", "stat "+vp, img)
+	var blockcount uint64
+	if i := strings.Index(out, "Blockcount: "); i < 0 {
+		t.Fatalf("no Blockcount in debugfs stat:\n%s", out)
+	} else if _, err := fmt.Sscanf(out[i:], "Blockcount: %d", &blockcount); err != nil {
+		t.Fatal(err)
+	}
+	if n.inode.Blocks != blockcount {
+		t.Errorf("%s: %d 512-byte blocks, debugfs says %d", vp, n.inode.Blocks, blockcount)
+	}
 	bs := uint64(v.sb.BlockSize)
 	nblocks := (n.inode.Size + bs - 1) / bs
 	_, indirect := n.mapper.inner.(*indirectMapper)

@@ -95,10 +95,13 @@ type Superblock struct {
 	Raw [superblockSize]byte
 }
 
-// Has reports whether every bit of f is set (one helper per feature
-// kind keeps call sites short and typed).
-func (s *Superblock) HasCompat(f CompatFeatures) bool     { return s.Compat&f == f }
+// HasCompat reports whether every bit of f is set in s_feature_compat.
+func (s *Superblock) HasCompat(f CompatFeatures) bool { return s.Compat&f == f }
+
+// HasIncompat reports whether every bit of f is set in s_feature_incompat.
 func (s *Superblock) HasIncompat(f IncompatFeatures) bool { return s.Incompat&f == f }
+
+// HasROCompat reports whether every bit of f is set in s_feature_ro_compat.
 func (s *Superblock) HasROCompat(f ROCompatFeatures) bool { return s.ROCompat&f == f }
 
 // MetadataCsum reports whether metadata is checksummed with crc32c.

@@ -398,18 +398,27 @@ func (v *Volume) Lstat(path string) (FileInfo, error) {
 	return fi, err
 }
 
-// StatInode describes inode ino (named name).
+// StatInode describes inode ino (named name), as a listing needs it: the
+// inode is read and checked, but no data mapping is built for it.
 func (v *Volume) StatInode(ino uint32, name string) (FileInfo, error) {
 	if err := v.enter(); err != nil {
 		return FileInfo{}, err
 	}
 	defer v.leave()
-	n, err := v.getNode(ino)
+	v.mu.Lock()
+	n, ok := v.nodes[ino]
+	v.mu.Unlock()
+	if ok {
+		return infoOf(name, n.inode), nil
+	}
+	in, err := v.readInode(ino)
 	if err != nil {
 		return FileInfo{}, err
 	}
-	defer v.putNode(n)
-	return infoOf(name, n.inode), nil
+	if !in.inUse() {
+		return FileInfo{}, fmt.Errorf("%w: inode %d is not in use (mode %#o, %d links)", ErrCorrupt, ino, in.Mode, in.Links)
+	}
+	return infoOf(name, in), nil
 }
 
 // ReadDir lists the directory at path (following symbolic links), sorted

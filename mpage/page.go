@@ -138,9 +138,11 @@ var waitTable = func() *[waitBuckets]waitBucket {
 }()
 
 func (p *Page) bucket() *waitBucket {
-	// Pages come from a few allocations; mixing the index and the
-	// mapping pointer spreads them.
-	h := p.Index*0x9e3779b97f4a7c15 ^ uint64(uintptrOf(p.mapping))
+	// Hash the Page's address, which stays put while anyone can sleep on
+	// it (sleepers hold a reference). Not its Index or mapping: removal
+	// sets mapping to nil under the lock, and the Unlock that follows
+	// would then wake a different bucket than the sleepers are in.
+	h := uint64(pageAddr(p)) * 0x9e3779b97f4a7c15
 	return &waitTable[(h>>32)%waitBuckets]
 }
 

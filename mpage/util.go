@@ -2,4 +2,4 @@ package mpage
 
 import "unsafe"
 
-func uintptrOf(m *Mapping) uintptr { return uintptr(unsafe.Pointer(m)) }
+func pageAddr(p *Page) uintptr { return uintptr(unsafe.Pointer(p)) }

@@ -176,12 +176,21 @@ func dirtyRun(pages []*Page) int {
 // writeOne takes one tagged page through the walk's checks and writes it.
 func (wc *writeCtx) writeOne(p *Page, wbc *WritebackControl) error {
 	m := wc.m
-	p.Lock()
+	if !p.TryLock() {
+		// About to sleep on the page: send the Bio this walk has built
+		// first, as Linux flushes a task's plug before it sleeps. Its
+		// pages are under writeback; whoever holds this lock may be
+		// waiting for one of them (truncate, fsync, another walk
+		// sleeping on a page of ours), and would wait forever.
+		wc.flush()
+		p.Lock()
+	}
 	if p.mapping != m {
 		p.Unlock()
 		return nil
 	}
-	if wbc.SyncMode == SyncAll {
+	if wbc.SyncMode == SyncAll && p.Has(Writeback) {
+		wc.flush() // the same, before sleeping on writeback
 		p.WaitWriteback()
 	}
 	if p.Has(Writeback) || !m.clearDirtyForIO(p) {
@@ -340,6 +349,13 @@ func (wc *writeCtx) writePage(p *Page) error {
 		wc.lastBlockInBio = wc.blocks[bpp-1]
 	}
 	return nil
+}
+
+// flush submits the Bio being built, if any.
+func (wc *writeCtx) flush() {
+	if wc.bio != nil {
+		wc.bio = wc.bio.submit()
+	}
 }
 
 // confused sends what is pending and writes p block by block.

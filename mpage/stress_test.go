@@ -1,7 +1,10 @@
 package mpage_test
 
 import (
+	"fmt"
+	"io"
 	"math/rand/v2"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -227,4 +230,115 @@ func deviceView(e *mpagetest.Env, n int) []byte {
 		}
 	}
 	return out
+}
+
+// TestConcurrentTruncate races truncates (down and up) with readers,
+// writers, writeback and eviction. The data is not modelled; the test is
+// for the page lifecycle: no panic (unlock of an unlocked page, a page
+// released too often, a frame freed twice), no deadlock, no error other
+// than EOF, and a consistent cache at the end.
+func TestConcurrentTruncate(t *testing.T) {
+	const fileBytes = 1 << 20
+	e := mpagetest.NewEnvWith(t, mpagetest.EnvConfig{BlockSize: 1024, DiskBytes: 4 << 20, CacheBytes: fileBytes / 4,
+		Size: fileBytes, NoRecord: true, Mapper: mpage.LinearMapper{Blocks: 4096}})
+	m := e.Mapping
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var failed atomic.Bool
+	fail := func(format string, args ...any) {
+		if failed.CompareAndSwap(false, true) {
+			t.Errorf(format, args...)
+		}
+	}
+	worker := func(seed uint64, fn func(rng *rand.Rand) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(seed, 3))
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if err := fn(rng); err != nil {
+					fail("%v", err)
+					return
+				}
+			}
+		}()
+	}
+	buf := func() []byte { return make([]byte, 40000) }
+	for i := range 3 {
+		b := buf()
+		worker(uint64(i), func(rng *rand.Rand) error {
+			n := 1 + rng.IntN(len(b))
+			_, err := m.ReadAt(b[:n], rng.Int64N(fileBytes))
+			if err != nil && err != io.EOF {
+				return fmt.Errorf("read: %w", err)
+			}
+			return nil
+		})
+	}
+	for i := range 2 {
+		b := buf()
+		worker(10+uint64(i), func(rng *rand.Rand) error {
+			n := 1 + rng.IntN(len(b))
+			_, err := m.WriteAt(b[:n], rng.Int64N(fileBytes-int64(n)))
+			return err
+		})
+	}
+	worker(20, func(rng *rand.Rand) error {
+		wbc := mpage.WritebackControl{SyncMode: mpage.SyncNone, NrToWrite: 64}
+		return m.WritePages(&wbc)
+	})
+	worker(21, func(rng *rand.Rand) error {
+		time.Sleep(time.Millisecond)
+		return m.WriteAndWait(0, -1)
+	})
+	worker(30, func(rng *rand.Rand) error {
+		time.Sleep(500 * time.Microsecond)
+		if err := m.Truncate(rng.Int64N(fileBytes)); err != nil {
+			return err
+		}
+		time.Sleep(500 * time.Microsecond)
+		m.SetSize(fileBytes) // grow again (a truncate up)
+		return nil
+	})
+	time.Sleep(time.Second)
+	close(stop)
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		for i := uint64(0); i < fileBytes/mpage.PageSize; i++ {
+			if p := m.FindPage(i); p != nil {
+				if p.Flags()&(mpage.Locked|mpage.Writeback) != 0 {
+					fmt.Fprintf(os.Stderr, "stuck: page %d: %s\n", i, p.Flags())
+				}
+				p.Release()
+			}
+		}
+		fmt.Fprintf(os.Stderr, "stuck: size %d, ring in flight %d, held %d, cache %+v\n", m.Size(), e.Ring.InFlight(), e.Ring.Held(), e.Cache.Stats())
+		t.Fatal("workers did not stop: deadlock?")
+	}
+	if failed.Load() {
+		return
+	}
+	if err := m.WriteAndWait(0, -1); err != nil {
+		t.Fatal(err)
+	}
+	e.Drain()
+	st := e.Cache.Stats()
+	if st.Dirty != 0 || st.Writeback != 0 || st.Pages != m.Pages() || st.FramesInUse != int64(st.Pages) {
+		t.Fatalf("cache after the storm: %+v, mapping pages %d", st, m.Pages())
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.Cache.Stats(); st.Pages != 0 || st.FramesInUse != 0 {
+		t.Fatalf("after Close: %+v", st)
+	}
+	t.Logf("evictions %d", e.Stats.Evictions.Load())
 }

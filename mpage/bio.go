@@ -140,6 +140,9 @@ func (b *Bio) Complete(q *uring.Request) {
 	default:
 		st.bioDone(Write, len(b.pages), q.Res)
 		for _, p := range b.pages {
+			if err != nil {
+				p.redirtyBlocks()
+			}
 			p.writeDone(err)
 		}
 	}

@@ -227,9 +227,16 @@ func (m *Mapping) writePageBlocks(p *Page) error {
 	}
 	bpp := m.blocksPerPage()
 	blkbits := uint(m.blkbits)
+	// A page without per-block state is dirty as a whole. One that has it
+	// says which blocks are dirty (SetBlocksDirty dirties some only: a
+	// metadata page whose other blocks belong to file data must not
+	// write them), so those, and only those, are written.
+	whole := p.bufs == nil
 	b := p.ensureBuffers(bpp)
-	for i := range bpp {
-		b.state[i] |= bufDirty | bufUptodate
+	if whole {
+		for i := range bpp {
+			b.state[i] |= bufDirty | bufUptodate
+		}
 	}
 	first := p.Index << (PageShift - blkbits)
 	last := uint64((size - 1) >> blkbits)

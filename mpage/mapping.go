@@ -227,10 +227,20 @@ func (m *Mapping) setDirty(p *Page) {
 		if p.Has(Uptodate) {
 			s |= bufUptodate
 		}
+		// Under the buffers' lock: completions of per-block writes and of
+		// failed multipage writes change these bits from the ring's side.
+		b.mu.Lock()
 		for i := range m.blocksPerPage() {
 			b.state[i] |= s
 		}
+		b.mu.Unlock()
 	}
+	m.tagDirty(p)
+}
+
+// tagDirty sets Dirty and the mapping's dirty tag, leaving per-block state
+// alone. The caller holds the page lock.
+func (m *Mapping) tagDirty(p *Page) {
 	if p.Has(Dirty) {
 		return
 	}
@@ -400,6 +410,7 @@ func (m *Mapping) truncatePartial(idx uint64, off int, size int64) error {
 	p.WaitWriteback()
 	if p.mapping == m {
 		p.zero(off, PageSize)
+		p.invalidateBlocksFrom(off, m)
 		if mapped {
 			m.setDirty(p)
 		}

@@ -1,0 +1,231 @@
+package mpage_test
+
+import (
+	"bytes"
+	"errors"
+	"syscall"
+	"testing"
+
+	"github.com/mpaged/mpaged/mpage"
+	"github.com/mpaged/mpaged/mpage/mpagetest"
+	"github.com/mpaged/mpaged/uring"
+)
+
+// metaEnv is an Env whose file is the whole disk in 1 KiB blocks, as a
+// volume's metadata mapping: four device blocks per page.
+func metaEnv(t *testing.T) *mpagetest.Env {
+	return mpagetest.NewEnvWith(t, mpagetest.EnvConfig{
+		BlockSize: 1024, DiskBytes: 1 << 20, Size: 1 << 20,
+		Mapper: mpage.LinearMapper{Blocks: 1024},
+	})
+}
+
+// grabUptodate returns page idx locked and uptodate (read from the disk).
+func grabUptodate(t *testing.T, m *mpage.Mapping, idx uint64) *mpage.Page {
+	t.Helper()
+	mustRead(t, m, 1, int64(idx)*mpage.PageSize)
+	p, _, err := m.GrabPage(idx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.Has(mpage.Uptodate) {
+		t.Fatalf("page %d not uptodate", idx)
+	}
+	return p
+}
+
+// writes lists the write requests the Recorder saw, as "off+len".
+func writes(e *mpagetest.Env) []mpagetest.Record {
+	var out []mpagetest.Record
+	for _, r := range e.Ring.Records() {
+		if r.Op == uring.OpWritev || r.Op == uring.OpWrite {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// TestSetBlocksDirty: a page whose blocks have different owners writes
+// only the blocks marked dirty; the others keep what their owner wrote to
+// the device meanwhile.
+func TestSetBlocksDirty(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		from, to int   // bytes of page 1 changed and marked dirty
+		want     []int // device blocks written
+	}{
+		{"one block", 1024, 2048, []int{5}},
+		{"part of a block", 3000, 3001, []int{6}},
+		{"two blocks", 1000, 3000, []int{4, 5, 6}},
+		{"whole page", 0, 4096, []int{4, 5, 6, 7}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := metaEnv(t)
+			m := e.Meta
+			p := grabUptodate(t, m, 1)
+			for i := tc.from; i < tc.to; i++ {
+				p.Data[i] = 0xEE
+			}
+			m.SetBlocksDirty(p, tc.from, tc.to)
+			p.Unlock()
+			p.Release()
+			// Another owner writes device block 7 behind the page's back.
+			e.Drain()
+			copy(e.Disk()[7*1024:8*1024], bytes.Repeat([]byte{0x77}, 1024))
+			e.Ring.Reset()
+			if err := m.WriteAndWait(0, -1); err != nil {
+				t.Fatal(err)
+			}
+			e.Drain()
+			var got []int
+			for _, r := range writes(e) {
+				for b := r.Offset / 1024; b < (r.Offset+int64(r.Len))/1024; b++ {
+					got = append(got, int(b))
+				}
+			}
+			if !equalInts(got, tc.want) {
+				t.Fatalf("wrote blocks %v, want %v", got, tc.want)
+			}
+			disk := e.Disk()
+			if tc.to <= 3072 && disk[7*1024] != 0x77 {
+				t.Fatalf("block 7 overwritten with %#x", disk[7*1024])
+			}
+			if disk[4096+tc.from] != 0xEE {
+				t.Fatal("the change did not reach the device")
+			}
+			if n := m.DirtyPages(); n != 0 {
+				t.Fatalf("%d dirty pages after writeback", n)
+			}
+		})
+	}
+}
+
+func equalInts(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// TestDiscardBlocks: a discarded block is never written, its bytes read as
+// zero in the cache, and a page left without dirty blocks is clean.
+func TestDiscardBlocks(t *testing.T) {
+	e := metaEnv(t)
+	m := e.Meta
+	p := grabUptodate(t, m, 1)
+	p.Data[0], p.Data[1024] = 0xAA, 0xBB
+	m.SetBlocksDirty(p, 0, 1)
+	m.SetBlocksDirty(p, 1024, 1025)
+	m.DiscardBlocks(p, 1024, 2048)
+	if p.Data[1024] != 0 {
+		t.Fatal("discarded block not zeroed")
+	}
+	p.Unlock()
+	p.Release()
+	e.Ring.Reset()
+	if err := m.WriteAndWait(0, -1); err != nil {
+		t.Fatal(err)
+	}
+	e.Drain()
+	w := writes(e)
+	if len(w) != 1 || w[0].Offset != 4*1024 || w[0].Len != 1024 {
+		t.Fatalf("writes %v, want block 4 only", w)
+	}
+
+	// Discarding the last dirty block cleans the page.
+	p = grabUptodate(t, m, 2)
+	p.Data[0] = 1
+	m.SetBlocksDirty(p, 0, 1)
+	m.DiscardBlocks(p, 0, 1024)
+	p.Unlock()
+	p.Release()
+	if n := m.DirtyPages(); n != 0 {
+		t.Fatalf("%d dirty pages after discarding the only dirty block", n)
+	}
+
+	// A page dirty as a whole keeps its other blocks dirty.
+	p = grabUptodate(t, m, 3)
+	m.SetPageDirty(p)
+	m.DiscardBlocks(p, 2048, 3072)
+	p.Unlock()
+	p.Release()
+	e.Ring.Reset()
+	if err := m.WriteAndWait(0, -1); err != nil {
+		t.Fatal(err)
+	}
+	e.Drain()
+	var got []int
+	for _, r := range writes(e) {
+		for b := r.Offset / 1024; b < (r.Offset+int64(r.Len))/1024; b++ {
+			got = append(got, int(b))
+		}
+	}
+	if !equalInts(got, []int{12, 13, 15}) {
+		t.Fatalf("wrote blocks %v, want 12, 13, 15", got)
+	}
+}
+
+// TestFailedMultipageWriteOfBlocks: a page with per-block state whose
+// blocks were all dirty goes out in one multipage Bio; when that fails,
+// every block is dirty again and the retry writes them.
+func TestFailedMultipageWriteOfBlocks(t *testing.T) {
+	e := metaEnv(t)
+	m := e.Meta
+	p := grabUptodate(t, m, 1)
+	for i := range 4 {
+		p.Data[i*1024] = 0xC0 + byte(i)
+		m.SetBlocksDirty(p, i*1024, i*1024+1)
+	}
+	p.Unlock()
+	p.Release()
+	e.Ring.Fail(mpagetest.Rule{AnyOp: true, Off: 4096, Size: 4096, Errno: syscall.EIO, Count: 1})
+	if err := m.WriteAndWait(0, -1); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("first writeback: %v, want EIO", err)
+	}
+	e.Ring.ClearFaults()
+	if err := m.WriteAndWait(0, -1); err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	e.Drain()
+	for i := range 4 {
+		if got := e.Disk()[4096+i*1024]; got != 0xC0+byte(i) {
+			t.Fatalf("block %d: %#x after the retry", 4+i, got)
+		}
+	}
+}
+
+// TestTruncateInvalidatesBlocks: after a truncate inside a page with
+// per-block state, the blocks past EOF are unmapped, so growing the file
+// again maps them afresh instead of writing to their old addresses.
+func TestTruncateInvalidatesBlocks(t *testing.T) {
+	// Discontiguous on purpose: the per-block path gives the page buffers.
+	e := mpagetest.NewEnvWith(t, mpagetest.EnvConfig{BlockSize: 1024, Script: "map 0-1 at 100\nmap 2-3 at 300\nalloc at 200", Size: 4096})
+	m := e.Mapping
+	mustWrite(t, m, bytes.Repeat([]byte{1}, 4096), 0)
+	if err := m.WriteAndWait(0, -1); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Truncate(1500); err != nil {
+		t.Fatal(err)
+	}
+	e.Mapper.Punch(2) // the file system frees blocks 2 and 3
+	e.Ring.Reset()
+	mustWrite(t, m, bytes.Repeat([]byte{2}, 1024), 3072)
+	if err := m.WriteAndWait(0, -1); err != nil {
+		t.Fatal(err)
+	}
+	e.Drain()
+	for _, r := range writes(e) {
+		if r.Offset >= 300*1024 && r.Offset < 304*1024 {
+			t.Fatalf("wrote to freed block %d: %v", r.Offset/1024, r)
+		}
+	}
+	if got := mustRead(t, m, 4096, 0); got[2000] != 0 || got[3072] != 2 || got[0] != 1 {
+		t.Fatalf("read back %d %d %d", got[0], got[2000], got[3072])
+	}
+}

@@ -50,11 +50,16 @@ func (d *Device) allocBio(m *Mapping, dir Dir, kind bioKind, pblock uint64, nr i
 	return b
 }
 
-// add appends n bytes of p's frame; false when the Bio is full.
+// add appends n bytes of p's frame; false when the Bio is full. The Bio
+// holds a reference on p until its completion is done with it: the
+// completion touches the page (its wait bucket, its flags) after the unlock
+// or end of writeback that lets Close or Truncate free it, so without the
+// reference a freed (or reused) page could be written to.
 func (b *Bio) add(p *Page, n int) bool {
 	if len(b.vecs) >= b.got {
 		return false
 	}
+	p.refs.Add(1)
 	b.pages = append(b.pages, p)
 	b.vecs = append(b.vecs, p.Data[:n])
 	return true
@@ -124,6 +129,7 @@ func (b *Bio) Complete(q *uring.Request) {
 	case b.kind == bioBlock:
 		st.BlockIOs[b.dir].Add(1)
 		b.pages[0].blockDone(b.dir, int(b.block), err)
+		b.pages[0].Release()
 	case b.dir == Read:
 		st.bioDone(Read, len(b.pages), q.Res)
 		// Pages end in Bio order, lowest index first.
@@ -136,6 +142,7 @@ func (b *Bio) Complete(q *uring.Request) {
 				p.set(Error)
 			}
 			p.Unlock()
+			p.Release()
 		}
 	default:
 		st.bioDone(Write, len(b.pages), q.Res)
@@ -144,6 +151,7 @@ func (b *Bio) Complete(q *uring.Request) {
 				p.redirtyBlocks()
 			}
 			p.writeDone(err)
+			p.Release()
 		}
 	}
 	b.free()

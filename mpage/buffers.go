@@ -66,8 +66,10 @@ func (p *Page) mapBlockUptodate(block int, pblock uint64, bpp int) {
 }
 
 // addBlock makes a one-block Bio carry block i of p.
+// Like add, it holds a reference on p until the completion is done.
 func (b *Bio) addBlock(p *Page, i int) {
 	bs := 1 << b.blkbits
+	p.refs.Add(1)
 	b.pages = append(b.pages, p)
 	b.vecs = append(b.vecs, p.Data[i*bs:(i+1)*bs])
 	b.block = uint8(i)

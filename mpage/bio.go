@@ -2,6 +2,7 @@ package mpage
 
 import (
 	"errors"
+	"fmt"
 	"syscall"
 
 	"github.com/mpaged/mpaged/alloc"
@@ -88,6 +89,11 @@ func (b *Bio) submit() *Bio {
 	if f := b.dev.frames; f != nil {
 		q.BufIndex = sameArena(f, b.vecs)
 	}
+	if st := b.dev.stats; b.kind == bioBlock {
+		st.BlockIOs[b.dir].Add(1)
+	} else {
+		st.bioSubmitted(b.dir, len(b.pages))
+	}
 	b.one[0] = q
 	if err := b.dev.ring.Submit(b.one[:]...); err != nil {
 		// The ring refused (closed): the Bio completes here, failed, so
@@ -97,6 +103,13 @@ func (b *Bio) submit() *Bio {
 	}
 	return nil
 }
+
+// A Bio the device did not move whole is an I/O error: callers that map
+// errors to statuses by errno (EIO) see it as one.
+var (
+	errShortReadIO  = fmt.Errorf("%w: %w", ErrShortRead, syscall.EIO)
+	errShortWriteIO = fmt.Errorf("%w: %w", uring.ErrShortWrite, syscall.EIO)
+)
 
 // sameArena returns the registered-buffer index holding every vec, or
 // NoBuffer.
@@ -116,9 +129,9 @@ func sameArena(f *alloc.FramePool, vecs [][]byte) int16 {
 func (b *Bio) Complete(q *uring.Request) {
 	err := q.Err
 	if err == nil && q.Res < b.bytes() {
-		err = ErrShortRead
+		err = errShortReadIO
 		if b.dir == Write {
-			err = uring.ErrShortWrite
+			err = errShortWriteIO
 		}
 	}
 	st := b.dev.stats
@@ -127,11 +140,10 @@ func (b *Bio) Complete(q *uring.Request) {
 	}
 	switch {
 	case b.kind == bioBlock:
-		st.BlockIOs[b.dir].Add(1)
 		b.pages[0].blockDone(b.dir, int(b.block), err)
 		b.pages[0].Release()
 	case b.dir == Read:
-		st.bioDone(Read, len(b.pages), q.Res)
+		st.BioBytes[Read].Add(uint64(q.Res))
 		// Pages end in Bio order, lowest index first.
 		for _, p := range b.pages {
 			if err == nil {
@@ -145,7 +157,7 @@ func (b *Bio) Complete(q *uring.Request) {
 			p.Release()
 		}
 	default:
-		st.bioDone(Write, len(b.pages), q.Res)
+		st.BioBytes[Write].Add(uint64(q.Res))
 		for _, p := range b.pages {
 			if err != nil {
 				p.redirtyBlocks()

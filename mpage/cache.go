@@ -110,7 +110,13 @@ func (c *Cache) Stats() CacheStats {
 
 // newPage returns an unlinked page with a frame, evicting clean pages when
 // the cache is at its limit or the frame pool is empty.
-func (c *Cache) newPage() (*Page, error) {
+func (c *Cache) newPage() (*Page, error) { return c.allocPage(true) }
+
+// tryNewPage is newPage without the wait for writeback: callers that hold
+// pages locked in an unsent Bio send it before they sleep.
+func (c *Cache) tryNewPage() (*Page, error) { return c.allocPage(false) }
+
+func (c *Cache) allocPage(wait bool) (*Page, error) {
 	// Evict down below the limit, not just one page: the cache can pass
 	// its limit while every page is locked for I/O, and should come back
 	// once they are not.
@@ -133,6 +139,9 @@ func (c *Cache) newPage() (*Page, error) {
 		}
 		if c.evict() {
 			continue
+		}
+		if !wait {
+			return nil, fmt.Errorf("%w: %v", ErrNoFrames, err)
 		}
 		// Everything is dirty, locked or referenced: wait for writeback
 		// to clean something, for a while.

@@ -1,6 +1,7 @@
 package mpage
 
 import (
+	"errors"
 	"sync"
 )
 
@@ -76,7 +77,7 @@ func (m *Mapping) ReadPages(start uint64, nr int, asyncMarker int) (int, error) 
 	started := 0
 	for i := 0; i < nr; i++ {
 		idx := start + uint64(i)
-		p, err := m.newReadPage(idx)
+		p, err := m.newReadPage(idx, rc)
 		if err != nil {
 			return started, err
 		}
@@ -95,8 +96,9 @@ func (m *Mapping) ReadPages(start uint64, nr int, asyncMarker int) (int, error) 
 }
 
 // newReadPage creates and inserts page idx locked, or returns nil if it is
-// already cached.
-func (m *Mapping) newReadPage(idx uint64) (*Page, error) {
+// already cached. When memory is short it sends rc's Bio before waiting
+// for writeback: the pages locked in it must not wait on us.
+func (m *Mapping) newReadPage(idx uint64, rc *readCtx) (*Page, error) {
 	m.mu.Lock()
 	m.key.Index = idx
 	_, ok := m.pages.Get(&m.key)
@@ -104,7 +106,13 @@ func (m *Mapping) newReadPage(idx uint64) (*Page, error) {
 	if ok {
 		return nil, nil
 	}
-	p, err := m.cache.newPage()
+	p, err := m.cache.tryNewPage()
+	if errors.Is(err, ErrNoFrames) {
+		if rc.bio != nil {
+			rc.bio = rc.bio.submit()
+		}
+		p, err = m.cache.newPage()
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -67,7 +67,7 @@ var PagesPerBioBuckets = [...]int{1, 2, 4, 8, 16, 32, 64, 128, 256}
 type Stats struct {
 	Bios        [numDirs]atomic.Uint64 // multipage Bios submitted
 	BioPages    [numDirs]atomic.Uint64 // pages in those Bios
-	BioBytes    [numDirs]atomic.Uint64 // bytes in those Bios
+	BioBytes    [numDirs]atomic.Uint64 // bytes those Bios moved, counted at completion
 	BlockIOs    [numDirs]atomic.Uint64 // per-block I/Os (the fallback path)
 	Errors      [numDirs]atomic.Uint64 // failed I/Os (Bios and blocks)
 	Confused    [numDirs][numReasons]atomic.Uint64
@@ -90,10 +90,11 @@ const (
 	ErrnoENOSPC = 1
 )
 
-func (s *Stats) bioDone(d Dir, pages, bytes int) {
+// bioSubmitted counts a multipage Bio as it goes to the ring; its bytes
+// are counted when it completes (BioBytes is what the device moved).
+func (s *Stats) bioSubmitted(d Dir, pages int) {
 	s.Bios[d].Add(1)
 	s.BioPages[d].Add(uint64(pages))
-	s.BioBytes[d].Add(uint64(bytes))
 	// Bucket i holds Bios of at most 1<<i pages.
 	b := 0
 	if pages > 1 {

@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 
 	"github.com/google/btree"
+
+	"github.com/mpaged/mpaged/internal/invariants"
 )
 
 // MappingConfig describes one file's address space.
@@ -270,6 +272,10 @@ func (m *Mapping) clearDirtyForIO(p *Page) bool {
 
 // setWriteback tags p as under writeback. The caller holds the page lock.
 func (m *Mapping) setWriteback(p *Page) {
+	if invariants.Enabled {
+		invariants.Check(p.Has(Locked|Uptodate), "page %d: writeback started without the page lock or on a page not uptodate (flags %v)", p.Index, p.Flags())
+		invariants.Check(!p.Has(Dirty) || p.bufs != nil, "page %d: writeback started on a page still tagged dirty", p.Index)
+	}
 	m.mu.Lock()
 	if p.testAndSet(Writeback) {
 		m.mu.Unlock()

@@ -3,6 +3,8 @@ package mpage
 import (
 	"sync"
 	"sync/atomic"
+
+	"github.com/mpaged/mpaged/internal/invariants"
 )
 
 // PageSize is the size of a page-cache page: one alloc frame.
@@ -207,6 +209,9 @@ func (p *Page) WaitUnlocked() { p.waitUntilClear(Locked) }
 // endWriteback clears Writeback, drops the mapping's writeback tag and wakes
 // waiters.
 func (p *Page) endWriteback() {
+	if invariants.Enabled {
+		invariants.Check(p.Has(Writeback), "page %d: writeback ended on a page not under writeback (flags %v)", p.Index, p.Flags())
+	}
 	if m := p.mapping; m != nil {
 		m.untagWriteback(p)
 	}

@@ -3,6 +3,8 @@ package mpage
 import (
 	"errors"
 	"sync"
+
+	"github.com/mpaged/mpaged/internal/invariants"
 )
 
 // maxBlocksPerPage is PageSize over the smallest block size (512).
@@ -141,6 +143,10 @@ func (m *Mapping) ReadPage(p *Page) {
 // how many pages this call may still read (the Bio's size hint).
 func (rc *readCtx) readPage(p *Page, nrPages int) {
 	m := rc.m
+	if invariants.Enabled {
+		invariants.Check(p.Has(Locked) && !p.Has(Writeback), "page %d: read of a page not locked or under writeback (flags %v)", p.Index, p.Flags())
+		invariants.Check(p.mapping == m, "page %d: read through a mapping it does not belong to", p.Index)
+	}
 	st := m.dev.stats
 	if p.bufs != nil {
 		rc.confused(p, ReasonBuffers)

@@ -6,6 +6,8 @@ import (
 	"sync"
 
 	"github.com/mpaged/mpaged/alloc"
+
+	"github.com/mpaged/mpaged/internal/invariants"
 )
 
 // SyncMode says what a writeback is for.
@@ -220,6 +222,9 @@ func (m *Mapping) WritePage(p *Page) error {
 // per-block path. p is unlocked on return.
 func (wc *writeCtx) writePage(p *Page) error {
 	m := wc.m
+	if invariants.Enabled {
+		invariants.Check(p.Has(Locked|Uptodate) && !p.Has(Writeback), "page %d: write of a page not locked, not uptodate or already under writeback (flags %v)", p.Index, p.Flags())
+	}
 	bpp := m.blocksPerPage()
 	blkbits := uint(m.blkbits)
 	size := m.Size()

@@ -191,31 +191,36 @@ func (m *Mapping) GrabPage(index uint64) (p *Page, created bool, err error) {
 		np.Index = index
 		np.set(Locked)
 		np.refs.Store(1)
-		if m.insert(np) {
+		ok, err := m.insert(np)
+		if ok {
 			return np, true, nil
 		}
-		// Lost a race with another creator.
+		// Lost a race with another creator, or the mapping closed.
 		np.clear(Locked)
 		np.refs.Store(0)
 		m.cache.freePage(np)
+		if err != nil {
+			return nil, false, err
+		}
 	}
 }
 
 // insert adds a new, locked page to the index and the cache's CLOCK ring;
-// false if a page with that index is already there.
-func (m *Mapping) insert(p *Page) bool {
+// false if a page with that index is already there, or, with ErrClosed, if
+// the mapping is closed.
+func (m *Mapping) insert(p *Page) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
-		return false
+		return false, fmt.Errorf("mpage: %s: %w", m.name, ErrClosed)
 	}
 	if _, ok := m.pages.Get(p); ok {
-		return false
+		return false, nil
 	}
 	p.mapping = m
 	m.pages.ReplaceOrInsert(p)
 	m.cache.link(p)
-	return true
+	return true, nil
 }
 
 // setDirty marks p dirty and tags it. The caller holds the page lock.

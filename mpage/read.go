@@ -121,11 +121,11 @@ func (m *Mapping) newReadPage(idx uint64, rc *readCtx) (*Page, error) {
 	p.Index = idx
 	p.set(Locked)
 	p.refs.Store(1)
-	if !m.insert(p) {
+	if ok, err := m.insert(p); !ok {
 		p.clear(Locked)
 		p.refs.Store(0)
 		m.cache.freePage(p)
-		return nil, nil
+		return nil, err
 	}
 	return p, nil
 }

@@ -202,7 +202,7 @@ var errStop = errors.New("stop")
 // htree index blocks look like empty entries and are skipped by the same
 // walk; inline directories are parsed from the inode.
 func (v *Volume) walkDir(n *node, fn func(name []byte, ino uint32, ft FileType) error) error {
-	in := n.inode
+	in := n.inode()
 	if !in.IsDir() {
 		return ErrNotDir
 	}

@@ -1,4 +1,5 @@
-// Package ext reads ext2, ext3 and ext4 volumes through the mpage engine.
+// Package ext reads ext2, ext3 and ext4 volumes through the mpage engine,
+// and writes ext2 (see below).
 //
 // It owns the on-disk format: the superblock (features, geometry,
 // checksum), the group descriptors (32- and 64-byte, meta_bg and flex_bg
@@ -36,20 +37,46 @@
 // the block, the path (as *fs.PathError for path operations). Corrupt
 // metadata gives ErrCorrupt, never a panic; the parse functions are fuzzed.
 //
-// The read side is complete; writing (allocation, create, truncate,
-// unlink, mkdir) comes later. Types that a writer will mutate (Superblock
-// with its raw bytes, groupTable behind a lock, Inode with its raw bytes)
-// already keep what it needs, and every volume is served read-only until
-// then (Config.ReadOnly=false is accepted, logged and downgraded, except
-// for volumes that must not be written at all: ErrNeedsRecovery,
-// ErrReadOnly).
+// Writing (ext2, and ext2-format files on volumes with the other features
+// listed in features.go) is open to volumes opened with ReadOnly false
+// whose features the writer handles; others are served read-only and
+// ReadOnly says which features stopped it (a journal, extents, inline
+// data, bigalloc, ...). The write side has:
+//
+//   - allocation (balloc.go): block and inode bitmaps, group descriptors
+//     (counts, flags, crc16/crc32c checksums, lazily initialised groups)
+//     and superblock counts, all changed through the metadata mapping;
+//     blocks go right after the goal so sequential writes are contiguous,
+//     directories spread over groups, files stay near their directory;
+//   - the indirect mapper's Create (indirect_write.go): the missing
+//     indirect blocks first, at the goal, then the data after them, New on
+//     fresh blocks, Boundary as on read; truncation frees data and
+//     indirect blocks;
+//   - per-block metadata writes (meta.go): only the blocks changed are
+//     dirtied in a metadata page, blocks reused for data are forgotten,
+//     and the engine's Boundary hook writes the indirect block after its
+//     data;
+//   - files (write.go): OpenWrite/Create, File.WriteAt (blocks are
+//     allocated when data enters the cache, so ENOSPC is WriteAt's),
+//     File.Truncate, File.Sync and Volume.Sync (data, then directories,
+//     then metadata, then a device flush);
+//   - names (dir_write.go): Mkdir, Rmdir, Unlink on linear directories
+//     (an htree index is dropped on change where e2fsck allows it).
+//
+// On-disk state while writing: the superblock says "not cleanly unmounted"
+// from the first change until Close has synced everything; every Sync
+// leaves a consistent image (e2fsck -fn finds nothing), but there is no
+// journal: a crash between syncs needs e2fsck.
 //
 // Concurrency: a Volume and its Files are safe for concurrent use. Public
 // calls hold the volume's lifetime lock shared, so Close waits for calls in
-// progress and later calls fail with ErrClosed. The per-inode cache has its
-// own mutex, never held across I/O; mappers hold no locks and read
-// metadata only through the metadata mapping, never with a page of it
-// locked.
+// progress and later calls fail with ErrClosed. Name-space changes hold
+// the volume's ns lock exclusively (lookups hold it shared); writes to a
+// file hold its node's lock; allocation holds allocMu; see node for the
+// lock order. The per-inode cache has its own mutex, never held across
+// I/O; a mapper's lock guards its block map (shared by lookups), and
+// mappers read metadata only through the metadata mapping, never with a
+// page of it locked.
 //
 // Example:
 //
@@ -60,4 +87,14 @@
 //	if err != nil { ... }
 //	defer f.Close()
 //	_, err = io.Copy(os.Stdout, io.NewSectionReader(f, 0, f.Size()))
+//
+// Writing:
+//
+//	vol, err := ext.Open(ext.Config{Device: dev, Cache: cache, DeviceSize: size})
+//	if ro, why := vol.ReadOnly(); ro { ... why ... }
+//	f, err := vol.Create("/dir/name", 0o644)
+//	_, err = f.WriteAt(data, 0)
+//	err = f.Sync() // data and the metadata reaching it are on the device
+//	f.Close()
+//	err = vol.Close() // syncs, marks the volume clean
 package ext

@@ -1,6 +1,10 @@
 package ext
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+	"syscall"
+)
 
 // Sentinel errors. Every error the package returns wraps one of these (or an
 // engine error) with context: the inode, block or path it concerns, so
@@ -38,4 +42,17 @@ var (
 	ErrNotRegular = errors.New("ext: not a regular file")
 	// ErrClosed: the volume or file has been closed.
 	ErrClosed = errors.New("ext: closed")
+	// ErrExist: the name to create is already taken.
+	ErrExist = errors.New("ext: file exists")
+	// ErrNotEmpty: a directory to remove still has entries.
+	ErrNotEmpty = errors.New("ext: directory not empty")
+	// ErrNoSpace: no free block or inode is left. It wraps
+	// syscall.ENOSPC, so errors.Is(err, syscall.ENOSPC) holds too.
+	ErrNoSpace = fmt.Errorf("ext: no space left on device: %w", syscall.ENOSPC)
+	// ErrTooLarge: a file would grow past what its block map or the
+	// volume's features can address. It wraps syscall.EFBIG.
+	ErrTooLarge = fmt.Errorf("ext: file too large: %w", syscall.EFBIG)
+	// ErrTooManyLinks: a directory would get more subdirectories than its
+	// link count can record. It wraps syscall.EMLINK.
+	ErrTooManyLinks = fmt.Errorf("ext: too many links: %w", syscall.EMLINK)
 )

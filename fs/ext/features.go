@@ -140,3 +140,44 @@ const readIncompat = IncompatFiletype | IncompatRecover | IncompatMetaBG | Incom
 const knownROCompat = ROCompatSparseSuper | ROCompatLargeFile | ROCompatBtreeDir | ROCompatHugeFile |
 	ROCompatGDTCsum | ROCompatDirNlink | ROCompatExtraIsize | ROCompatQuota | ROCompatBigalloc |
 	ROCompatMetadataCsum | ROCompatReadonly | ROCompatProject | ROCompatVerity | ROCompatOrphanPresent
+
+// The features this package can write. A volume with any other feature
+// set is served read-only, and ReadOnly says which features stopped it:
+//
+//   - has_journal, fast_commit: every metadata change would have to go
+//     through the journal (not implemented); writing around it leaves a
+//     journal whose replay undoes ours.
+//   - orphan_file, snapshot bits, quota, project: structures that must
+//     change with every allocation or deletion and are not maintained.
+//   - extent: files mapped by extent trees cannot be grown or shrunk
+//     (the indirect mapper writes; the extent mapper only reads).
+//   - inline_data, bigalloc, ea_inode, mmp, encrypt, casefold, dirdata,
+//     compression, journal_dev, verity, shared_blocks, replica,
+//     read-only, btree_dir: formats the writer does not produce or
+//     must not touch.
+//
+// needs_recovery is refused outright for read-write (ErrNeedsRecovery).
+const (
+	writeCompat = CompatDirPrealloc | CompatImagicInodes | CompatExtAttr | CompatResizeInode |
+		CompatDirIndex | CompatLazyBG | CompatSparseSuper2 | CompatStableInodes
+	writeIncompat = IncompatFiletype | IncompatMetaBG | Incompat64Bit | IncompatFlexBG |
+		IncompatCsumSeed | IncompatLargeDir
+	writeROCompat = ROCompatSparseSuper | ROCompatLargeFile | ROCompatHugeFile | ROCompatGDTCsum |
+		ROCompatDirNlink | ROCompatExtraIsize | ROCompatMetadataCsum
+)
+
+// unwritableFeatures names the features of s that keep it from being
+// written, "" if there are none.
+func unwritableFeatures(s *Superblock) string {
+	var parts []string
+	if c := s.Compat &^ writeCompat; c != 0 {
+		parts = append(parts, c.String())
+	}
+	if i := s.Incompat &^ writeIncompat; i != 0 {
+		parts = append(parts, i.String())
+	}
+	if r := s.ROCompat &^ writeROCompat; r != 0 {
+		parts = append(parts, r.String())
+	}
+	return strings.Join(parts, " ")
+}

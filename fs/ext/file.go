@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"fmt"
 	"io"
+	"sync"
 	"sync/atomic"
 
 	"github.com/mpaged/mpaged/mpage"
@@ -14,20 +15,42 @@ import (
 // shared: the volume keeps one per inode while it is referenced, and a
 // bounded number of unreferenced ones for reuse.
 type node struct {
-	v      *Volume
-	ino    uint32
-	inode  *Inode
+	v   *Volume
+	ino uint32
+	// cur is the inode as last committed (read from the device or written
+	// to the metadata mapping). Readers load it without locks; a writer
+	// publishes a new copy, never changes a published one.
+	cur    atomic.Pointer[Inode]
 	m      *mpage.Mapping
 	mapper *diagMapper
 	refs   int           // guarded by v.mu
 	elem   *list.Element // on v.idle when refs == 0
+
+	// Write side. wmu serialises changes to the inode and its data:
+	// WriteAt, Truncate, directory edits, link counts, inode commits.
+	// Lock order: Volume.ns, then wmu (parent directory before child),
+	// then the mapper's lock, then Volume.allocMu, then metadata pages.
+	wmu sync.Mutex
+	// imap is the inode's indirect mapper when it has one (writes need
+	// it); nil for extent, inline and data-less inodes.
+	imap *indirectMapper
+	// inodeDirty: the mapper allocated blocks (i_block, i_blocks) since
+	// the inode was last committed; Sync commits it again.
+	inodeDirty atomic.Bool
+	// orphan: unlinked (no links left) while open; the last release frees
+	// its blocks and inode. Guarded by v.mu.
+	orphan bool
 }
+
+// inode returns the inode as last committed.
+func (n *node) inode() *Inode { return n.cur.Load() }
 
 // diagMapper remembers the last error its mapper returned. The engine
 // turns a mapping failure into EIO on the page (it has nowhere else to put
 // it); the file's ReadAt then reports what actually went wrong.
 type diagMapper struct {
 	inner   mpage.BlockMapper
+	v       *Volume // for the write hooks; nil on read-only volumes
 	lastErr atomic.Pointer[error]
 }
 
@@ -37,6 +60,24 @@ func (d *diagMapper) MapBlocks(bm *mpage.BlockMap) error {
 		d.lastErr.Store(&err)
 	}
 	return err
+}
+
+// ForgetBlock implements mpage.BlockForgetter for the engine's write path:
+// a block the mapper allocated to file data loses whatever the metadata
+// mapping holds for it (see Volume.forgetBlocks).
+func (d *diagMapper) ForgetBlock(pblock uint64) {
+	if d.v != nil {
+		d.v.forgetBlocks(pblock, 1)
+	}
+}
+
+// WriteBoundary implements mpage.BoundaryWriter: after the engine submits
+// data up to the boundary block pblock, the metadata block after it (the
+// indirect block the allocator put there) is written if dirty.
+func (d *diagMapper) WriteBoundary(pblock uint64) {
+	if d.v != nil {
+		d.v.writeMetaBlockIfDirty(pblock + 1)
+	}
 }
 
 func (d *diagMapper) takeErr() error {
@@ -75,6 +116,7 @@ func (v *Volume) isFastSymlink(in *Inode) bool {
 func (v *Volume) newNode(in *Inode) (*node, error) {
 	sb := v.sb
 	var mapper mpage.BlockMapper
+	var imap *indirectMapper
 	size := in.Size
 	switch {
 	case in.Flags&FlagInlineData != 0:
@@ -103,12 +145,16 @@ func (v *Volume) newNode(in *Inode) (*node, error) {
 		if size > indirectMaxBlocks(uint64(sb.BlockSize/4))<<v.blkbits {
 			return nil, fmt.Errorf("%w: inode %d: size %d past what block pointers address", ErrCorrupt, in.Ino, size)
 		}
-		mapper = newIndirectMapper(v, in)
+		imap = newIndirectMapper(v, in)
+		mapper = imap
 	}
 	if size > 1<<62 {
 		return nil, fmt.Errorf("%w: inode %d: size %d", ErrCorrupt, in.Ino, size)
 	}
 	dm := &diagMapper{inner: mapper}
+	if !v.readOnly {
+		dm.v = v
+	}
 	m, err := mpage.NewMapping(mpage.MappingConfig{
 		Device: v.cfg.Device, Cache: v.cfg.Cache, Mapper: dm,
 		BlockSize: sb.BlockSize, Size: int64(size), Name: fmt.Sprintf("inode %d", in.Ino),
@@ -116,7 +162,12 @@ func (v *Volume) newNode(in *Inode) (*node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ext: inode %d: %w", in.Ino, err)
 	}
-	return &node{v: v, ino: in.Ino, inode: in, m: m, mapper: dm}, nil
+	n := &node{v: v, ino: in.Ino, m: m, mapper: dm, imap: imap}
+	n.cur.Store(in)
+	if imap != nil {
+		imap.n = n
+	}
+	return n, nil
 }
 
 // getNode returns inode ino's node, referenced: from the cache, or read
@@ -174,7 +225,10 @@ func (v *Volume) holdLocked(n *node) {
 // putNode drops a reference. An unreferenced node goes on the idle list;
 // past the idle limit the least recently used one is dropped with its
 // pages.
-func (v *Volume) putNode(n *node) {
+func (v *Volume) putNode(n *node) { v.releaseNode(n, true) }
+
+// releaseNode is putNode; evict says whether to shrink the idle list.
+func (v *Volume) releaseNode(n *node, evict bool) {
 	v.mu.Lock()
 	n.refs--
 	if n.refs < 0 {
@@ -190,28 +244,62 @@ func (v *Volume) putNode(n *node) {
 		v.mu.Unlock()
 		return
 	}
+	if n.orphan {
+		// Unlinked while open, and this was the last user.
+		delete(v.nodes, n.ino)
+		v.mu.Unlock()
+		if err := v.freeOrphan(n); err != nil {
+			v.logf("ext: freeing unlinked inode %d: %v", n.ino, err)
+		}
+		return
+	}
 	n.elem = v.idle.PushFront(n)
-	var evict []*node
-	for v.idle.Len() > v.cfg.IdleFiles {
-		old := v.idle.Remove(v.idle.Back()).(*node)
+	var drop []*node
+	// Drop the least recently used idle nodes past the limit. One with
+	// changes the device has not seen (dirty pages, an inode to commit)
+	// is written back first, still cached and referenced (so nobody
+	// builds a second node of it meanwhile), and put back; a later
+	// release drops it. Writers of many files thus write back as they go,
+	// one file per release, as the kernel's inode writeback does.
+	var flush *node
+	for evict && v.idle.Len() > v.cfg.IdleFiles {
+		old := v.idle.Back().Value.(*node)
+		if old.unsynced() {
+			v.holdLocked(old)
+			flush = old
+			break
+		}
+		v.idle.Remove(old.elem)
 		old.elem = nil
 		delete(v.nodes, old.ino)
-		evict = append(evict, old)
+		drop = append(drop, old)
 	}
 	v.mu.Unlock()
-	for _, old := range evict {
+	for _, old := range drop {
+		old.m.WaitWriteback(0, 1<<62-1)
 		if err := old.m.Close(); err != nil {
 			v.logf("ext: dropping inode %d: %v", old.ino, err)
 		}
 	}
+	if flush != nil {
+		if err := flush.syncData(); err != nil {
+			// The error stays on its mapping for the next Sync.
+			v.logf("ext: writing back inode %d: %v", flush.ino, err)
+		}
+		v.releaseNode(flush, false)
+	}
 }
+
+// unsynced reports whether the node holds changes not yet handed to the
+// metadata mapping or the device: dirty data pages or an inode to commit.
+func (n *node) unsynced() bool { return n.inodeDirty.Load() || n.m.DirtyPages() > 0 }
 
 // readable says whether the node's data can be read.
 func (n *node) readable() error {
 	switch {
-	case n.inode.Flags&FlagEncrypt != 0:
+	case n.inode().Flags&FlagEncrypt != 0:
 		return fmt.Errorf("%w: inode %d is encrypted", ErrUnsupported, n.ino)
-	case n.inode.Flags&FlagCompr != 0:
+	case n.inode().Flags&FlagCompr != 0:
 		return fmt.Errorf("%w: inode %d is compressed", ErrUnsupported, n.ino)
 	}
 	return nil
@@ -234,7 +322,7 @@ func (n *node) readAt(b []byte, off int64) (int, error) {
 // readlinkNode returns a symbolic link's target: from i_block (fast), the
 // inline data, or its data block.
 func (v *Volume) readlinkNode(n *node) (string, error) {
-	in := n.inode
+	in := n.inode()
 	if err := n.readable(); err != nil {
 		return "", err
 	}
@@ -257,6 +345,7 @@ func (v *Volume) readlinkNode(n *node) (string, error) {
 type File struct {
 	v      *Volume
 	n      *node
+	write  bool // opened by OpenWrite or Create
 	closed atomic.Bool
 }
 
@@ -280,7 +369,7 @@ func (f *File) Size() int64 { return f.n.m.Size() }
 func (f *File) Ino() uint32 { return f.n.ino }
 
 // Stat describes the file.
-func (f *File) Stat() FileInfo { return infoOf("", f.n.inode) }
+func (f *File) Stat() FileInfo { return infoOf("", f.n.inode()) }
 
 // Mapping is the file's data mapping (its page cache). Every File open on
 // the inode returns the same one.

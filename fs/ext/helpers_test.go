@@ -36,9 +36,13 @@ type openOpts struct {
 // device, a cache.
 func openImage(t testing.TB, img string, o openOpts) (*testVolume, error) {
 	t.Helper()
-	f, err := os.OpenFile(img, os.O_RDONLY|syscall.O_DIRECT, 0)
+	mode := os.O_RDONLY
+	if o.rw {
+		mode = os.O_RDWR
+	}
+	f, err := os.OpenFile(img, mode|syscall.O_DIRECT, 0)
 	if errors.Is(err, syscall.EINVAL) {
-		f, err = os.Open(img)
+		f, err = os.OpenFile(img, mode, 0)
 	}
 	if err != nil {
 		t.Fatal(err)

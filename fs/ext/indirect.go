@@ -3,6 +3,7 @@ package ext
 import (
 	"encoding/binary"
 	"fmt"
+	"sync"
 
 	"github.com/mpaged/mpaged/mpage"
 )
@@ -18,15 +19,39 @@ import (
 // last pointer, Boundary is set: the next block needs another indirect
 // block, so the engine submits the data it has first (the seeds' ext2
 // order: data 0..11, then the indirect block, then 12...).
+//
+// With Create (the write side, indirect_write.go) it allocates what a hole
+// needs: the missing indirect blocks first, at the goal (right after the
+// data block before them), then up to Len data blocks after those, and
+// answers New.
 type indirectMapper struct {
-	v      *Volume
-	ino    uint32
+	v    *Volume
+	ino  uint32
+	ptrs uint64 // pointers per block
+	n    *node  // the inode's node: told when allocation changes the inode
+
+	// mu guards what allocation and truncation change: reads take it
+	// shared, Create and truncate exclusively.
+	mu     sync.RWMutex
 	iblock [iBlockLen]byte // i_block: 15 little-endian pointers
-	ptrs   uint64          // pointers per block
+	// sectors is i_blocks in 512-byte units: data, indirect blocks and
+	// the xattr block.
+	sectors uint64
+	// lastLogical and lastPhys are the last block allocated (file block
+	// and device block): the next file block's goal is lastPhys+1, so a
+	// sequential writer gets contiguous blocks. lastPhys 0: none yet.
+	lastLogical, lastPhys uint64
 }
 
 func newIndirectMapper(v *Volume, in *Inode) *indirectMapper {
-	return &indirectMapper{v: v, ino: in.Ino, iblock: in.Block, ptrs: uint64(v.sb.BlockSize / 4)}
+	return &indirectMapper{v: v, ino: in.Ino, iblock: in.Block, ptrs: uint64(v.sb.BlockSize / 4), sectors: in.Blocks}
+}
+
+// snapshot returns i_block and i_blocks as the mapper has them.
+func (m *indirectMapper) snapshot() ([iBlockLen]byte, uint64) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.iblock, m.sectors
 }
 
 // indirectMaxBlocks is how many file blocks the pointers can address.
@@ -65,11 +90,24 @@ func (m *indirectMapper) checkPtr(ptr uint32, n uint64, fileBlock uint64) error 
 	return nil
 }
 
-// MapBlocks implements mpage.BlockMapper for reads.
+// MapBlocks implements mpage.BlockMapper: reads here, Create in
+// indirect_write.go.
 func (m *indirectMapper) MapBlocks(bm *mpage.BlockMap) error {
 	if bm.Create {
-		return fmt.Errorf("%w: inode %d: allocation", ErrReadOnly, m.ino)
+		if m.n == nil || m.v.readOnly {
+			return fmt.Errorf("%w: inode %d: allocation", m.v.errReadOnly(), m.ino)
+		}
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return m.create(bm)
 	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.mapRead(bm)
+}
+
+// mapRead answers a lookup without allocation. The caller holds mu.
+func (m *indirectMapper) mapRead(bm *mpage.BlockMap) error {
 	want := uint64(max(bm.Len, 1))
 	bm.Flags, bm.PBlock, bm.Len = 0, 0, 1
 	offs, depth, ok := m.path(bm.Block)

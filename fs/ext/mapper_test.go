@@ -173,11 +173,11 @@ func checkMapper(t *testing.T, v *testVolume, img, vp string) {
 	} else if _, err := fmt.Sscanf(out[i:], "Blockcount: %d", &blockcount); err != nil {
 		t.Fatal(err)
 	}
-	if n.inode.Blocks != blockcount {
-		t.Errorf("%s: %d 512-byte blocks, debugfs says %d", vp, n.inode.Blocks, blockcount)
+	if n.inode().Blocks != blockcount {
+		t.Errorf("%s: %d 512-byte blocks, debugfs says %d", vp, n.inode().Blocks, blockcount)
 	}
 	bs := uint64(v.sb.BlockSize)
-	nblocks := (n.inode.Size + bs - 1) / bs
+	nblocks := (n.inode().Size + bs - 1) / bs
 	_, indirect := n.mapper.inner.(*indirectMapper)
 	ptrs := bs / 4
 	for b := uint64(0); b < nblocks; {

@@ -86,13 +86,13 @@ func (v *Volume) resolve(comps []string, followLast bool) (*node, error) {
 		switch name {
 		case "", ".":
 			// Only symlink targets produce these.
-			if !top.inode.IsDir() {
+			if !top.inode().IsDir() {
 				release()
 				return nil, ErrNotDir
 			}
 			continue
 		case "..":
-			if !top.inode.IsDir() {
+			if !top.inode().IsDir() {
 				release()
 				return nil, ErrNotDir
 			}
@@ -102,7 +102,7 @@ func (v *Volume) resolve(comps []string, followLast bool) (*node, error) {
 			}
 			continue
 		}
-		if !top.inode.IsDir() {
+		if !top.inode().IsDir() {
 			release()
 			return nil, fmt.Errorf("%w: %q", ErrNotDir, stack[len(stack)-1].name)
 		}
@@ -123,7 +123,7 @@ func (v *Volume) resolve(comps []string, followLast bool) (*node, error) {
 			release()
 			return nil, err
 		}
-		if child.inode.Type() == TypeSymlink && (len(queue) > 0 || followLast) {
+		if child.inode().Type() == TypeSymlink && (len(queue) > 0 || followLast) {
 			links++
 			target, err := v.readlinkNode(child)
 			v.putNode(child)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mpaged/mpaged/mpage"
@@ -24,8 +25,11 @@ type Config struct {
 	DeviceSize int64
 	// ReadOnly opens the volume for reading only. Without it, Open
 	// refuses volumes that must not be written (ErrNeedsRecovery,
-	// ErrReadOnly); today every volume is then served read-only all the
-	// same, with the reason logged, because writing is not implemented.
+	// ErrReadOnly for unknown RO_COMPAT features) and serves read-only,
+	// with the reason logged and reported by Volume.ReadOnly, volumes
+	// with features the writer does not handle (a journal, extents, ...):
+	// writes to them fail with ErrReadOnly naming the features. The
+	// device must be open for writing unless ReadOnly is set.
 	ReadOnly bool
 	// Logf receives notices (recovery needed, downgraded to read-only,
 	// unclean volume). Nil discards them.
@@ -70,6 +74,28 @@ type Volume struct {
 	idle  list.List
 
 	blockBufs sync.Pool
+
+	// Write side (volume open read-write).
+	//
+	// ns serialises changes to the name space (directory entries, link
+	// counts) against lookups: path resolution and directory listings
+	// hold it shared, Create, Unlink, Mkdir and Rmdir exclusively.
+	ns sync.RWMutex
+	// allocMu serialises block and inode allocation and freeing; it
+	// guards freeBlocks and freeInodes (the superblock's counts).
+	allocMu    sync.Mutex
+	freeBlocks uint64
+	freeInodes uint32
+	// sbMu guards the superblock's bytes (sb.Raw) and inUse.
+	sbMu sync.Mutex
+	// inUse: the superblock on the device says "not cleanly unmounted"
+	// (set before the first change of the session; Close clears it).
+	inUse bool
+	// needLargeFile: a file reached 2 GiB on a volume without large_file;
+	// the next superblock write sets the feature.
+	needLargeFile atomic.Bool
+	// metaDirtyLimit is how many dirty metadata pages start writeback.
+	metaDirtyLimit int
 }
 
 // Open reads and checks the superblock and group descriptors of the volume
@@ -124,12 +150,25 @@ func Open(cfg Config) (*Volume, error) {
 		v.meta.Close()
 		return nil, err
 	}
+	v.freeBlocks, v.freeInodes = sb.FreeBlocks, sb.FreeInodes
+	if !v.readOnly {
+		// The superblock's counts may lag (the kernel writes them
+		// lazily): the descriptors are the authority.
+		var fb uint64
+		var fi uint64
+		for _, d := range v.groups.descs {
+			fb += uint64(d.FreeBlocks)
+			fi += uint64(d.FreeInodes)
+		}
+		v.freeBlocks, v.freeInodes = fb, uint32(fi)
+		v.metaDirtyLimit = max(int(cfg.Cache.Stats().Limit/8), 64)
+	}
 	root, err := v.getNode(rootIno)
 	if err != nil {
 		v.closeAll()
 		return nil, fmt.Errorf("ext: root directory: %w", err)
 	}
-	isDir := root.inode.IsDir()
+	isDir := root.inode().IsDir()
 	v.putNode(root)
 	if !isDir {
 		v.closeAll()
@@ -181,18 +220,37 @@ func (v *Volume) decideAccess() error {
 	if sb.State&stateValid == 0 || sb.State&stateErrors != 0 {
 		v.logf("ext: volume was not cleanly unmounted or has recorded errors (state %#x); run e2fsck", sb.State)
 	}
-	switch {
+	switch feats := unwritableFeatures(sb); {
 	case v.cfg.ReadOnly:
 		v.roReason = "opened read-only"
+	case feats != "":
+		v.roReason = "features this package cannot write: " + feats
+	case sb.State&stateErrors != 0:
+		v.roReason = "the volume has recorded errors; run e2fsck"
+	case sb.BlocksCount > 1<<32:
+		// Block pointers of indirect-mapped files are 32 bits.
+		v.roReason = fmt.Sprintf("%d blocks: past what 32-bit block pointers address", sb.BlocksCount)
 	default:
-		v.roReason = "write support is not implemented yet"
+		v.readOnly = false
+	}
+	if v.readOnly && !v.cfg.ReadOnly {
 		v.logf("ext: serving the volume read-only: %s", v.roReason)
 	}
 	return nil
 }
 
-// Superblock returns a copy of the decoded superblock.
-func (v *Volume) Superblock() Superblock { return *v.sb }
+// errReadOnly is the error a write on a read-only volume returns.
+func (v *Volume) errReadOnly() error {
+	return fmt.Errorf("%w: %s", ErrReadOnly, v.roReason)
+}
+
+// Superblock returns a copy of the decoded superblock (Raw as last
+// written, on a volume open for writing).
+func (v *Volume) Superblock() Superblock {
+	v.sbMu.Lock()
+	defer v.sbMu.Unlock()
+	return *v.sb
+}
 
 // BlockSize is the file system block size in bytes.
 func (v *Volume) BlockSize() int { return v.sb.BlockSize }
@@ -213,7 +271,10 @@ func (v *Volume) Group(g uint32) (GroupDesc, error) {
 }
 
 // Close drops every cached file and the metadata mapping. Files still open
-// fail with ErrClosed from then on.
+// fail with ErrClosed from then on. On a volume open for writing it first
+// syncs everything and then marks the superblock cleanly unmounted; if the
+// sync fails the volume is left marked in use (e2fsck will check it) and
+// the error returned.
 func (v *Volume) Close() error {
 	v.life.Lock()
 	defer v.life.Unlock()
@@ -221,7 +282,22 @@ func (v *Volume) Close() error {
 		return ErrClosed
 	}
 	v.closed = true
-	return v.closeAll()
+	var errs []error
+	if !v.readOnly && v.inUse {
+		err := v.syncAll()
+		if err == nil {
+			if err = v.flushSuper(true); err == nil {
+				err = v.syncMeta()
+			}
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("ext: close: %w", err))
+		}
+	}
+	if err := v.closeAll(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
 func (v *Volume) closeAll() error {
@@ -351,9 +427,11 @@ func (v *Volume) pathOp(op, path string, followLast bool, fn func(n *node, comps
 		return &fs.PathError{Op: op, Path: path, Err: err}
 	}
 	defer v.leave()
+	v.ns.RLock()
+	defer v.ns.RUnlock()
 	n, err := v.resolve(comps, followLast || trailing)
 	if err == nil {
-		if trailing && !n.inode.IsDir() {
+		if trailing && !n.inode().IsDir() {
 			err = ErrNotDir
 		} else {
 			err = fn(n, comps)
@@ -381,7 +459,7 @@ func (v *Volume) Lookup(path string) (uint32, error) {
 func (v *Volume) Stat(path string) (FileInfo, error) {
 	var fi FileInfo
 	err := v.pathOp("stat", path, true, func(n *node, comps []string) error {
-		fi = infoOf(baseName(comps), n.inode)
+		fi = infoOf(baseName(comps), n.inode())
 		return nil
 	})
 	return fi, err
@@ -392,7 +470,7 @@ func (v *Volume) Stat(path string) (FileInfo, error) {
 func (v *Volume) Lstat(path string) (FileInfo, error) {
 	var fi FileInfo
 	err := v.pathOp("lstat", path, false, func(n *node, comps []string) error {
-		fi = infoOf(baseName(comps), n.inode)
+		fi = infoOf(baseName(comps), n.inode())
 		return nil
 	})
 	return fi, err
@@ -409,7 +487,7 @@ func (v *Volume) StatInode(ino uint32, name string) (FileInfo, error) {
 	n, ok := v.nodes[ino]
 	v.mu.Unlock()
 	if ok {
-		return infoOf(name, n.inode), nil
+		return infoOf(name, n.inode()), nil
 	}
 	in, err := v.readInode(ino)
 	if err != nil {
@@ -427,7 +505,7 @@ func (v *Volume) StatInode(ino uint32, name string) (FileInfo, error) {
 func (v *Volume) ReadDir(path string) ([]DirEntry, error) {
 	var out []DirEntry
 	err := v.pathOp("readdir", path, true, func(n *node, _ []string) error {
-		if !n.inode.IsDir() {
+		if !n.inode().IsDir() {
 			return ErrNotDir
 		}
 		var err error
@@ -451,7 +529,7 @@ func (v *Volume) ReadDir(path string) ([]DirEntry, error) {
 func (v *Volume) Readlink(path string) (string, error) {
 	var target string
 	err := v.pathOp("readlink", path, false, func(n *node, _ []string) error {
-		if n.inode.Type() != TypeSymlink {
+		if n.inode().Type() != TypeSymlink {
 			return fmt.Errorf("ext: inode %d is not a symbolic link", n.ino)
 		}
 		var err error
@@ -467,12 +545,12 @@ func (v *Volume) Readlink(path string) (string, error) {
 func (v *Volume) OpenFile(path string) (*File, error) {
 	var f *File
 	err := v.pathOp("open", path, true, func(n *node, _ []string) error {
-		switch n.inode.Type() {
+		switch n.inode().Type() {
 		case TypeRegular:
 		case TypeDir:
 			return ErrIsDir
 		default:
-			return fmt.Errorf("%w: %s", ErrNotRegular, n.inode.Type())
+			return fmt.Errorf("%w: %s", ErrNotRegular, n.inode().Type())
 		}
 		if err := n.readable(); err != nil {
 			return err

@@ -1,0 +1,611 @@
+package ext
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+)
+
+// Directory changes: entries are added to and removed from linear
+// directory blocks through the directory's own data mapping (where
+// lookups read them), one block at a time:
+//   - add: the first entry with room after its own name (or a free
+//     entry, inode 0, big enough) is split; failing that a block is
+//     appended holding the one entry;
+//   - remove: the entry's record joins the one before it in its block,
+//     or, first in its block, gets inode 0;
+//   - with metadata_csum every changed block's tail checksum is redone.
+// An htree directory (INDEX_FL) is edited as the linear directory it also
+// is, and loses INDEX_FL first, which e2fsck and the kernel accept (its
+// index blocks read as empty entries); with metadata_csum its index blocks
+// lack the leaf checksum tail, so such directories are refused.
+// Callers hold v.ns exclusively and the directory's wmu.
+
+// direntAt decodes the entry header at off.
+func (v *Volume) direntAt(b []byte, off int) (ino uint32, recLen, nameLen int) {
+	le := binary.LittleEndian
+	ino = le.Uint32(b[off:])
+	recLen = int(le.Uint16(b[off+4:]))
+	nameLen = int(b[off+6])
+	if !v.sb.HasIncompat(IncompatFiletype) {
+		nameLen = int(le.Uint16(b[off+6:]))
+	}
+	return
+}
+
+// putDirent writes an entry header and name at off.
+func (v *Volume) putDirent(b []byte, off int, ino uint32, recLen int, name string, ft FileType) {
+	le := binary.LittleEndian
+	le.PutUint32(b[off:], ino)
+	le.PutUint16(b[off+4:], uint16(recLen))
+	if v.sb.HasIncompat(IncompatFiletype) {
+		b[off+6] = byte(len(name))
+		b[off+7] = byte(ft)
+	} else {
+		le.PutUint16(b[off+6:], uint16(len(name)))
+	}
+	copy(b[off+direntHeader:], name)
+}
+
+// dirLimit is how many leading bytes of a directory block hold entries:
+// all of them, or all but the checksum tail.
+func (v *Volume) dirLimit() int {
+	if v.sb.MetadataCsum() {
+		return v.sb.BlockSize - direntTailLen
+	}
+	return v.sb.BlockSize
+}
+
+// sealDirBlock writes the checksum tail of a directory block of dir.
+func (v *Volume) sealDirBlock(dir *node, b []byte) {
+	if !v.sb.MetadataCsum() {
+		return
+	}
+	in := dir.inode()
+	top := len(b) - direntTailLen
+	le := binary.LittleEndian
+	t := b[top:]
+	le.PutUint32(t, 0)
+	le.PutUint16(t[4:], direntTailLen)
+	t[6], t[7] = 0, direntTailType
+	le.PutUint32(t[8:], crc32c(inodeCsumSeed(v.sb, in.Ino, in.Generation), b[:top]))
+}
+
+// dirEditable checks that directory dir can be edited here, dropping an
+// htree index first where that is allowed.
+func (v *Volume) dirEditable(dir *node) error {
+	in := dir.inode()
+	switch {
+	case !in.IsDir():
+		return ErrNotDir
+	case in.Flags&(FlagInlineData|FlagEncrypt|FlagCasefold) != 0 || dir.imap == nil:
+		return fmt.Errorf("%w: directory inode %d: inline, encrypted, casefolded or extent-mapped", ErrUnsupported, in.Ino)
+	case in.Flags&FlagIndex != 0:
+		if v.sb.MetadataCsum() {
+			return fmt.Errorf("%w: directory inode %d has an htree index on a metadata_csum volume (its index blocks have no leaf checksums)", ErrUnsupported, in.Ino)
+		}
+		return dir.commitLocked(func(in *Inode) { in.Flags &^= FlagIndex })
+	}
+	return nil
+}
+
+// readDirBlock reads block blk of directory dir into b.
+func (v *Volume) readDirBlock(dir *node, b []byte, blk int64) error {
+	k, err := dir.readAt(b, blk*int64(len(b)))
+	if err == io.EOF && k == len(b) {
+		err = nil
+	}
+	return err
+}
+
+// writeDirBlock writes block blk of directory dir back, resealed.
+func (v *Volume) writeDirBlock(dir *node, b []byte, blk int64) error {
+	v.sealDirBlock(dir, b)
+	if _, err := dir.writeAt(b, blk*int64(len(b))); err != nil {
+		return err
+	}
+	return nil
+}
+
+// addEntry adds name -> ino (of type ft) to directory dir. The caller has
+// checked that name is not there.
+func (v *Volume) addEntry(dir *node, name string, ino uint32, ft FileType) error {
+	if err := v.dirEditable(dir); err != nil {
+		return err
+	}
+	bs := v.sb.BlockSize
+	need := direntLen(len(name))
+	limit := v.dirLimit()
+	b := v.getBlockBuf()
+	defer v.putBlockBuf(b)
+	nblocks := dir.m.Size() / int64(bs)
+	for blk := int64(0); blk < nblocks; blk++ {
+		if err := v.readDirBlock(dir, b, blk); err != nil {
+			return err
+		}
+		if v.sb.MetadataCsum() && !hasDirentTail(b) {
+			continue // not a leaf block we can reseal
+		}
+		for off := 0; off < limit; {
+			eino, rl, nl := v.direntAt(b, off)
+			if rl < direntMinLen || off+rl > limit {
+				return fmt.Errorf("%w: directory inode %d block %d: entry at %d", ErrCorrupt, dir.ino, blk, off)
+			}
+			used := 0
+			if eino != 0 {
+				used = direntLen(nl)
+			}
+			if rl-used >= need {
+				if eino != 0 {
+					binary.LittleEndian.PutUint16(b[off+4:], uint16(used))
+					off += used
+					rl -= used
+				}
+				clear(b[off+direntHeader : off+rl])
+				v.putDirent(b, off, ino, rl, name, ft)
+				return v.writeDirBlock(dir, b, blk)
+			}
+			off += rl
+		}
+	}
+	// No room: a new block holding just this entry.
+	clear(b)
+	v.putDirent(b, 0, ino, limit, name, ft)
+	return v.writeDirBlock(dir, b, nblocks)
+}
+
+// removeEntry removes name from directory dir and returns the inode it
+// named.
+func (v *Volume) removeEntry(dir *node, name string) (uint32, error) {
+	if err := v.dirEditable(dir); err != nil {
+		return 0, err
+	}
+	bs := v.sb.BlockSize
+	limit := bs
+	if v.sb.MetadataCsum() {
+		limit = v.dirLimit()
+	}
+	b := v.getBlockBuf()
+	defer v.putBlockBuf(b)
+	nblocks := dir.m.Size() / int64(bs)
+	for blk := int64(0); blk < nblocks; blk++ {
+		if err := v.readDirBlock(dir, b, blk); err != nil {
+			return 0, err
+		}
+		if v.sb.MetadataCsum() && !hasDirentTail(b) {
+			continue
+		}
+		prev := -1
+		for off := 0; off < limit; {
+			eino, rl, nl := v.direntAt(b, off)
+			if rl < direntMinLen || off+rl > limit {
+				return 0, fmt.Errorf("%w: directory inode %d block %d: entry at %d", ErrCorrupt, dir.ino, blk, off)
+			}
+			if eino != 0 && nl == len(name) && string(b[off+direntHeader:off+direntHeader+nl]) == name {
+				if prev >= 0 {
+					_, prl, _ := v.direntAt(b, prev)
+					binary.LittleEndian.PutUint16(b[prev+4:], uint16(prl+rl))
+					clear(b[off : off+rl])
+				} else {
+					binary.LittleEndian.PutUint32(b[off:], 0)
+				}
+				return eino, v.writeDirBlock(dir, b, blk)
+			}
+			prev = off
+			off += rl
+		}
+	}
+	return 0, fmt.Errorf("%w: %q", ErrNotFound, name)
+}
+
+// dirEmpty reports whether directory dir holds nothing but "." and "..".
+func (v *Volume) dirEmpty(dir *node) (bool, error) {
+	empty := true
+	err := v.walkDir(dir, func(name []byte, _ uint32, _ FileType) error {
+		if s := string(name); s != "." && s != ".." {
+			empty = false
+			return errStop
+		}
+		return nil
+	})
+	return empty, err
+}
+
+// fileTypeOfMode is the directory entry type for a mode.
+func fileTypeOfMode(mode uint16) FileType { return typeOfMode(mode) }
+
+// createInode allocates and writes a new inode of the given mode in
+// directory dir and returns its node, referenced.
+func (v *Volume) createInode(dir *node, mode uint16) (*node, error) {
+	isDir := mode&modeTypeMask == modeDir
+	ino, err := v.allocInode(dir.ino, isDir)
+	if err != nil {
+		return nil, err
+	}
+	in := v.newInode(ino, mode, now())
+	raw, err := v.writeInode(in)
+	if err != nil {
+		_ = v.freeInode(ino, isDir)
+		return nil, err
+	}
+	in.Raw = raw
+	n, err := v.newNode(in)
+	if err != nil {
+		_ = v.freeInode(ino, isDir)
+		return nil, err
+	}
+	v.mu.Lock()
+	if old, ok := v.nodes[ino]; ok {
+		// A stale node of a freed inode number: it must not be found.
+		v.mu.Unlock()
+		_ = n.m.Close()
+		return nil, fmt.Errorf("%w: new inode %d is still cached as in use (refs %d)", ErrCorrupt, ino, old.refs)
+	}
+	n.refs = 1
+	v.nodes[ino] = n
+	v.mu.Unlock()
+	return n, nil
+}
+
+// permBits converts fs.FileMode permission bits to i_mode's.
+func permBits(perm fs.FileMode) uint16 {
+	m := uint16(perm.Perm())
+	if perm&fs.ModeSetuid != 0 {
+		m |= 0o4000
+	}
+	if perm&fs.ModeSetgid != 0 {
+		m |= 0o2000
+	}
+	if perm&fs.ModeSticky != 0 {
+		m |= 0o1000
+	}
+	return m
+}
+
+// createFile makes a new regular file name in dir, returning its node
+// referenced. The caller holds v.ns.
+func (v *Volume) createFile(dir *node, name string, perm fs.FileMode) (*node, error) {
+	v.markInUse()
+	dir.wmu.Lock()
+	defer dir.wmu.Unlock()
+	if err := v.dirEditable(dir); err != nil {
+		return nil, err
+	}
+	n, err := v.createInode(dir, modeRegular|permBits(perm))
+	if err != nil {
+		return nil, err
+	}
+	if err := v.addEntry(dir, name, n.ino, TypeRegular); err != nil {
+		v.dropNewInode(n, false)
+		return nil, err
+	}
+	t := now()
+	if err := dir.commitLocked(func(in *Inode) { in.Mtime, in.Ctime = t, t }); err != nil {
+		v.putNode(n)
+		return nil, err
+	}
+	return n, nil
+}
+
+// dropNewInode undoes createInode for a node nothing links to yet.
+func (v *Volume) dropNewInode(n *node, dir bool) {
+	n.wmu.Lock()
+	err := v.releaseInode(n, dir)
+	n.wmu.Unlock()
+	if err != nil {
+		v.logf("ext: undoing new inode %d: %v", n.ino, err)
+	}
+	v.mu.Lock()
+	if v.nodes[n.ino] == n {
+		delete(v.nodes, n.ino)
+	}
+	v.mu.Unlock()
+	_ = n.m.Close()
+}
+
+// releaseInode frees everything inode n holds (data, indirect and xattr
+// blocks) and the inode itself, and writes it as deleted (no links, a
+// deletion time, no size or blocks). The caller holds n.wmu and has made
+// sure nothing else uses n.
+func (v *Volume) releaseInode(n *node, dir bool) error {
+	if err := n.m.Truncate(0); err != nil {
+		return err
+	}
+	var errs []error
+	if n.imap != nil {
+		if err := n.imap.truncate(0); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	in := n.inode()
+	var acl uint64
+	if in.FileACL != 0 {
+		acl = in.FileACL
+		if err := v.releaseXattrBlock(in.Ino, acl); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	t := now()
+	dt, _ := encodeTime(t)
+	err := n.commitLocked(func(in *Inode) {
+		in.Links, in.Size, in.Dtime = 0, 0, dt
+		in.Ctime, in.Mtime = t, t
+		if acl != 0 {
+			in.FileACL = 0
+			in.Blocks -= min(in.Blocks, uint64(v.sb.BlockSize/512))
+		}
+	})
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if err := v.freeInode(n.ino, dir); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// releaseXattrBlock drops inode ino's reference to its extended attribute
+// block: the block is freed when it was the last one, else its reference
+// count goes down (and its checksum is redone).
+func (v *Volume) releaseXattrBlock(ino uint32, blk uint64) error {
+	const (
+		xattrBlockMagic = 0xEA020000
+		hRefcountOff    = 4
+		hChecksumOff    = 16
+	)
+	le := binary.LittleEndian
+	last := false
+	err := v.updateMeta(blk, func(b []byte) error {
+		if le.Uint32(b) != xattrBlockMagic {
+			return fmt.Errorf("%w: inode %d: xattr block %d: bad magic %#x", ErrCorrupt, ino, blk, le.Uint32(b))
+		}
+		refs := le.Uint32(b[hRefcountOff:])
+		if refs <= 1 {
+			last = true
+			return nil
+		}
+		le.PutUint32(b[hRefcountOff:], refs-1)
+		if v.sb.MetadataCsum() {
+			var nb [8]byte
+			le.PutUint64(nb[:], blk)
+			le.PutUint32(b[hChecksumOff:], 0)
+			c := crc32c(v.sb.seed, nb[:])
+			le.PutUint32(b[hChecksumOff:], crc32c(c, b))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if last {
+		v.forgetBlocks(blk, 1)
+		return v.freeBlockRange(blk, 1)
+	}
+	return nil
+}
+
+// freeOrphan frees an inode that was unlinked while open, now that its
+// last user is gone.
+func (v *Volume) freeOrphan(n *node) error {
+	n.wmu.Lock()
+	err := v.releaseInode(n, n.inode().IsDir())
+	n.wmu.Unlock()
+	if cerr := n.m.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// parentAndName resolves the directory that holds the last component of
+// comps, referenced.
+func (v *Volume) parentAndName(comps []string) (*node, string, error) {
+	if len(comps) == 0 {
+		return nil, "", fmt.Errorf("%w: the root directory", ErrInvalidPath)
+	}
+	dir, err := v.resolve(comps[:len(comps)-1], true)
+	if err != nil {
+		return nil, "", err
+	}
+	if !dir.inode().IsDir() {
+		v.putNode(dir)
+		return nil, "", ErrNotDir
+	}
+	return dir, comps[len(comps)-1], nil
+}
+
+// nsOp runs a name-space change on path with v.ns held exclusively,
+// wrapping errors as *fs.PathError.
+func (v *Volume) nsOp(op, path string, fn func(comps []string) error) error {
+	if v.readOnly {
+		return &fs.PathError{Op: op, Path: path, Err: v.errReadOnly()}
+	}
+	comps, _, err := splitPath(path)
+	if err != nil {
+		return &fs.PathError{Op: op, Path: path, Err: err}
+	}
+	if err := v.enter(); err != nil {
+		return &fs.PathError{Op: op, Path: path, Err: err}
+	}
+	defer v.leave()
+	v.ns.Lock()
+	err = fn(comps)
+	v.ns.Unlock()
+	if err != nil {
+		return &fs.PathError{Op: op, Path: path, Err: err}
+	}
+	v.balanceMeta()
+	return nil
+}
+
+// Mkdir creates the directory path (its parent must exist) with
+// permission bits perm.
+func (v *Volume) Mkdir(path string, perm fs.FileMode) error {
+	return v.nsOp("mkdir", path, func(comps []string) error {
+		dir, name, err := v.parentAndName(comps)
+		if err != nil {
+			return err
+		}
+		defer v.putNode(dir)
+		if _, err := v.lookupIn(dir, name); err == nil {
+			return fmt.Errorf("%w: %q", ErrExist, name)
+		} else if !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		v.markInUse()
+		dir.wmu.Lock()
+		defer dir.wmu.Unlock()
+		if err := v.dirEditable(dir); err != nil {
+			return err
+		}
+		if dir.inode().Links >= v.linkMax() {
+			return fmt.Errorf("%w: directory inode %d has %d links", ErrTooManyLinks, dir.ino, dir.inode().Links)
+		}
+		n, err := v.createInode(dir, modeDir|permBits(perm))
+		if err != nil {
+			return err
+		}
+		n.wmu.Lock()
+		err = v.initDir(n, dir.ino)
+		n.wmu.Unlock()
+		if err == nil {
+			err = v.addEntry(dir, name, n.ino, TypeDir)
+		}
+		if err != nil {
+			v.dropNewInode(n, true)
+			return err
+		}
+		v.putNode(n)
+		t := now()
+		return dir.commitLocked(func(in *Inode) {
+			in.Links++
+			in.Mtime, in.Ctime = t, t
+		})
+	})
+}
+
+// initDir writes the first block of new directory n: "." and "..".
+func (v *Volume) initDir(n *node, parent uint32) error {
+	b := v.getBlockBuf()
+	defer v.putBlockBuf(b)
+	clear(b)
+	v.putDirent(b, 0, n.ino, direntMinLen, ".", TypeDir)
+	v.putDirent(b, direntMinLen, parent, v.dirLimit()-direntMinLen, "..", TypeDir)
+	return v.writeDirBlock(n, b, 0)
+}
+
+// Rmdir removes the empty directory path.
+func (v *Volume) Rmdir(path string) error {
+	return v.nsOp("rmdir", path, func(comps []string) error {
+		return v.remove(comps, true)
+	})
+}
+
+// Unlink removes the name path (not a directory). The file's blocks and
+// inode are freed when its last link goes and no File has it open; an open
+// file keeps its data until closed.
+func (v *Volume) Unlink(path string) error {
+	return v.nsOp("unlink", path, func(comps []string) error {
+		return v.remove(comps, false)
+	})
+}
+
+// remove unlinks comps: a directory (rmdir) or anything else (unlink).
+func (v *Volume) remove(comps []string, rmdir bool) error {
+	dir, name, err := v.parentAndName(comps)
+	if err != nil {
+		return err
+	}
+	defer v.putNode(dir)
+	ino, err := v.lookupIn(dir, name)
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("%w: %q", ErrNotFound, name)
+		}
+		return err
+	}
+	if ino < v.sb.FirstIno && ino != rootIno {
+		return fmt.Errorf("%w: %q is reserved inode %d", ErrUnsupported, name, ino)
+	}
+	n, err := v.getNode(ino)
+	if err != nil {
+		return err
+	}
+	defer v.putNode(n)
+	isDir := n.inode().IsDir()
+	switch {
+	case rmdir && !isDir:
+		return ErrNotDir
+	case !rmdir && isDir:
+		return ErrIsDir
+	case isDir && (ino == rootIno || ino == dir.ino):
+		return fmt.Errorf("%w: cannot remove %q", ErrInvalidPath, name)
+	}
+	if isDir {
+		empty, err := v.dirEmpty(n)
+		if err != nil {
+			return err
+		}
+		if !empty {
+			return fmt.Errorf("%w: %q", ErrNotEmpty, name)
+		}
+	}
+	if n.imap == nil && n.inode().Size > 0 && !v.isFastSymlink(n.inode()) {
+		// Its blocks are in a format the writer cannot free.
+		return fmt.Errorf("%w: inode %d: freeing a file not mapped by block pointers", ErrUnsupported, ino)
+	}
+	v.markInUse()
+	dir.wmu.Lock()
+	defer dir.wmu.Unlock()
+	if _, err := v.removeEntry(dir, name); err != nil {
+		return err
+	}
+	t := now()
+	if err := dir.commitLocked(func(in *Inode) {
+		if isDir && in.Links > 1 {
+			in.Links--
+		}
+		in.Mtime, in.Ctime = t, t
+	}); err != nil {
+		return err
+	}
+	n.wmu.Lock()
+	links := n.inode().Links
+	if isDir || links <= 1 {
+		links = 0
+	} else {
+		links--
+	}
+	err = n.commitLocked(func(in *Inode) {
+		in.Links = links
+		in.Ctime = t
+	})
+	n.wmu.Unlock()
+	if err != nil || links > 0 {
+		return err
+	}
+	// The last link is gone: free it now, or at the last close.
+	v.mu.Lock()
+	if n.refs > 1 {
+		n.orphan = true
+		v.mu.Unlock()
+		return nil
+	}
+	v.mu.Unlock()
+	n.wmu.Lock()
+	err = v.releaseInode(n, isDir)
+	n.wmu.Unlock()
+	v.mu.Lock()
+	if v.nodes[n.ino] == n {
+		n.orphan = false
+		delete(v.nodes, n.ino)
+	}
+	v.mu.Unlock()
+	// Our reference (deferred putNode) finds it gone from the volume; its
+	// mapping has no pages left.
+	if cerr := n.m.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

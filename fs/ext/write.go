@@ -1,0 +1,449 @@
+package ext
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"time"
+
+	"github.com/mpaged/mpaged/mpage"
+)
+
+// Writing file data.
+//
+// Blocks are allocated when the data is written into the cache (as ext2's
+// write_begin does), not when the engine writes the pages back: WriteAt
+// asks the inode's mapper to allocate every hole the write covers, so
+// running out of space is an error of the WriteAt that asked for the
+// space (ErrNoSpace, wrapping ENOSPC), the layout follows the order of the
+// writes (a sequential writer gets contiguous blocks), and the engine's
+// writeback finds every block it writes mapped (its Create calls then
+// allocate nothing; if one ever does, the inode is committed at the next
+// Sync). Parts of a newly allocated block that the write does not cover
+// are zeroed in the cache before the data goes in, so stale device bytes
+// never show through.
+
+// now is the clock for inode times (tests may pin it).
+var now = time.Now
+
+// maxFileSize is the largest size an indirect-mapped file may have here.
+func (v *Volume) maxFileSize() int64 {
+	sb := v.sb
+	max := indirectMaxBlocks(uint64(sb.BlockSize/4)) << v.blkbits
+	if lim := uint64(1) << 32 << v.blkbits; max > lim {
+		max = lim
+	}
+	if sb.RevLevel == revGoodOld {
+		max = min(max, maxRev0Size)
+	}
+	return int64(max)
+}
+
+// writable checks that n's data can be written.
+func (n *node) writable() error {
+	v := n.v
+	if v.readOnly {
+		return v.errReadOnly()
+	}
+	if n.imap == nil {
+		return fmt.Errorf("%w: inode %d: only files mapped by block pointers can be written", ErrUnsupported, n.ino)
+	}
+	return n.readable()
+}
+
+// allocate makes sure file blocks [first, last] are mapped, allocating
+// holes. It returns how many blocks from first are mapped (all of them
+// unless an error stopped it) and the runs it allocated.
+func (n *node) allocate(first, last uint64) (uint64, [][2]uint64, error) {
+	var fresh [][2]uint64
+	b := first
+	for b <= last {
+		bm := mpage.BlockMap{Block: b, Len: int(min(last-b+1, 1<<20)), Create: true}
+		if err := n.imap.MapBlocks(&bm); err != nil {
+			return b - first, fresh, err
+		}
+		if bm.Flags&mpage.New != 0 {
+			fresh = append(fresh, [2]uint64{b, uint64(bm.Len)})
+		}
+		b += uint64(max(bm.Len, 1))
+	}
+	return b - first, fresh, nil
+}
+
+// zeroes is a page of zero bytes for padding new blocks.
+var zeroes [mpage.PageSize]byte
+
+// writeZero writes zeroes to [from, to) of n's data through its mapping.
+func (n *node) writeZero(from, to int64) error {
+	for from < to {
+		k := min(to-from, int64(len(zeroes)))
+		if _, err := n.m.WriteAt(zeroes[:k], from); err != nil {
+			return err
+		}
+		from += k
+	}
+	return nil
+}
+
+// writeAt writes b at off: allocation, padding of new blocks, the data
+// through the engine's cache, then the inode (size, times, blocks). The
+// caller holds n.wmu.
+func (n *node) writeAt(b []byte, off int64) (int, error) {
+	v := n.v
+	if off < 0 {
+		return 0, fmt.Errorf("ext: inode %d: write at negative offset %d", n.ino, off)
+	}
+	if len(b) == 0 {
+		return 0, nil
+	}
+	limit := v.maxFileSize()
+	if off >= limit || int64(len(b)) > limit-off {
+		return 0, fmt.Errorf("%w: inode %d: write of %d bytes at %d (limit %d)", ErrTooLarge, n.ino, len(b), off, limit)
+	}
+	v.markInUse()
+	bs := int64(v.sb.BlockSize)
+	first, last := uint64(off/bs), uint64((off+int64(len(b))-1)/bs)
+	oldSize := n.m.Size()
+	mapped, fresh, aerr := n.allocate(first, last)
+	if len(fresh) > 0 {
+		n.inodeDirty.Store(true)
+	}
+	end := min(off+int64(len(b)), int64(first+mapped)*bs)
+	if end <= off {
+		// Nothing could be allocated; the blocks of earlier partial
+		// progress (none here) would be committed below.
+		if cerr := n.commitLocked(nil); cerr != nil && aerr == nil {
+			aerr = cerr
+		}
+		return 0, fmt.Errorf("ext: inode %d: write at %d: %w", n.ino, off, aerr)
+	}
+	// Pad the new blocks inside the old size that the write leaves
+	// partly uncovered: their device bytes are not the file's.
+	for _, r := range fresh {
+		for fb := r[0]; fb < r[0]+r[1]; fb++ {
+			bstart, bend := int64(fb)*bs, int64(fb+1)*bs
+			if bstart >= oldSize {
+				continue // past the old EOF: the cache zeroes those
+			}
+			if bstart < off {
+				if err := n.writeZero(bstart, off); err != nil {
+					return 0, n.writeFailed(off, err)
+				}
+			}
+			if tail := min(bend, oldSize); end < tail {
+				if err := n.writeZero(end, tail); err != nil {
+					return 0, n.writeFailed(off, err)
+				}
+			}
+		}
+	}
+	k, err := n.m.WriteAt(b[:end-off], off)
+	t := now()
+	cerr := n.commitLocked(func(in *Inode) {
+		in.Size = uint64(n.m.Size())
+		in.Mtime, in.Ctime = t, t
+	})
+	switch {
+	case err != nil:
+		return k, n.writeFailed(off, err)
+	case cerr != nil:
+		return k, cerr
+	case aerr != nil:
+		return k, fmt.Errorf("ext: inode %d: write at %d: %w", n.ino, off+int64(k), aerr)
+	}
+	v.balanceMeta()
+	return k, nil
+}
+
+func (n *node) writeFailed(off int64, err error) error {
+	return fmt.Errorf("ext: inode %d: write at %d: %w", n.ino, off, err)
+}
+
+// truncate sets n's size. Shrinking drops the cached pages past the new
+// end (zeroing the tail of the last block on the device too) and frees
+// the blocks past it; growing leaves a hole. The caller holds n.wmu.
+func (n *node) truncate(size int64) error {
+	v := n.v
+	if size < 0 {
+		return fmt.Errorf("ext: inode %d: truncate to %d", n.ino, size)
+	}
+	if size > v.maxFileSize() {
+		return fmt.Errorf("%w: inode %d: truncate to %d (limit %d)", ErrTooLarge, n.ino, size, v.maxFileSize())
+	}
+	v.markInUse()
+	old := n.m.Size()
+	switch {
+	case size < old:
+		if err := n.m.Truncate(size); err != nil {
+			return fmt.Errorf("ext: inode %d: truncate to %d: %w", n.ino, size, err)
+		}
+		bs := int64(v.sb.BlockSize)
+		if err := n.imap.truncate(uint64((size + bs - 1) / bs)); err != nil {
+			return err
+		}
+	case size > old:
+		n.m.SetSize(size)
+	}
+	t := now()
+	return n.commitLocked(func(in *Inode) {
+		in.Size = uint64(size)
+		in.Mtime, in.Ctime = t, t
+	})
+}
+
+// syncData writes n's dirty pages and waits for them, then commits its
+// inode if allocation during writeback changed it. The metadata itself is
+// the caller's to write.
+func (n *node) syncData() error {
+	err := n.m.WriteAndWait(0, -1)
+	if err != nil {
+		if merr := n.mapper.takeErr(); merr != nil {
+			err = fmt.Errorf("%w (%w)", merr, err)
+		}
+		err = fmt.Errorf("ext: inode %d: %w", n.ino, err)
+	}
+	if n.inodeDirty.Load() {
+		n.wmu.Lock()
+		if n.inodeDirty.Load() {
+			if cerr := n.commitLocked(nil); cerr != nil && err == nil {
+				err = cerr
+			}
+		}
+		n.wmu.Unlock()
+	}
+	return err
+}
+
+// WriteAt writes b at off (the file grows as needed), allocating blocks
+// for holes as it goes. A short count comes with the error that stopped
+// it: ErrNoSpace (wrapping syscall.ENOSPC) when the volume is full. The
+// data is durable after Sync.
+func (f *File) WriteAt(b []byte, off int64) (int, error) {
+	if f.closed.Load() {
+		return 0, ErrClosed
+	}
+	if !f.write {
+		return 0, fmt.Errorf("ext: inode %d: %w", f.n.ino, errNotOpenForWriting)
+	}
+	if err := f.v.enter(); err != nil {
+		return 0, err
+	}
+	defer f.v.leave()
+	f.n.wmu.Lock()
+	defer f.n.wmu.Unlock()
+	return f.n.writeAt(b, off)
+}
+
+var errNotOpenForWriting = errors.New("file not open for writing")
+
+// Truncate changes the file's size: blocks past a smaller size are freed,
+// a larger size leaves a hole.
+func (f *File) Truncate(size int64) error {
+	if f.closed.Load() {
+		return ErrClosed
+	}
+	if !f.write {
+		return fmt.Errorf("ext: inode %d: %w", f.n.ino, errNotOpenForWriting)
+	}
+	if err := f.v.enter(); err != nil {
+		return err
+	}
+	defer f.v.leave()
+	f.n.wmu.Lock()
+	defer f.n.wmu.Unlock()
+	return f.n.truncate(size)
+}
+
+// Sync makes the file's data and the metadata that reaches it durable: its
+// dirty pages are written and waited for, then those of every changed
+// directory (the entries naming it), then every dirty metadata block (its
+// inode, indirect blocks, bitmaps, group descriptors, the superblock),
+// then the device's cache is flushed. A write error (EIO,
+// ENOSPC from the device) is returned, and again by later Syncs until the
+// data has reached the device.
+func (f *File) Sync() error {
+	if f.closed.Load() {
+		return ErrClosed
+	}
+	if err := f.v.enter(); err != nil {
+		return err
+	}
+	defer f.v.leave()
+	if f.v.readOnly {
+		return nil
+	}
+	err := f.n.syncData()
+	// The directory entries that name the file live in directory data:
+	// write every changed directory too (a superset of the file's path,
+	// and directories change far less than file data).
+	if derr := f.v.syncDirs(); err == nil {
+		err = derr
+	}
+	if merr := f.v.syncMeta(); err == nil {
+		err = merr
+	}
+	return err
+}
+
+// syncDirs writes back every cached directory with dirty pages or an
+// inode to commit.
+func (v *Volume) syncDirs() error {
+	v.mu.Lock()
+	var dirs []*node
+	for _, n := range v.nodes {
+		if n.inode().IsDir() && n.unsynced() {
+			v.holdLocked(n)
+			dirs = append(dirs, n)
+		}
+	}
+	v.mu.Unlock()
+	var errs []error
+	for _, n := range dirs {
+		if err := n.syncData(); err != nil {
+			errs = append(errs, err)
+		}
+		v.putNode(n)
+	}
+	return errors.Join(errs...)
+}
+
+// OpenWrite opens the regular file at path for reading and writing. flag
+// takes os.O_CREATE (create it with permission bits perm if missing; its
+// directory must exist), os.O_EXCL (with O_CREATE: fail with ErrExist if it
+// exists) and os.O_TRUNC (cut it to zero bytes); other bits are ignored.
+func (v *Volume) OpenWrite(path string, flag int, perm fs.FileMode) (*File, error) {
+	if v.readOnly {
+		return nil, &fs.PathError{Op: "open", Path: path, Err: v.errReadOnly()}
+	}
+	comps, trailing, err := splitPath(path)
+	if err == nil && (len(comps) == 0 || trailing) {
+		err = fmt.Errorf("%w %q: names a directory", ErrIsDir, path)
+	}
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	if err := v.enter(); err != nil {
+		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer v.leave()
+	f, err := v.openWrite(comps, flag, perm)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	return f, nil
+}
+
+func (v *Volume) openWrite(comps []string, flag int, perm fs.FileMode) (*File, error) {
+	name := comps[len(comps)-1]
+	v.ns.Lock()
+	defer v.ns.Unlock()
+	dir, err := v.resolve(comps[:len(comps)-1], true)
+	if err != nil {
+		return nil, err
+	}
+	defer v.putNode(dir)
+	if !dir.inode().IsDir() {
+		return nil, ErrNotDir
+	}
+	var n *node
+	_, err = v.lookupIn(dir, name)
+	switch {
+	case err == nil:
+		if flag&os.O_CREATE != 0 && flag&os.O_EXCL != 0 {
+			return nil, fmt.Errorf("%w: %q", ErrExist, name)
+		}
+		n, err = v.resolve(comps, true) // follows a symbolic link
+		if err != nil {
+			return nil, err
+		}
+	case errors.Is(err, ErrNotFound) && flag&os.O_CREATE != 0:
+		if n, err = v.createFile(dir, name, perm); err != nil {
+			return nil, err
+		}
+	default:
+		if errors.Is(err, ErrNotFound) {
+			err = fmt.Errorf("%w: %q", ErrNotFound, name)
+		}
+		return nil, err
+	}
+	switch n.inode().Type() {
+	case TypeRegular:
+	case TypeDir:
+		v.putNode(n)
+		return nil, ErrIsDir
+	default:
+		v.putNode(n)
+		return nil, fmt.Errorf("%w: %s", ErrNotRegular, n.inode().Type())
+	}
+	if err := n.writable(); err != nil {
+		v.putNode(n)
+		return nil, err
+	}
+	if flag&os.O_TRUNC != 0 && n.m.Size() > 0 {
+		n.wmu.Lock()
+		err := n.truncate(0)
+		n.wmu.Unlock()
+		if err != nil {
+			v.putNode(n)
+			return nil, err
+		}
+	}
+	return &File{v: v, n: n, write: true}, nil
+}
+
+// Create creates the regular file at path, or truncates it if it exists,
+// and opens it for writing (os.Create's semantics).
+func (v *Volume) Create(path string, perm fs.FileMode) (*File, error) {
+	return v.OpenWrite(path, os.O_CREATE|os.O_TRUNC|os.O_RDWR, perm)
+}
+
+// Sync makes every change made so far durable: the dirty pages of every
+// file, then all dirty metadata, then a device cache flush.
+func (v *Volume) Sync() error {
+	if err := v.enter(); err != nil {
+		return err
+	}
+	defer v.leave()
+	if v.readOnly {
+		return nil
+	}
+	return v.syncAll()
+}
+
+// syncAll writes every node's data, then the metadata, then flushes.
+func (v *Volume) syncAll() error {
+	v.mu.Lock()
+	nodes := make([]*node, 0, len(v.nodes))
+	for _, n := range v.nodes {
+		v.holdLocked(n)
+		nodes = append(nodes, n)
+	}
+	v.mu.Unlock()
+	var errs []error
+	for _, n := range nodes {
+		if err := n.syncData(); err != nil {
+			errs = append(errs, err)
+		}
+		v.putNode(n)
+	}
+	if err := v.syncMeta(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// syncMeta writes the superblock's counts, waits for every dirty metadata
+// block to reach the device, and flushes the device's cache.
+func (v *Volume) syncMeta() error {
+	if err := v.flushSuper(false); err != nil {
+		return err
+	}
+	if err := v.meta.WriteAndWait(0, -1); err != nil {
+		return fmt.Errorf("ext: metadata: %w", err)
+	}
+	if err := v.cfg.Device.Flush(); err != nil {
+		return fmt.Errorf("ext: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,405 @@
+package ext
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// The write side on real images: each case builds an image with mke2fs
+// (some pre-populated with -d), changes it through the engine, and
+// verify judges the result with the engine itself, e2fsck -fn, debugfs
+// and the kernel's ext2/ext4 driver.
+
+// scenario is one sequence of changes on a volume of block size bs.
+type scenario struct {
+	name string
+	src  func(t *testing.T, dir string, bs int) // files for mke2fs -d
+	size string                                 // image size; default 16M
+	run  func(w *wenv, bs int)
+}
+
+var scenarios = []scenario{
+	{name: "small files", run: func(w *wenv, bs int) {
+		w.put("/empty", nil)
+		w.put("/tiny", []byte("hello, world\n"))
+		w.put("/one-block", randBytes(1, bs))
+		w.put("/block-plus-one", randBytes(2, bs+1))
+		w.put("/page-plus", randBytes(3, 4096+100))
+		w.put("/name with spaces and ünïcødé", randBytes(4, 777))
+		w.put("/"+strings.Repeat("n", 255), randBytes(5, 10))
+		w.verify()
+		// Replacing truncates.
+		w.put("/page-plus", []byte("short now"))
+		w.verify()
+	}},
+	{name: "overwrite middle", src: func(t *testing.T, dir string, bs int) {
+		writeFile(t, filepath.Join(dir, "f"), randBytes(10, 50*1024+17))
+		writeFile(t, filepath.Join(dir, "g"), randBytes(11, (nDirect+bs/4+30)*bs))
+	}, run: func(w *wenv, bs int) {
+		w.writeAt("/f", 20000, randBytes(12, 5000))
+		w.writeAt("/f", 4095, []byte("xy")) // across a page boundary
+		w.writeAt("/f", 0, []byte("start"))
+		w.writeAt("/g", int64(nDirect*bs-3), randBytes(13, 10)) // across the direct/indirect edge
+		w.writeAt("/g", int64((nDirect+bs/4)*bs-100), randBytes(14, 300))
+		w.verify()
+	}},
+	{name: "extend into double indirect", src: func(t *testing.T, dir string, bs int) {
+		writeFile(t, filepath.Join(dir, "grow"), randBytes(20, 11*bs+5))
+	}, run: func(w *wenv, bs int) {
+		ptrs := bs / 4
+		target := (nDirect+ptrs+40)*bs + 123
+		chunk := randBytes(21, target)
+		for off := 0; off < target; off += 7777 {
+			w.writeAt("/new", int64(off), chunk[off:min(off+7777, target)])
+		}
+		// Appending to a file mke2fs wrote.
+		w.writeAt("/grow", 11*int64(bs)+5, randBytes(22, (nDirect+ptrs+3)*bs))
+		w.verify()
+	}},
+	{name: "truncate", src: func(t *testing.T, dir string, bs int) {
+		writeFile(t, filepath.Join(dir, "t"), randBytes(30, (nDirect+bs/4+30)*bs+7))
+	}, run: func(w *wenv, bs int) {
+		ptrs := bs / 4
+		w.truncate("/t", int64((nDirect+10)*bs+100)) // inside the single-indirect range
+		w.verify()
+		w.truncate("/t", int64(5*bs+1)) // inside the direct blocks: the indirect block goes
+		w.truncate("/t", 2<<20)         // grow: a hole
+		w.writeAt("/t", 1<<20, []byte("in the middle of the hole"))
+		w.verify()
+		w.truncate("/t", 0)
+		w.writeAt("/t", 0, randBytes(31, (nDirect+ptrs+5)*bs))
+		w.truncate("/t", int64((nDirect+ptrs+2)*bs)-1) // inside the double-indirect range
+		w.verify()
+	}},
+	{name: "unlink", src: func(t *testing.T, dir string, bs int) {
+		writeFile(t, filepath.Join(dir, "u1"), randBytes(40, (nDirect+bs/4+20)*bs))
+		writeFile(t, filepath.Join(dir, "u2"), randBytes(41, 100))
+		writeFile(t, filepath.Join(dir, "keep"), randBytes(42, 3000))
+	}, run: func(w *wenv, bs int) {
+		b0, i0 := freeCounts(w.t, w.v)
+		w.put("/u3", randBytes(43, 40*bs))
+		w.unlink("/u3")
+		if b, i := freeCounts(w.t, w.v); b != b0 || i != i0 {
+			w.t.Fatalf("after create and unlink: %d free blocks, %d free inodes; before %d, %d", b, i, b0, i0)
+		}
+		w.unlink("/u1")
+		w.unlink("/u2")
+		w.verify()
+		// An open file keeps its data until closed.
+		w.put("/u4", randBytes(44, 5*bs))
+		f, err := w.v.OpenFile("/u4")
+		if err != nil {
+			w.t.Fatal(err)
+		}
+		w.unlink("/u4")
+		buf := make([]byte, 5*bs)
+		if _, err := f.ReadAt(buf, 0); err != nil || !equalBytes(buf, randBytes(44, 5*bs)) {
+			w.t.Fatalf("reading an unlinked open file: %v", err)
+		}
+		f.Close()
+		w.verify()
+	}},
+	{name: "mkdir rmdir", run: func(w *wenv, bs int) {
+		w.mkdir("/a")
+		w.mkdir("/a/b")
+		w.mkdir("/a/b/c")
+		w.put("/a/b/c/f", randBytes(50, 3*bs))
+		w.mkdir("/z")
+		if err := w.v.Rmdir("/a/b"); !errors.Is(err, ErrNotEmpty) {
+			w.t.Fatalf("rmdir of a non-empty directory: %v", err)
+		}
+		if err := w.v.Mkdir("/a", 0o755); !errors.Is(err, ErrExist) {
+			w.t.Fatalf("mkdir of an existing name: %v", err)
+		}
+		w.verify()
+		for _, c := range []struct {
+			path  string
+			links uint32
+		}{{"/", 5}, {"/a", 3}, {"/a/b", 3}, {"/a/b/c", 2}} {
+			fi, err := w.v.Stat(c.path)
+			if err != nil || fi.Links != c.links {
+				w.t.Fatalf("%s: %d links, %v; want %d", c.path, fi.Links, err, c.links)
+			}
+		}
+		w.unlink("/a/b/c/f")
+		w.rmdir("/a/b/c")
+		w.rmdir("/a/b")
+		w.rmdir("/z")
+		w.verify()
+	}},
+	{name: "block reuse", run: func(w *wenv, bs int) {
+		// Indirect blocks allocated and freed before any sync are dirty
+		// in the metadata cache when new file data lands on them: their
+		// stale pointers must never be written over that data.
+		ptrs := bs / 4
+		for round := range 3 {
+			w.put("/ind", randBytes(uint64(90+round), (nDirect+ptrs+8)*bs))
+			w.truncate("/ind", 0)
+			w.unlink("/ind")
+			// Shift the next file by a block, so its data lands where
+			// the freed indirect blocks were.
+			w.put(fmt.Sprintf("/shift%d", round), randBytes(uint64(93+round), bs))
+			w.put(fmt.Sprintf("/data%d", round), randBytes(uint64(95+round), (nDirect+ptrs+8)*bs))
+		}
+		w.verify()
+	}},
+	{name: "many files", size: "32M", run: func(w *wenv, bs int) {
+		w.mkdir("/many")
+		for i := range 3000 {
+			w.put(fmt.Sprintf("/many/file-%05d-%s", i, strings.Repeat("x", i%40)), randBytes(uint64(60+i), i%300))
+		}
+		for i := 0; i < 3000; i += 3 {
+			w.unlink(fmt.Sprintf("/many/file-%05d-%s", i, strings.Repeat("x", i%40)))
+		}
+		// Names reuse the freed records.
+		for i := range 200 {
+			w.put(fmt.Sprintf("/many/again-%d", i), randBytes(uint64(5000+i), 50))
+		}
+		w.verify()
+	}},
+}
+
+// TestWriteScenarios runs every scenario on ext2 with 1, 2 and 4 KiB
+// blocks.
+func TestWriteScenarios(t *testing.T) {
+	for _, bs := range []int{1024, 2048, 4096} {
+		for _, sc := range scenarios {
+			t.Run(fmt.Sprintf("%s/%dk", sc.name, bs/1024), func(t *testing.T) {
+				t.Parallel()
+				src := ""
+				if sc.src != nil {
+					src = t.TempDir()
+					sc.src(t, src, bs)
+				}
+				size := sc.size
+				if size == "" {
+					size = "16M"
+				}
+				w := newWenv(t, "ext2", bs, size, src)
+				sc.run(w, bs)
+			})
+		}
+	}
+}
+
+func equalBytes(a, b []byte) bool { return string(a) == string(b) }
+
+// TestWriteFeatures runs a mixed scenario on volumes with the other
+// features the writer handles: uninit_bg (lazy bitmaps and inode tables),
+// 128-byte inodes, revision 0, meta_bg, no filetype, and an ext4 without
+// journal and extents (metadata_csum, flex_bg, huge_file, dir_nlink).
+func TestWriteFeatures(t *testing.T) {
+	for _, c := range []struct {
+		name, typ string
+		bs        int
+		extra     []string
+	}{
+		{"uninit_bg", "ext2", 1024, []string{"-O", "uninit_bg"}},
+		{"inode128", "ext2", 2048, []string{"-I", "128"}},
+		{"rev0", "ext2", 1024, []string{"-r", "0"}},
+		{"meta_bg", "ext2", 1024, []string{"-O", "meta_bg,^resize_inode"}},
+		{"no filetype", "ext2", 4096, []string{"-O", "^filetype"}},
+		{"ext4 metadata_csum", "ext4", 1024, []string{"-O", "^has_journal,^extent,^64bit"}},
+		{"ext4 metadata_csum 4k", "ext4", 4096, []string{"-O", "^has_journal,^extent,^64bit"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			src := t.TempDir()
+			writeFile(t, filepath.Join(src, "old", "file"), randBytes(70, 20*c.bs+3))
+			writeFile(t, filepath.Join(src, "old", "gone"), randBytes(71, 3*c.bs))
+			w := newWenv(t, c.typ, c.bs, "24M", src, c.extra...)
+			ptrs := c.bs / 4
+			w.mkdir("/d")
+			w.mkdir("/d/e")
+			w.put("/d/e/big", randBytes(72, (nDirect+ptrs+10)*c.bs+5))
+			for i := range 300 {
+				w.put(fmt.Sprintf("/d/f%03d", i), randBytes(uint64(100+i), i*7))
+			}
+			w.writeAt("/old/file", 5*int64(c.bs)+7, randBytes(73, 40*c.bs))
+			w.unlink("/old/gone")
+			w.verify()
+			w.truncate("/d/e/big", int64(3*c.bs))
+			for i := 0; i < 300; i += 2 {
+				w.unlink(fmt.Sprintf("/d/f%03d", i))
+			}
+			w.verify()
+			w.unlink("/d/e/big")
+			w.rmdir("/d/e")
+			w.verify()
+		})
+	}
+}
+
+// TestWriteReadOnly: volumes with features the writer does not handle
+// open read-only, saying which; writes then fail with ErrReadOnly naming
+// them. A volume opened read-only refuses writes too.
+func TestWriteReadOnly(t *testing.T) {
+	for _, c := range []struct {
+		name, typ string
+		extra     []string
+		want      string
+	}{
+		{"ext3 journal", "ext3", nil, "has_journal"},
+		{"ext4", "ext4", nil, "extent"},
+		{"ext4 no journal", "ext4", []string{"-O", "^has_journal"}, "extent"},
+		{"bigalloc", "ext4", []string{"-O", "^has_journal,bigalloc", "-C", "16384"}, "bigalloc"},
+		{"inline_data", "ext4", []string{"-O", "^has_journal,^extent,^64bit,inline_data"}, "inline_data"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			img := mkfs(t, c.typ, 4096, "", "32M", c.extra...)
+			v := mustOpenImage(t, img, openOpts{rw: true})
+			ro, why := v.ReadOnly()
+			if !ro || !strings.Contains(why, c.want) {
+				t.Fatalf("ReadOnly() = %v, %q; want read-only naming %s", ro, why, c.want)
+			}
+			for _, err := range []error{
+				func() error { _, err := v.Create("/x", 0o644); return err }(),
+				v.Mkdir("/d", 0o755),
+				v.Unlink("/lost+found"),
+				v.Rmdir("/lost+found"),
+			} {
+				if !errors.Is(err, ErrReadOnly) || !strings.Contains(err.Error(), c.want) {
+					t.Fatalf("write on a read-only volume: %v", err)
+				}
+			}
+			if err := v.Sync(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	t.Run("opened read-only", func(t *testing.T) {
+		img := mkfs(t, "ext2", 1024, "", "8M")
+		v := mustOpenImage(t, img, openOpts{})
+		if _, err := v.Create("/x", 0o644); !errors.Is(err, ErrReadOnly) {
+			t.Fatalf("create: %v", err)
+		}
+		f, err := v.OpenFile("/lost+found")
+		if err == nil {
+			f.Close()
+			t.Fatal("opened a directory as a file")
+		}
+	})
+}
+
+// TestWriteBadNames: names the writer must refuse, and errors for names
+// in the wrong state.
+func TestWriteBadNames(t *testing.T) {
+	img := mkfs(t, "ext2", 1024, "", "8M")
+	v := mustOpenImage(t, img, openOpts{rw: true})
+	if err := v.Mkdir("/dir", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f, err := v.Create("/file", 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	for _, c := range []struct {
+		op   string
+		path string
+		want error
+	}{
+		{"create", "", ErrInvalidPath},
+		{"create", "relative", ErrInvalidPath},
+		{"create", "/", ErrIsDir},
+		{"create", "/a\x00b", ErrInvalidPath},
+		{"create", "/.", ErrInvalidPath},
+		{"create", "/..", ErrInvalidPath},
+		{"create", "/dir/../file", ErrInvalidPath},
+		{"create", "/a//b", ErrInvalidPath},
+		{"create", "/" + strings.Repeat("x", 256), ErrInvalidPath},
+		{"create", "/dir/", ErrIsDir},
+		{"create", "/dir", ErrIsDir},
+		{"create", "/missing/file", ErrNotFound},
+		{"create", "/file/sub", ErrNotDir},
+		{"mkdir", "/file", ErrExist},
+		{"mkdir", "/", ErrInvalidPath},
+		{"mkdir", "/missing/d", ErrNotFound},
+		{"mkdir", "/" + strings.Repeat("y", 256), ErrInvalidPath},
+		{"unlink", "/dir", ErrIsDir},
+		{"unlink", "/nothing", ErrNotFound},
+		{"unlink", "/", ErrInvalidPath},
+		{"rmdir", "/file", ErrNotDir},
+		{"rmdir", "/", ErrInvalidPath},
+		{"rmdir", "/lost+found/..", ErrInvalidPath},
+	} {
+		var err error
+		switch c.op {
+		case "create":
+			var f *File
+			if f, err = v.Create(c.path, 0o644); err == nil {
+				f.Close()
+			}
+		case "mkdir":
+			err = v.Mkdir(c.path, 0o755)
+		case "unlink":
+			err = v.Unlink(c.path)
+		case "rmdir":
+			err = v.Rmdir(c.path)
+		}
+		if !errors.Is(err, c.want) {
+			t.Errorf("%s %q: %v, want %v", c.op, c.path, err, c.want)
+		}
+	}
+	if _, err := v.OpenWrite("/file", os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o644); !errors.Is(err, ErrExist) {
+		t.Errorf("O_EXCL on an existing file: %v", err)
+	}
+	rf, err := v.OpenFile("/file")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rf.WriteAt([]byte("x"), 0); err == nil {
+		t.Error("write through a file opened for reading")
+	}
+	rf.Close()
+	if err := v.Close(); err != nil {
+		t.Fatal(err)
+	}
+	fsckClean(t, img)
+}
+
+// TestWriteENOSPC fills a small volume: the write that runs out of space
+// fails with an error wrapping ENOSPC after writing what fit, the volume
+// stays consistent, files written before keep their bytes, and freeing
+// space makes writing possible again.
+func TestWriteENOSPC(t *testing.T) {
+	for _, bs := range []int{1024, 4096} {
+		t.Run(fmt.Sprintf("%dk", bs/1024), func(t *testing.T) {
+			w := newWenv(t, "ext2", bs, "2M", "")
+			var full error
+			var i int
+			for i = 0; full == nil; i++ {
+				p := fmt.Sprintf("/f%03d", i)
+				data := randBytes(uint64(80+i), 100*1024+13)
+				f, err := w.v.Create(p, 0o644)
+				if err != nil {
+					full = err
+					break
+				}
+				n, err := f.WriteAt(data, 0)
+				if err == nil {
+					err = f.Sync()
+				}
+				f.Close()
+				w.files[p] = data[:n]
+				full = err
+			}
+			if !errors.Is(full, syscall.ENOSPC) || !errors.Is(full, ErrNoSpace) {
+				t.Fatalf("after %d files: %v, want ENOSPC", i, full)
+			}
+			t.Logf("full after %d files: %v", i, full)
+			if err := w.v.Sync(); err != nil {
+				t.Fatalf("sync of a full volume: %v", err)
+			}
+			w.verify()
+			w.unlink("/f000")
+			w.put("/after", randBytes(99, 50*1024))
+			w.verify()
+		})
+	}
+}

@@ -48,11 +48,11 @@ var (
 	ErrNotEmpty = errors.New("ext: directory not empty")
 	// ErrNoSpace: no free block or inode is left. It wraps
 	// syscall.ENOSPC, so errors.Is(err, syscall.ENOSPC) holds too.
-	ErrNoSpace = fmt.Errorf("ext: no space left on device: %w", syscall.ENOSPC)
+	ErrNoSpace = fmt.Errorf("ext: %w", syscall.ENOSPC)
 	// ErrTooLarge: a file would grow past what its block map or the
 	// volume's features can address. It wraps syscall.EFBIG.
-	ErrTooLarge = fmt.Errorf("ext: file too large: %w", syscall.EFBIG)
+	ErrTooLarge = fmt.Errorf("ext: %w", syscall.EFBIG)
 	// ErrTooManyLinks: a directory would get more subdirectories than its
 	// link count can record. It wraps syscall.EMLINK.
-	ErrTooManyLinks = fmt.Errorf("ext: too many links: %w", syscall.EMLINK)
+	ErrTooManyLinks = fmt.Errorf("ext: %w", syscall.EMLINK)
 )

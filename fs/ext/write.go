@@ -111,12 +111,8 @@ func (n *node) writeAt(b []byte, off int64) (int, error) {
 	}
 	end := min(off+int64(len(b)), int64(first+mapped)*bs)
 	if end <= off {
-		// Nothing could be allocated; the blocks of earlier partial
-		// progress (none here) would be committed below.
-		if cerr := n.commitLocked(nil); cerr != nil && aerr == nil {
-			aerr = cerr
-		}
-		return 0, fmt.Errorf("ext: inode %d: write at %d: %w", n.ino, off, aerr)
+		// Not even the first block could be had: nothing changed.
+		return 0, fmt.Errorf("write at %d: %w", off, aerr)
 	}
 	// Pad the new blocks inside the old size that the write leaves
 	// partly uncovered: their device bytes are not the file's.
@@ -150,7 +146,7 @@ func (n *node) writeAt(b []byte, off int64) (int, error) {
 	case cerr != nil:
 		return k, cerr
 	case aerr != nil:
-		return k, fmt.Errorf("ext: inode %d: write at %d: %w", n.ino, off+int64(k), aerr)
+		return k, fmt.Errorf("write at %d: %w", off+int64(k), aerr)
 	}
 	v.balanceMeta()
 	return k, nil

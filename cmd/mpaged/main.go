@@ -5,6 +5,9 @@
 //
 //	mpaged demo  [--volume PATH] [--size SIZE] [--ring native|iouring-go|sync]
 //	mpaged probe [--ring ...]
+//	mpaged ls|cat --volume IMG [--stats] /path
+//	mpaged put    --volume IMG [--stats] /path < data
+//	mpaged mkdir|rm --volume IMG [--stats] /path...
 //
 // demo writes a pattern through the ring in multipage vectored requests,
 // makes it durable, reads it back and checks every byte; probe prints what
@@ -30,6 +33,9 @@ var commands = []command{
 	{"probe", "print the ring backend's features on this kernel", runProbe},
 	{"ls", "list a directory of an ext2/3/4 volume", runLs},
 	{"cat", "print files of an ext2/3/4 volume", runCat},
+	{"put", "write stdin to a file of an ext2 volume, then sync", runPut},
+	{"mkdir", "make directories on an ext2 volume", runMkdir},
+	{"rm", "remove files and empty directories of an ext2 volume", runRm},
 }
 
 // errUsage marks errors that are the caller's: exit status 2.

@@ -8,6 +8,7 @@ import (
 	"log"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/dustin/go-humanize"
@@ -20,7 +21,7 @@ import (
 )
 
 // volumeFlags are the flags of the commands that run the engine on a
-// volume in-process (ls, cat).
+// volume in-process (ls, cat, put, mkdir, rm).
 type volumeFlags struct {
 	volume string
 	ring   string
@@ -72,7 +73,25 @@ type openedVolume struct {
 // when it allows), a ring (vf.ring; "" is native with a fallback to sync),
 // a frame pool whose arenas are registered with the ring as fixed buffers,
 // the engine's device and cache, and the ext volume on them.
-func openExtVolume(vf *volumeFlags, stderr io.Writer) (_ *openedVolume, err error) {
+func openExtVolume(vf *volumeFlags, stderr io.Writer) (*openedVolume, error) {
+	return openEngineVolume(vf, stderr, false)
+}
+
+// openExtVolumeRW opens vf.volume for writing; a volume the ext package
+// can only read (a journal, extents, ...) is an error naming why.
+func openExtVolumeRW(vf *volumeFlags, stderr io.Writer) (*openedVolume, error) {
+	ov, err := openEngineVolume(vf, stderr, true)
+	if err != nil {
+		return nil, err
+	}
+	if ro, why := ov.vol.ReadOnly(); ro {
+		ov.close()
+		return nil, fmt.Errorf("volume %s: %w: %s", vf.volume, ext.ErrReadOnly, why)
+	}
+	return ov, nil
+}
+
+func openEngineVolume(vf *volumeFlags, stderr io.Writer, write bool) (_ *openedVolume, err error) {
 	if vf.volume == "" {
 		return nil, fmt.Errorf("%w: --volume is required", errUsage)
 	}
@@ -87,7 +106,7 @@ func openExtVolume(vf *volumeFlags, stderr io.Writer) (_ *openedVolume, err erro
 			ov.close()
 		}
 	}()
-	if ov.file, ov.direct, err = openDevice(vf.volume); err != nil {
+	if ov.file, ov.direct, err = openDevice(vf.volume, write); err != nil {
 		return nil, err
 	}
 	size, err := ov.file.Seek(0, io.SeekEnd)
@@ -126,18 +145,58 @@ func openExtVolume(vf *volumeFlags, stderr io.Writer) (_ *openedVolume, err erro
 	if err != nil {
 		return nil, err
 	}
-	ov.vol, err = ext.Open(ext.Config{Device: dev, Cache: cache, DeviceSize: size, ReadOnly: true, Logf: logger.Printf})
+	// The volume's notices wait until it is known to be usable: a
+	// writer refused a read-only volume gets one line saying why, not the
+	// notice as well.
+	notes := &heldLog{out: logger}
+	ov.vol, err = ext.Open(ext.Config{Device: dev, Cache: cache, DeviceSize: size, ReadOnly: !write, Logf: notes.Printf})
 	if err != nil {
 		return nil, fmt.Errorf("volume %s: %w", vf.volume, err)
 	}
+	ro, _ := ov.vol.ReadOnly()
+	notes.release(!(write && ro))
 	return ov, nil
 }
 
-// openDevice opens an image file or block device for reading, with
-// O_DIRECT where the file system (or device) takes it. A device whose
-// logical blocks are larger than 1 KiB cannot serve 1 KiB-aligned direct
-// reads, so it is opened buffered.
-func openDevice(path string) (*os.File, bool, error) {
+// heldLog holds log lines until release, which prints them (or drops
+// them) and lets later lines through.
+type heldLog struct {
+	mu       sync.Mutex
+	out      *log.Logger
+	held     []string
+	released bool
+}
+
+func (h *heldLog) Printf(format string, args ...any) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.released {
+		h.out.Printf(format, args...)
+		return
+	}
+	h.held = append(h.held, fmt.Sprintf(format, args...))
+}
+
+func (h *heldLog) release(print bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if print {
+		for _, l := range h.held {
+			h.out.Print(l)
+		}
+	}
+	h.held, h.released = nil, true
+}
+
+// openDevice opens an image file or block device for reading (and, with
+// write, writing), with O_DIRECT where the file system (or device) takes
+// it. A device whose logical blocks are larger than 1 KiB cannot serve
+// 1 KiB-aligned direct I/O, so it is opened buffered.
+func openDevice(path string, write bool) (*os.File, bool, error) {
+	mode := os.O_RDONLY
+	if write {
+		mode = os.O_RDWR
+	}
 	st, err := os.Stat(path)
 	if err != nil {
 		return nil, false, fmt.Errorf("volume: %w", err)
@@ -158,7 +217,7 @@ func openDevice(path string) (*os.File, bool, error) {
 		}
 	}
 	if direct {
-		f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_DIRECT, 0)
+		f, err := os.OpenFile(path, mode|syscall.O_DIRECT, 0)
 		if err == nil {
 			return f, true, nil
 		}
@@ -166,7 +225,7 @@ func openDevice(path string) (*os.File, bool, error) {
 			return nil, false, fmt.Errorf("volume: %w", err)
 		}
 	}
-	f, err := os.Open(path)
+	f, err := os.OpenFile(path, mode, 0)
 	if err != nil {
 		return nil, false, fmt.Errorf("volume: %w", err)
 	}

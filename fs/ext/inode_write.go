@@ -9,18 +9,17 @@ import (
 
 // Inode fields the writer sets, beyond those parseInode names.
 const (
-	iSizeHighOff   = 0x6C
-	iBlocksHiOff   = 0x74
-	iFileACLHiOff  = 0x76
-	iUIDHighOff    = 0x78
-	iGIDHighOff    = 0x7A
-	newExtraIsize  = 32 // sizeof(struct ext4_inode) - 128: every extra field
-	ext2LinkMax    = 32000
-	ext4LinkMax    = 65000
-	maxRev0Size    = 1<<31 - 1
-	maxBlocksLo32  = 1<<32 - 1
-	maxBlocksHuge  = 1<<48 - 1
-	maxFileSectors = maxBlocksHuge
+	iSizeHighOff  = 0x6C
+	iBlocksHiOff  = 0x74
+	iFileACLHiOff = 0x76
+	iUIDHighOff   = 0x78
+	iGIDHighOff   = 0x7A
+	newExtraIsize = 32 // sizeof(struct ext4_inode) - 128: every extra field
+	ext2LinkMax   = 32000
+	ext4LinkMax   = 65000
+	maxRev0Size   = 1<<31 - 1 // without large_file (or in rev 0) sizes stay below 2 GiB
+	maxBlocksLo32 = 1<<32 - 1
+	maxBlocksHuge = 1<<48 - 1
 )
 
 // encodeTime splits t into the 32-bit seconds field and its extra word
@@ -172,7 +171,13 @@ func (n *node) commitLocked(mod func(in *Inode)) error {
 	if mod != nil {
 		mod(&in)
 	}
-	raw, err := n.v.writeInode(&in)
+	v := n.v
+	if in.Size > maxRev0Size && in.Mode&modeTypeMask == modeRegular && !v.sb.HasROCompat(ROCompatLargeFile) {
+		// The next superblock write records that files may now be
+		// past 2 GiB.
+		v.needLargeFile.Store(true)
+	}
+	raw, err := v.writeInode(&in)
 	if err != nil {
 		n.inodeDirty.Store(true)
 		return err

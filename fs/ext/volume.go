@@ -284,7 +284,10 @@ func (v *Volume) Close() error {
 	v.closed = true
 	var errs []error
 	if !v.readOnly && v.inUse {
-		err := v.syncAll()
+		err := v.freeOrphans()
+		if serr := v.syncAll(); err == nil {
+			err = serr
+		}
 		if err == nil {
 			if err = v.flushSuper(true); err == nil {
 				err = v.syncMeta()
@@ -296,6 +299,28 @@ func (v *Volume) Close() error {
 	}
 	if err := v.closeAll(); err != nil {
 		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// freeOrphans frees the inodes unlinked while open whose Files are still
+// open at Close: those Files die with the volume, and a freed inode is
+// what e2fsck expects to find.
+func (v *Volume) freeOrphans() error {
+	v.mu.Lock()
+	var orphans []*node
+	for ino, n := range v.nodes {
+		if n.orphan {
+			orphans = append(orphans, n)
+			delete(v.nodes, ino)
+		}
+	}
+	v.mu.Unlock()
+	var errs []error
+	for _, n := range orphans {
+		if err := v.freeOrphan(n); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -384,8 +384,9 @@ func TestWriteLargeSequential(t *testing.T) {
 	// holding an indirect block's Boundary (one per 4 MiB of data, and
 	// the direct blocks' at 48 KiB) goes out as two requests: the seeds'
 	// read order (data, then the indirect block, then data). A few more
-	// while the readahead window grows.
-	limit := size/chunk + size/(4<<20) + 8
+	// while the readahead window grows, or when the reader catches up
+	// with it (slow runs: -race, a loaded host).
+	limit := size/chunk + size/(4<<20) + 16
 	t.Logf("read back: %d data requests (limit %d), %d metadata requests", data, limit, meta)
 	if data > limit {
 		t.Errorf("%d data requests, want at most %d", data, limit)

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/mpaged/mpaged/internal/testenv"
 )
 
 // The write side on real images: each case builds an image with mke2fs
@@ -402,4 +404,138 @@ func TestWriteENOSPC(t *testing.T) {
 			w.verify()
 		})
 	}
+}
+
+// TestWriteHtreeDirectory: a directory e2fsck -D indexed is edited as the
+// linear directory it also is, losing its index; on a metadata_csum
+// volume (whose index blocks have no leaf checksum) the edit is refused.
+func TestWriteHtreeDirectory(t *testing.T) {
+	testenv.RequireTool(t, "e2fsck")
+	const n = 1500
+	src := t.TempDir()
+	for i := range n {
+		writeFile(t, filepath.Join(src, "big", fmt.Sprintf("entry-%05d-with-a-longer-name", i)), []byte(fmt.Sprint(i)))
+	}
+	index := func(t *testing.T, img string) {
+		if out, err := testenv.Output("e2fsck", "-fyD", img); err != nil && !strings.Contains(err.Error(), "exit status 1") {
+			t.Fatalf("e2fsck -D: %v\n%s", err, out)
+		}
+	}
+	t.Run("ext2", func(t *testing.T) {
+		w := newWenv(t, "ext2", 1024, "32M", src)
+		w.close()
+		index(t, w.img)
+		w.open()
+		if fi, err := w.v.Stat("/big"); err != nil || fi.Flags&FlagIndex == 0 {
+			t.Fatalf("/big not indexed: %+v, %v", fi, err)
+		}
+		w.put("/big/new-entry", []byte("new"))
+		for i := 0; i < n; i += 7 {
+			w.unlink(fmt.Sprintf("/big/entry-%05d-with-a-longer-name", i))
+		}
+		w.mkdir("/big/sub")
+		if fi, err := w.v.Stat("/big"); err != nil || fi.Flags&FlagIndex != 0 {
+			t.Fatalf("/big still indexed after a change: %+v, %v", fi, err)
+		}
+		w.verify()
+	})
+	t.Run("metadata_csum", func(t *testing.T) {
+		img := mkfs(t, "ext4", 1024, src, "32M", "-O", "^has_journal,^extent,^64bit")
+		index(t, img)
+		v := mustOpenImage(t, img, openOpts{rw: true})
+		if _, err := v.Create("/big/new", 0o644); !errors.Is(err, ErrUnsupported) {
+			t.Fatalf("create in an htree directory with metadata_csum: %v", err)
+		}
+		if err := v.Unlink("/big/entry-00001-with-a-longer-name"); !errors.Is(err, ErrUnsupported) {
+			t.Fatalf("unlink in an htree directory with metadata_csum: %v", err)
+		}
+		if err := v.Close(); err != nil {
+			t.Fatal(err)
+		}
+		fsckClean(t, img)
+	})
+}
+
+// TestWriteLargeFile: a sparse file past 2 GiB on a volume without
+// large_file gets the feature set; revision 0 volumes cannot have one.
+func TestWriteLargeFile(t *testing.T) {
+	w := newWenv(t, "ext2", 4096, "64M", "", "-O", "^large_file")
+	w.kernel = false // the model would read 3 GiB of zeroes back
+	f, err := w.v.Create("/large", 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(3 << 30); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("far out"), 5<<29); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	w.close()
+	fsckClean(t, w.img)
+	out := testenv.Run(t, "debugfs", "-R", "stats", w.img)
+	if !strings.Contains(out, "large_file") {
+		t.Fatalf("large_file not set:\n%s", out)
+	}
+	w.open()
+	g, err := w.v.OpenFile("/large")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 9)
+	if _, err := g.ReadAt(b, 5<<29-1); err != nil || string(b) != "\x00far out\x00" {
+		t.Fatalf("read %q, %v", b, err)
+	}
+	g.Close()
+
+	rev0 := mustOpenImage(t, mkfs(t, "ext2", 4096, "", "16M", "-r", "0"), openOpts{rw: true})
+	h, err := rev0.Create("/f", 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if err := h.Truncate(3 << 30); !errors.Is(err, ErrTooLarge) || !errors.Is(err, syscall.EFBIG) {
+		t.Fatalf("3 GiB on a revision 0 volume: %v", err)
+	}
+}
+
+// TestWriteUnlinkXattr: removing a file whose extended attributes live in
+// a block of their own frees that block (or drops a reference to it).
+func TestWriteUnlinkXattr(t *testing.T) {
+	src := t.TempDir()
+	for _, name := range []string{"a", "b"} {
+		p := filepath.Join(src, name)
+		writeFile(t, p, []byte(name))
+		if err := syscall.Setxattr(p, "user.note", []byte(strings.Repeat("v", 300)), 0); err != nil {
+			t.Skipf("no user xattrs on the test's temporary file system: %v", err)
+		}
+	}
+	// 128-byte inodes: the attributes cannot live in the inode.
+	w := newWenv(t, "ext2", 1024, "8M", src, "-I", "128")
+	b0, _ := freeCounts(t, w.v)
+	w.unlink("/a")
+	w.unlink("/b")
+	if b, _ := freeCounts(t, w.v); b <= b0 {
+		t.Fatalf("%d free blocks after unlinking, %d before: the xattr blocks were not freed", b, b0)
+	}
+	w.verify()
+}
+
+// TestWriteOrphanAtClose: a file unlinked while open is freed when the
+// volume closes with it still open.
+func TestWriteOrphanAtClose(t *testing.T) {
+	w := newWenv(t, "ext2", 1024, "8M", "")
+	w.put("/o", randBytes(1, 20000))
+	f, err := w.v.OpenFile("/o")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.unlink("/o")
+	w.close()
+	if _, err := f.ReadAt(make([]byte, 1), 0); !errors.Is(err, ErrClosed) {
+		t.Fatalf("read after the volume closed: %v", err)
+	}
+	f.Close()
+	fsckClean(t, w.img)
 }

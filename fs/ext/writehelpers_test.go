@@ -345,8 +345,8 @@ func mountRO(t *testing.T, img, fsType string) (string, func()) {
 	mounted := false
 	done := func() {
 		if mounted {
-			if out, err := testenv.Output("umount", mnt); err != nil {
-				t.Errorf("umount %s: %v: %s", mnt, err, out)
+			if err := testenv.Unmount(mnt); err != nil {
+				t.Errorf("%v", err)
 			}
 			mounted = false
 		}

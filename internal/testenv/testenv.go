@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // InCI reports whether the tests run under CI (CI=true).
@@ -132,4 +133,23 @@ func AttachLoop(t testing.TB, backing string) string {
 		}
 	})
 	return dev
+}
+
+// Unmount unmounts dir, retrying while the kernel still reports it busy
+// (a just-closed file or a udev probe of the new loop device holds it for a
+// moment), and detaching lazily as a last resort so a test never leaves a
+// mount behind.
+func Unmount(dir string) error {
+	var out string
+	var err error
+	for i := range 20 {
+		if out, err = Output("umount", dir); err == nil {
+			return nil
+		}
+		time.Sleep(time.Duration(10*(i+1)) * time.Millisecond)
+	}
+	if lout, lerr := Output("umount", "--lazy", dir); lerr != nil {
+		return fmt.Errorf("umount %s: %v: %s; lazy: %v: %s", dir, err, strings.TrimSpace(out), lerr, strings.TrimSpace(lout))
+	}
+	return fmt.Errorf("umount %s: busy, detached lazily: %s", dir, strings.TrimSpace(out))
 }

@@ -19,8 +19,10 @@ import (
 //   - with metadata_csum every changed block's tail checksum is redone.
 // An htree directory (INDEX_FL) is edited as the linear directory it also
 // is, and loses INDEX_FL first, which e2fsck and the kernel accept (its
-// index blocks read as empty entries); with metadata_csum its index blocks
-// lack the leaf checksum tail, so such directories are refused.
+// index blocks read as empty entries). With metadata_csum every block of a
+// linear directory needs the leaf checksum tail, which index blocks lack:
+// their last entry (".." in the root, the empty entry spanning an interior
+// node) gives up the tail's 12 bytes, and the block is sealed.
 // Callers hold v.ns exclusively and the directory's wmu.
 
 // direntAt decodes the entry header at off.
@@ -80,13 +82,59 @@ func (v *Volume) dirEditable(dir *node) error {
 	switch {
 	case !in.IsDir():
 		return ErrNotDir
-	case in.Flags&(FlagInlineData|FlagEncrypt|FlagCasefold) != 0 || dir.imap == nil:
-		return fmt.Errorf("%w: directory inode %d: inline, encrypted, casefolded or extent-mapped", ErrUnsupported, in.Ino)
+	case in.Flags&(FlagInlineData|FlagEncrypt|FlagCasefold) != 0 || dir.wmap == nil:
+		return fmt.Errorf("%w: directory inode %d: inline, encrypted or casefolded", ErrUnsupported, in.Ino)
 	case in.Flags&FlagIndex != 0:
 		if v.sb.MetadataCsum() {
-			return fmt.Errorf("%w: directory inode %d has an htree index on a metadata_csum volume (its index blocks have no leaf checksums)", ErrUnsupported, in.Ino)
+			if err := v.unindexBlocks(dir); err != nil {
+				return err
+			}
 		}
 		return dir.commitLocked(func(in *Inode) { in.Flags &^= FlagIndex })
+	}
+	return nil
+}
+
+// unindexBlocks turns directory dir's htree index blocks into leaf blocks
+// with a checksum tail (metadata_csum), so the directory reads as linear.
+func (v *Volume) unindexBlocks(dir *node) error {
+	bs := v.sb.BlockSize
+	b := v.getBlockBuf()
+	defer v.putBlockBuf(b)
+	for blk := int64(0); blk < dir.m.Size()/int64(bs); blk++ {
+		if err := v.readDirBlock(dir, b, blk); err != nil {
+			return err
+		}
+		if hasDirentTail(b) || allZero(b) {
+			continue
+		}
+		if _, ok := dxCountOffset(b); !ok {
+			return fmt.Errorf("%w: directory inode %d block %d: neither a leaf nor an index block", ErrCorrupt, dir.ino, blk)
+		}
+		// The entry that runs to the end of the block.
+		off := 0
+		for {
+			_, rl, _ := v.direntAt(b, off)
+			if rl < direntHeader || off+rl > bs {
+				return fmt.Errorf("%w: directory inode %d index block %d: entry at %d", ErrCorrupt, dir.ino, blk, off)
+			}
+			if off+rl == bs {
+				break
+			}
+			off += rl
+		}
+		ino, rl, nl := v.direntAt(b, off)
+		used := direntHeader
+		if ino != 0 {
+			used = direntLen(nl)
+		}
+		if rl-used < direntTailLen {
+			return fmt.Errorf("%w: directory inode %d index block %d: no room for a checksum tail", ErrCorrupt, dir.ino, blk)
+		}
+		binary.LittleEndian.PutUint16(b[off+4:], uint16(rl-direntTailLen))
+		if err := v.writeDirBlock(dir, b, blk); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -225,6 +273,12 @@ func (v *Volume) createInode(dir *node, mode uint16) (*node, error) {
 		return nil, err
 	}
 	in := v.newInode(ino, mode, now())
+	if v.sb.HasIncompat(IncompatExtents) {
+		// New files on extent volumes are extent-mapped, as the
+		// kernel's ext4 makes them: an empty root leaf in i_block.
+		in.Flags |= FlagExtents
+		putExtentHeader(in.Block[:], 0, extentRootMax, 0)
+	}
 	raw, err := v.writeInode(in)
 	if err != nil {
 		_ = v.freeInode(ino, isDir)
@@ -314,8 +368,8 @@ func (v *Volume) releaseInode(n *node, dir bool) error {
 		return err
 	}
 	var errs []error
-	if n.imap != nil {
-		if err := n.imap.truncate(0); err != nil {
+	if n.wmap != nil {
+		if err := n.wmap.truncate(0); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -551,9 +605,9 @@ func (v *Volume) remove(comps []string, rmdir bool) error {
 			return fmt.Errorf("%w: %q", ErrNotEmpty, name)
 		}
 	}
-	if n.imap == nil && n.inode().Size > 0 && !v.isFastSymlink(n.inode()) {
+	if n.wmap == nil && n.inode().Size > 0 && !v.isFastSymlink(n.inode()) {
 		// Its blocks are in a format the writer cannot free.
-		return fmt.Errorf("%w: inode %d: freeing a file not mapped by block pointers", ErrUnsupported, ino)
+		return fmt.Errorf("%w: inode %d: freeing a file the writer cannot truncate (inline data?)", ErrUnsupported, ino)
 	}
 	v.markInUse()
 	dir.wmu.Lock()

@@ -1,5 +1,5 @@
 // Package ext reads ext2, ext3 and ext4 volumes through the mpage engine,
-// and writes ext2 (see below).
+// and writes ext2 and journal-less ext4 (see below).
 //
 // It owns the on-disk format: the superblock (features, geometry,
 // checksum), the group descriptors (32- and 64-byte, meta_bg and flex_bg
@@ -37,11 +37,11 @@
 // the block, the path (as *fs.PathError for path operations). Corrupt
 // metadata gives ErrCorrupt, never a panic; the parse functions are fuzzed.
 //
-// Writing (ext2, and ext2-format files on volumes with the other features
-// listed in features.go) is open to volumes opened with ReadOnly false
-// whose features the writer handles; others are served read-only and
-// ReadOnly says which features stopped it (a journal, extents, inline
-// data, bigalloc, ...). The write side has:
+// Writing (ext2, and ext4 without a journal: the features listed in
+// features.go) is open to volumes opened with ReadOnly false whose
+// features the writer handles; others are served read-only and ReadOnly
+// says which features stopped it (a journal, inline data, bigalloc,
+// quota, ...). The write side has:
 //
 //   - allocation (balloc.go): block and inode bitmaps, group descriptors
 //     (counts, flags, crc16/crc32c checksums, lazily initialised groups)
@@ -52,6 +52,10 @@
 //     indirect blocks first, at the goal, then the data after them, New on
 //     fresh blocks, Boundary as on read; truncation frees data and
 //     indirect blocks;
+//   - the extent writer (extent_write.go): new blocks extend the extent
+//     before them where they can, unwritten extents are split where
+//     written, and the tree is rewritten from the extent list (smallest
+//     depth, checksummed blocks); new files on extent volumes use extents;
 //   - per-block metadata writes (meta.go): only the blocks changed are
 //     dirtied in a metadata page, blocks reused for data are forgotten,
 //     and the engine's Boundary hook writes the indirect block after its
@@ -61,7 +65,8 @@
 //     File.Truncate, File.Sync and Volume.Sync (data, then directories,
 //     then metadata, then a device flush);
 //   - names (dir_write.go): Mkdir, Rmdir, Unlink on linear directories
-//     (an htree index is dropped on change where e2fsck allows it).
+//     (an htree index is dropped on the first change; with
+//     metadata_csum its index blocks get leaf checksum tails).
 //
 // On-disk state while writing: the superblock says "not cleanly unmounted"
 // from the first change until Close has synced everything; every Sync

@@ -149,8 +149,6 @@ const knownROCompat = ROCompatSparseSuper | ROCompatLargeFile | ROCompatBtreeDir
 //     journal whose replay undoes ours.
 //   - orphan_file, snapshot bits, quota, project: structures that must
 //     change with every allocation or deletion and are not maintained.
-//   - extent: files mapped by extent trees cannot be grown or shrunk
-//     (the indirect mapper writes; the extent mapper only reads).
 //   - inline_data, bigalloc, ea_inode, mmp, encrypt, casefold, dirdata,
 //     compression, journal_dev, verity, shared_blocks, replica,
 //     read-only, btree_dir: formats the writer does not produce or
@@ -161,7 +159,7 @@ const (
 	writeCompat = CompatDirPrealloc | CompatImagicInodes | CompatExtAttr | CompatResizeInode |
 		CompatDirIndex | CompatLazyBG | CompatSparseSuper2 | CompatStableInodes
 	writeIncompat = IncompatFiletype | IncompatMetaBG | Incompat64Bit | IncompatFlexBG |
-		IncompatCsumSeed | IncompatLargeDir
+		IncompatCsumSeed | IncompatLargeDir | IncompatExtents
 	writeROCompat = ROCompatSparseSuper | ROCompatLargeFile | ROCompatHugeFile | ROCompatGDTCsum |
 		ROCompatDirNlink | ROCompatExtraIsize | ROCompatMetadataCsum
 )

@@ -31,9 +31,10 @@ type node struct {
 	// Lock order: Volume.ns, then wmu (parent directory before child),
 	// then the mapper's lock, then Volume.allocMu, then metadata pages.
 	wmu sync.Mutex
-	// imap is the inode's indirect mapper when it has one (writes need
-	// it); nil for extent, inline and data-less inodes.
-	imap *indirectMapper
+	// wmap is the inode's mapper when the write side can allocate and
+	// truncate with it (block pointers, extents on a writable volume);
+	// nil for inline and data-less inodes and on read-only volumes.
+	wmap writeMapper
 	// inodeDirty: the mapper allocated blocks (i_block, i_blocks) since
 	// the inode was last committed; Sync commits it again.
 	inodeDirty atomic.Bool
@@ -116,7 +117,7 @@ func (v *Volume) isFastSymlink(in *Inode) bool {
 func (v *Volume) newNode(in *Inode) (*node, error) {
 	sb := v.sb
 	var mapper mpage.BlockMapper
-	var imap *indirectMapper
+	var wmap writeMapper
 	size := in.Size
 	switch {
 	case in.Flags&FlagInlineData != 0:
@@ -141,12 +142,19 @@ func (v *Volume) newNode(in *Inode) (*node, error) {
 			return nil, fmt.Errorf("%w: inode %d: size %d past what extents address", ErrCorrupt, in.Ino, size)
 		}
 		mapper = em
+		if !v.readOnly {
+			ew := newExtentWriter(v, em, in)
+			mapper, wmap = ew, ew
+		}
 	default:
 		if size > indirectMaxBlocks(uint64(sb.BlockSize/4))<<v.blkbits {
 			return nil, fmt.Errorf("%w: inode %d: size %d past what block pointers address", ErrCorrupt, in.Ino, size)
 		}
-		imap = newIndirectMapper(v, in)
-		mapper = imap
+		im := newIndirectMapper(v, in)
+		mapper = im
+		if !v.readOnly {
+			wmap = im
+		}
 	}
 	if size > 1<<62 {
 		return nil, fmt.Errorf("%w: inode %d: size %d", ErrCorrupt, in.Ino, size)
@@ -162,10 +170,10 @@ func (v *Volume) newNode(in *Inode) (*node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ext: inode %d: %w", in.Ino, err)
 	}
-	n := &node{v: v, ino: in.Ino, m: m, mapper: dm, imap: imap}
+	n := &node{v: v, ino: in.Ino, m: m, mapper: dm, wmap: wmap}
 	n.cur.Store(in)
-	if imap != nil {
-		imap.n = n
+	if wmap != nil {
+		wmap.setNode(n)
 	}
 	return n, nil
 }

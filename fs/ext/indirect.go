@@ -47,6 +47,27 @@ func newIndirectMapper(v *Volume, in *Inode) *indirectMapper {
 	return &indirectMapper{v: v, ino: in.Ino, iblock: in.Block, ptrs: uint64(v.sb.BlockSize / 4), sectors: in.Blocks}
 }
 
+// writeMapper is a mapper the write side allocates and truncates with.
+type writeMapper interface {
+	mpage.BlockMapper
+	// snapshot returns i_block and i_blocks (512-byte units) as the
+	// mapper has them, for the inode's next commit.
+	snapshot() ([iBlockLen]byte, uint64)
+	// truncate frees every block from file block keep on; the caller
+	// has dropped the file's cached pages there.
+	truncate(keep uint64) error
+	// setNode tells the mapper its inode's node.
+	setNode(n *node)
+	// maxBlocks is how many file blocks it can address.
+	maxBlocks() uint64
+}
+
+func (m *indirectMapper) setNode(n *node) { m.n = n }
+
+func (m *indirectMapper) maxBlocks() uint64 {
+	return min(indirectMaxBlocks(m.ptrs), 1<<32)
+}
+
 // snapshot returns i_block and i_blocks as the mapper has them.
 func (m *indirectMapper) snapshot() ([iBlockLen]byte, uint64) {
 	m.mu.RLock()

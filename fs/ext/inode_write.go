@@ -165,8 +165,8 @@ func (n *node) commitLocked(mod func(in *Inode)) error {
 	cur := n.inode()
 	in := *cur
 	n.inodeDirty.Store(false)
-	if n.imap != nil {
-		in.Block, in.Blocks = n.imap.snapshot()
+	if n.wmap != nil {
+		in.Block, in.Blocks = n.wmap.snapshot()
 	}
 	if mod != nil {
 		mod(&in)

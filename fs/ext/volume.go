@@ -227,7 +227,7 @@ func (v *Volume) decideAccess() error {
 		v.roReason = "features this package cannot write: " + feats
 	case sb.State&stateErrors != 0:
 		v.roReason = "the volume has recorded errors; run e2fsck"
-	case sb.BlocksCount > 1<<32:
+	case sb.BlocksCount > 1<<32 && !sb.HasIncompat(IncompatExtents):
 		// Block pointers of indirect-mapped files are 32 bits.
 		v.roReason = fmt.Sprintf("%d blocks: past what 32-bit block pointers address", sb.BlocksCount)
 	default:

@@ -27,17 +27,15 @@ import (
 // now is the clock for inode times (tests may pin it).
 var now = time.Now
 
-// maxFileSize is the largest size an indirect-mapped file may have here.
-func (v *Volume) maxFileSize() int64 {
-	sb := v.sb
-	max := indirectMaxBlocks(uint64(sb.BlockSize/4)) << v.blkbits
-	if lim := uint64(1) << 32 << v.blkbits; max > lim {
-		max = lim
-	}
-	if sb.RevLevel == revGoodOld {
+// maxFileSize is the largest size n may have: what its mapper addresses,
+// and under 2 GiB on revision 0 volumes.
+func (n *node) maxFileSize() int64 {
+	v := n.v
+	max := n.wmap.maxBlocks() << v.blkbits
+	if v.sb.RevLevel == revGoodOld {
 		max = min(max, maxRev0Size)
 	}
-	return int64(max)
+	return int64(min(max, 1<<62))
 }
 
 // writable checks that n's data can be written.
@@ -46,8 +44,8 @@ func (n *node) writable() error {
 	if v.readOnly {
 		return v.errReadOnly()
 	}
-	if n.imap == nil {
-		return fmt.Errorf("%w: inode %d: only files mapped by block pointers can be written", ErrUnsupported, n.ino)
+	if n.wmap == nil {
+		return fmt.Errorf("%w: inode %d: only files mapped by block pointers or extents can be written", ErrUnsupported, n.ino)
 	}
 	return n.readable()
 }
@@ -60,7 +58,7 @@ func (n *node) allocate(first, last uint64) (uint64, [][2]uint64, error) {
 	b := first
 	for b <= last {
 		bm := mpage.BlockMap{Block: b, Len: int(min(last-b+1, 1<<20)), Create: true}
-		if err := n.imap.MapBlocks(&bm); err != nil {
+		if err := n.wmap.MapBlocks(&bm); err != nil {
 			return b - first, fresh, err
 		}
 		if bm.Flags&mpage.New != 0 {
@@ -97,7 +95,7 @@ func (n *node) writeAt(b []byte, off int64) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
-	limit := v.maxFileSize()
+	limit := n.maxFileSize()
 	if off >= limit || int64(len(b)) > limit-off {
 		return 0, fmt.Errorf("%w: inode %d: write of %d bytes at %d (limit %d)", ErrTooLarge, n.ino, len(b), off, limit)
 	}
@@ -164,8 +162,8 @@ func (n *node) truncate(size int64) error {
 	if size < 0 {
 		return fmt.Errorf("ext: inode %d: truncate to %d", n.ino, size)
 	}
-	if size > v.maxFileSize() {
-		return fmt.Errorf("%w: inode %d: truncate to %d (limit %d)", ErrTooLarge, n.ino, size, v.maxFileSize())
+	if size > n.maxFileSize() {
+		return fmt.Errorf("%w: inode %d: truncate to %d (limit %d)", ErrTooLarge, n.ino, size, n.maxFileSize())
 	}
 	v.markInUse()
 	old := n.m.Size()
@@ -175,7 +173,7 @@ func (n *node) truncate(size int64) error {
 			return fmt.Errorf("ext: inode %d: truncate to %d: %w", n.ino, size, err)
 		}
 		bs := int64(v.sb.BlockSize)
-		if err := n.imap.truncate(uint64((size + bs - 1) / bs)); err != nil {
+		if err := n.wmap.truncate(uint64((size + bs - 1) / bs)); err != nil {
 			return err
 		}
 	case size > old:

@@ -1,6 +1,7 @@
 package ext
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -24,6 +25,10 @@ type scenario struct {
 	size string                                 // image size; default 16M
 	run  func(w *wenv, bs int)
 }
+
+// manyFiles is how many files the "many files" scenario puts in one
+// directory.
+const manyFiles = 2000
 
 var scenarios = []scenario{
 	{name: "small files", run: func(w *wenv, bs int) {
@@ -152,10 +157,10 @@ var scenarios = []scenario{
 	}},
 	{name: "many files", size: "32M", run: func(w *wenv, bs int) {
 		w.mkdir("/many")
-		for i := range 3000 {
+		for i := range manyFiles {
 			w.put(fmt.Sprintf("/many/file-%05d-%s", i, strings.Repeat("x", i%40)), randBytes(uint64(60+i), i%300))
 		}
-		for i := 0; i < 3000; i += 3 {
+		for i := 0; i < manyFiles; i += 3 {
 			w.unlink(fmt.Sprintf("/many/file-%05d-%s", i, strings.Repeat("x", i%40)))
 		}
 		// Names reuse the freed records.
@@ -166,12 +171,26 @@ var scenarios = []scenario{
 	}},
 }
 
+// noJournal are the mke2fs arguments of an ext4 the writer handles: the
+// default ext4 (extents, flex_bg, 64bit, metadata_csum, huge_file,
+// dir_nlink, extra_isize) without its journal.
+var noJournal = []string{"-O", "^has_journal"}
+
 // TestWriteScenarios runs every scenario on ext2 with 1, 2 and 4 KiB
-// blocks.
+// blocks (files mapped by block pointers) and on ext4 without a journal
+// with 1 and 4 KiB blocks (files mapped by extents).
 func TestWriteScenarios(t *testing.T) {
-	for _, bs := range []int{1024, 2048, 4096} {
+	for _, fsys := range []struct {
+		typ   string
+		bs    int
+		extra []string
+	}{
+		{"ext2", 1024, nil}, {"ext2", 2048, nil}, {"ext2", 4096, nil},
+		{"ext4", 1024, noJournal}, {"ext4", 4096, noJournal},
+	} {
+		bs := fsys.bs
 		for _, sc := range scenarios {
-			t.Run(fmt.Sprintf("%s/%dk", sc.name, bs/1024), func(t *testing.T) {
+			t.Run(fmt.Sprintf("%s/%s/%dk", sc.name, fsys.typ, bs/1024), func(t *testing.T) {
 				t.Parallel()
 				src := ""
 				if sc.src != nil {
@@ -182,7 +201,7 @@ func TestWriteScenarios(t *testing.T) {
 				if size == "" {
 					size = "16M"
 				}
-				w := newWenv(t, "ext2", bs, size, src)
+				w := newWenv(t, fsys.typ, bs, size, src, fsys.extra...)
 				sc.run(w, bs)
 			})
 		}
@@ -247,9 +266,9 @@ func TestWriteReadOnly(t *testing.T) {
 		want      string
 	}{
 		{"ext3 journal", "ext3", nil, "has_journal"},
-		{"ext4", "ext4", nil, "extent"},
-		{"ext4 no journal", "ext4", []string{"-O", "^has_journal"}, "extent"},
+		{"ext4", "ext4", nil, "has_journal"},
 		{"bigalloc", "ext4", []string{"-O", "^has_journal,bigalloc", "-C", "16384"}, "bigalloc"},
+		{"quota", "ext4", []string{"-O", "^has_journal,quota"}, "quota"},
 		{"inline_data", "ext4", []string{"-O", "^has_journal,^extent,^64bit,inline_data"}, "inline_data"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -408,7 +427,7 @@ func TestWriteENOSPC(t *testing.T) {
 
 // TestWriteHtreeDirectory: a directory e2fsck -D indexed is edited as the
 // linear directory it also is, losing its index; on a metadata_csum
-// volume (whose index blocks have no leaf checksum) the edit is refused.
+// volume its index blocks get leaf checksum tails first.
 func TestWriteHtreeDirectory(t *testing.T) {
 	testenv.RequireTool(t, "e2fsck")
 	const n = 1500
@@ -421,39 +440,40 @@ func TestWriteHtreeDirectory(t *testing.T) {
 			t.Fatalf("e2fsck -D: %v\n%s", err, out)
 		}
 	}
-	t.Run("ext2", func(t *testing.T) {
-		w := newWenv(t, "ext2", 1024, "32M", src)
-		w.close()
-		index(t, w.img)
-		w.open()
-		if fi, err := w.v.Stat("/big"); err != nil || fi.Flags&FlagIndex == 0 {
-			t.Fatalf("/big not indexed: %+v, %v", fi, err)
-		}
-		w.put("/big/new-entry", []byte("new"))
-		for i := 0; i < n; i += 7 {
-			w.unlink(fmt.Sprintf("/big/entry-%05d-with-a-longer-name", i))
-		}
-		w.mkdir("/big/sub")
-		if fi, err := w.v.Stat("/big"); err != nil || fi.Flags&FlagIndex != 0 {
-			t.Fatalf("/big still indexed after a change: %+v, %v", fi, err)
-		}
-		w.verify()
-	})
-	t.Run("metadata_csum", func(t *testing.T) {
-		img := mkfs(t, "ext4", 1024, src, "32M", "-O", "^has_journal,^extent,^64bit")
-		index(t, img)
-		v := mustOpenImage(t, img, openOpts{rw: true})
-		if _, err := v.Create("/big/new", 0o644); !errors.Is(err, ErrUnsupported) {
-			t.Fatalf("create in an htree directory with metadata_csum: %v", err)
-		}
-		if err := v.Unlink("/big/entry-00001-with-a-longer-name"); !errors.Is(err, ErrUnsupported) {
-			t.Fatalf("unlink in an htree directory with metadata_csum: %v", err)
-		}
-		if err := v.Close(); err != nil {
-			t.Fatal(err)
-		}
-		fsckClean(t, img)
-	})
+	for _, c := range []struct {
+		name, typ string
+		bs        int
+		extra     []string
+	}{
+		{"ext2", "ext2", 1024, nil},
+		{"ext4 metadata_csum 1k", "ext4", 1024, noJournal},
+		{"ext4 metadata_csum 4k", "ext4", 4096, noJournal},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			testHtree(t, src, n, c.typ, c.bs, c.extra, index)
+		})
+	}
+}
+
+// testHtree indexes /big with e2fsck -D, then adds, removes and makes a
+// directory in it.
+func testHtree(t *testing.T, src string, n int, typ string, bs int, extra []string, index func(*testing.T, string)) {
+	w := newWenv(t, typ, bs, "32M", src, extra...)
+	w.close()
+	index(t, w.img)
+	w.open()
+	if fi, err := w.v.Stat("/big"); err != nil || fi.Flags&FlagIndex == 0 {
+		t.Fatalf("/big not indexed: %+v, %v", fi, err)
+	}
+	w.put("/big/new-entry", []byte("new"))
+	for i := 0; i < n; i += 7 {
+		w.unlink(fmt.Sprintf("/big/entry-%05d-with-a-longer-name", i))
+	}
+	w.mkdir("/big/sub")
+	if fi, err := w.v.Stat("/big"); err != nil || fi.Flags&FlagIndex != 0 {
+		t.Fatalf("/big still indexed after a change: %+v, %v", fi, err)
+	}
+	w.verify()
 }
 
 // TestWriteLargeFile: a sparse file past 2 GiB on a volume without
@@ -538,4 +558,93 @@ func TestWriteOrphanAtClose(t *testing.T) {
 	}
 	f.Close()
 	fsckClean(t, w.img)
+}
+
+// TestWriteExtents: extent trees as the writer rebuilds them: a file of
+// one-block extents deep enough for a two-level tree is appended to,
+// overwritten, shrunk (the tree gets shallower) and grown; a range
+// debugfs fallocated (unwritten extents) is written into, splitting the
+// extent, and truncated.
+func TestWriteExtents(t *testing.T) {
+	testenv.RequireTool(t, "debugfs")
+	for _, bs := range []int{1024, 4096} {
+		t.Run(fmt.Sprintf("%dk", bs/1024), func(t *testing.T) {
+			src := t.TempDir()
+			per := (bs - extentHeaderLen) / extentEntryLen
+			nExt := 4*per + 20
+			frag := map[int64][]byte{}
+			for i := range nExt {
+				frag[2*int64(i)*int64(bs)] = randBytes(uint64(1000+i), bs)
+			}
+			writeSparse(t, filepath.Join(src, "fragmented"), int64(2*nExt)*int64(bs), frag)
+			writeSparse(t, filepath.Join(src, "prealloc"), 300*int64(bs), map[int64][]byte{0: randBytes(3, 1000)})
+			img := mkfs(t, "ext4", bs, src, "32M", noJournal...)
+			testenv.Run(t, "debugfs", "-w", "-R", "fallocate /prealloc 100 199", img)
+			w := &wenv{t: t, typ: "ext4", img: img, opts: openOpts{rw: true}, files: map[string][]byte{},
+				dirs: map[string]bool{"/": true, "/lost+found": true}, gone: map[string]bool{}, kernel: true}
+			for _, name := range []string{"fragmented", "prealloc"} {
+				b, err := os.ReadFile(filepath.Join(src, name))
+				if err != nil {
+					t.Fatal(err)
+				}
+				w.files["/"+name] = b
+			}
+			w.open()
+			depth := func(p string) int {
+				t.Helper()
+				fi, err := w.v.Stat(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				f, err := w.v.OpenFile(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer f.Close()
+				root := f.n.inode().Block
+				if fi.Flags&FlagExtents == 0 {
+					t.Fatalf("%s is not extent-mapped", p)
+				}
+				return int(binary.LittleEndian.Uint16(root[6:]))
+			}
+			if d := depth("/fragmented"); d < 2 {
+				t.Fatalf("depth %d before, want 2", d)
+			}
+			// Fill some holes (extents join their neighbours) and append.
+			for i := 0; i < 40; i++ {
+				w.writeAt("/fragmented", int64(2*i+1)*int64(bs), randBytes(uint64(2000+i), bs))
+			}
+			w.writeAt("/fragmented", int64(2*nExt)*int64(bs)+5, randBytes(5, 3*bs))
+			// Into the unwritten range: the middle of it, then its start.
+			w.writeAt("/prealloc", 150*int64(bs)+10, randBytes(6, 2*bs))
+			w.writeAt("/prealloc", 100*int64(bs), randBytes(7, 100))
+			w.verify()
+			// The blocks written are initialised now (with a page's
+			// neighbours when blocks are smaller than pages: whole pages
+			// are written back), the rest of the range still unwritten.
+			state := map[uint64]string{}
+			for _, s := range debugfsSegments(t, img, "/prealloc") {
+				for b := s.lstart; b < s.lstart+s.n; b++ {
+					state[b] = map[bool]string{true: "unwritten", false: "written"}[s.uninit]
+				}
+			}
+			for b, want := range map[uint64]string{100: "written", 150: "written", 152: "written", 120: "unwritten", 199: "unwritten"} {
+				if state[b] != want {
+					t.Fatalf("/prealloc block %d is %q, want %s", b, state[b], want)
+				}
+			}
+			w.truncate("/fragmented", int64(per+5)*int64(bs))
+			if d := depth("/fragmented"); d != 1 {
+				t.Fatalf("depth %d after truncating to %d extents, want 1", d, (per+5)/2)
+			}
+			w.truncate("/prealloc", 160*int64(bs)-3)
+			w.verify()
+			w.truncate("/fragmented", 3*int64(bs))
+			if d := depth("/fragmented"); d != 0 {
+				t.Fatalf("depth %d after truncating to 2 extents, want 0", d)
+			}
+			w.writeAt("/fragmented", 100*int64(bs), []byte("grown again"))
+			w.verify()
+		})
+	}
 }

@@ -422,10 +422,27 @@ func testLargeSequential(t *testing.T, typ string, extra []string, extraData int
 }
 
 // TestWriteConcurrent: writers of separate files (creating, appending,
-// overwriting, truncating, syncing), readers listing and reading, and
-// volume syncs at once (run with -race); then the image is checked.
+// overwriting, truncating, syncing, making and removing directories next
+// to each other), readers listing and reading, and volume syncs at once
+// (run with -race), with a cache small enough to evict and throttle and
+// an idle-file limit that makes dirty files be written back on release;
+// then the image is checked.
 func TestWriteConcurrent(t *testing.T) {
-	w := newWenv(t, "ext2", 1024, "32M", "")
+	for _, c := range []struct {
+		typ   string
+		bs    int
+		extra []string
+	}{{"ext2", 1024, nil}, {"ext4", 4096, noJournal}} {
+		t.Run(c.typ, func(t *testing.T) { testConcurrent(t, c.typ, c.bs, c.extra) })
+	}
+}
+
+func testConcurrent(t *testing.T, typ string, bs int, extra []string) {
+	w := newWenv(t, typ, bs, "32M", "", extra...)
+	w.close()
+	w.opts.cache = 4 << 20
+	w.open()
+	w.v.cfg.IdleFiles = 2
 	w.mkdir("/c")
 	var mu sync.Mutex
 	var wg sync.WaitGroup

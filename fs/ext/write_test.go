@@ -87,6 +87,15 @@ var scenarios = []scenario{
 		writeFile(t, filepath.Join(dir, "u1"), randBytes(40, (nDirect+bs/4+20)*bs))
 		writeFile(t, filepath.Join(dir, "u2"), randBytes(41, 100))
 		writeFile(t, filepath.Join(dir, "keep"), randBytes(42, 3000))
+		writeFile(t, filepath.Join(dir, "hard1"), randBytes(45, 2*bs))
+		if err := os.Link(filepath.Join(dir, "hard1"), filepath.Join(dir, "hard2")); err != nil {
+			t.Fatal(err)
+		}
+		symlink(t, "keep", filepath.Join(dir, "fast-link"))
+		symlink(t, strings.Repeat("long/", 30)+"target", filepath.Join(dir, "slow-link"))
+		if err := syscall.Mkfifo(filepath.Join(dir, "fifo"), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}, run: func(w *wenv, bs int) {
 		b0, i0 := freeCounts(w.t, w.v)
 		w.put("/u3", randBytes(43, 40*bs))
@@ -96,7 +105,19 @@ var scenarios = []scenario{
 		}
 		w.unlink("/u1")
 		w.unlink("/u2")
+		// One of two hard links: the other keeps the data.
+		w.unlink("/hard1")
+		if fi, err := w.v.Stat("/hard2"); err != nil || fi.Links != 1 {
+			w.t.Fatalf("/hard2 after unlinking /hard1: %+v, %v", fi, err)
+		}
+		for _, p := range []string{"/fast-link", "/slow-link", "/fifo"} {
+			if err := w.v.Unlink(p); err != nil {
+				w.t.Fatalf("unlink %s: %v", p, err)
+			}
+			w.gone[p] = true
+		}
 		w.verify()
+		w.unlink("/hard2")
 		// An open file keeps its data until closed.
 		w.put("/u4", randBytes(44, 5*bs))
 		f, err := w.v.OpenFile("/u4")

@@ -126,14 +126,21 @@ func (m *indirectMapper) create(bm *mpage.BlockMap) error {
 	}
 	idx := offs[depth]
 	nData := min(want, arrLen-idx)
-	if nInd == 0 {
+	if nInd == 0 && nData > 1 {
 		// The array exists: the hole ends at its next mapped pointer.
-		for k := uint64(1); k < nData; k++ {
-			p, err := m.readPtr(slot{final.blk, idx + k})
-			if err != nil {
-				return err
+		var raw []byte
+		if final.blk == 0 {
+			raw = m.iblock[4*idx : 4*(idx+nData)]
+		} else {
+			buf := m.v.getBlockBuf()
+			defer m.v.putBlockBuf(buf)
+			raw = buf[:4*nData]
+			if err := m.v.readMeta(raw, final.blk, int(idx)*4); err != nil {
+				return fmt.Errorf("ext: inode %d: indirect block %d: %w", m.ino, final.blk, err)
 			}
-			if p != 0 {
+		}
+		for k := uint64(1); k < nData; k++ {
+			if binary.LittleEndian.Uint32(raw[4*k:]) != 0 {
 				nData = k
 				break
 			}

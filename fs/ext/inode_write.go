@@ -166,7 +166,10 @@ func (n *node) commitLocked(mod func(in *Inode)) error {
 	in := *cur
 	n.inodeDirty.Store(false)
 	if n.wmap != nil {
+		// For inodes the writer maps, the mapping's size is i_size (it
+		// grows as data enters the cache).
 		in.Block, in.Blocks = n.wmap.snapshot()
+		in.Size = uint64(n.m.Size())
 	}
 	if mod != nil {
 		mod(&in)

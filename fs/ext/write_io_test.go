@@ -571,3 +571,37 @@ func testConcurrent(t *testing.T, typ string, bs int, extra []string) {
 	}
 	w.verify()
 }
+
+// TestWriteAllocateAtWriteback: data written straight into a file's
+// mapping (no allocation on the way in) is allocated by the engine's
+// writeback through the mapper's Create; Sync commits the inode the
+// allocation changed.
+func TestWriteAllocateAtWriteback(t *testing.T) {
+	for _, c := range []struct {
+		typ   string
+		bs    int
+		extra []string
+	}{{"ext2", 1024, nil}, {"ext2", 4096, nil}, {"ext4", 1024, noJournal}} {
+		t.Run(fmt.Sprintf("%s-%dk", c.typ, c.bs/1024), func(t *testing.T) {
+			w := newWenv(t, c.typ, c.bs, "16M", "", c.extra...)
+			f, err := w.v.Create("/wb", 0o644)
+			if err != nil {
+				t.Fatal(err)
+			}
+			data := randBytes(12, (nDirect+c.bs/4+9)*c.bs+100)
+			if _, err := f.Mapping().WriteAt(data, 0); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			st := w.v.stats.Snapshot()
+			if st.MapCalls[mpage.Write] == 0 {
+				t.Fatal("writeback made no mapping calls")
+			}
+			f.Close()
+			w.files["/wb"] = data
+			w.verify()
+		})
+	}
+}

@@ -33,9 +33,9 @@ var commands = []command{
 	{"probe", "print the ring backend's features on this kernel", runProbe},
 	{"ls", "list a directory of an ext2/3/4 volume", runLs},
 	{"cat", "print files of an ext2/3/4 volume", runCat},
-	{"put", "write stdin to a file of an ext2 volume, then sync", runPut},
-	{"mkdir", "make directories on an ext2 volume", runMkdir},
-	{"rm", "remove files and empty directories of an ext2 volume", runRm},
+	{"put", "write stdin to a file (ext2, or ext4 without a journal), then sync", runPut},
+	{"mkdir", "make directories (ext2, or ext4 without a journal)", runMkdir},
+	{"rm", "remove files and empty directories (ext2, or ext4 without a journal)", runRm},
 }
 
 // errUsage marks errors that are the caller's: exit status 2.

@@ -32,6 +32,11 @@ type readCtx struct {
 	ext            extent
 	bm             BlockMap
 	blocks         [maxBlocksPerPage]uint64
+	// cut is the page after the last place where the layout on the
+	// device (a Boundary, a discontiguity) ended a Bio mid-call; readahead
+	// lines its windows up with it.
+	cut    uint64
+	hasCut bool
 }
 
 var readCtxPool = sync.Pool{New: func() any { return new(readCtx) }}
@@ -93,6 +98,9 @@ func (m *Mapping) ReadPages(start uint64, nr int, asyncMarker int) (int, error) 
 		m.dev.stats.ReadaheadPages.Add(1)
 		rc.readPage(p, nr-i)
 		p.Release()
+	}
+	if rc.hasCut {
+		m.noteCut(rc.cut)
 	}
 	return started, nil
 }
@@ -243,6 +251,7 @@ func (rc *readCtx) readPage(p *Page, nrPages int) {
 
 	if rc.bio != nil && rc.lastBlockInBio != rc.blocks[0]-1 {
 		rc.bio = rc.bio.submit()
+		rc.cut, rc.hasCut = p.Index, true
 	}
 	length := firstHole << blkbits
 	for {
@@ -260,6 +269,9 @@ func (rc *readCtx) readPage(p *Page, nrPages int) {
 	}
 	if boundary || firstHole != bpp {
 		rc.bio = rc.bio.submit()
+		if boundary {
+			rc.cut, rc.hasCut = p.Index+1, true
+		}
 	} else {
 		rc.lastBlockInBio = rc.blocks[bpp-1]
 	}

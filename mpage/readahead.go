@@ -19,6 +19,17 @@ type readahead struct {
 	asyncSize int
 	prev      uint64 // last page a reader asked for
 	max       int
+	// cut is a page where the file's layout on the device last forced a
+	// new Bio (an indirect block between data runs, a Boundary). Full
+	// windows end on cut + k*size, so a run that ends there ends a window
+	// instead of splitting one into two Bios: on ext2, whose runs are
+	// 1024 blocks between indirect blocks, that is one SQE per MiB
+	// instead of five per 4 MiB.
+	cut    uint64
+	hasCut bool
+	// nominal is the window's size before a shortening for the cut: the
+	// next window grows from it, not from the shortened one.
+	nominal int
 }
 
 func (ra *readahead) init() { ra.max = MaxReadahead }
@@ -59,7 +70,7 @@ func (m *Mapping) onMiss(index uint64, want int) {
 		return
 	}
 	size = min(max(size, want), m.raCap())
-	ra.start, ra.size = index, size
+	ra.start, ra.size, ra.nominal = index, size, size
 	ra.asyncSize = size / 2
 	ra.prev = index
 	start, n, async := ra.start, ra.size, ra.asyncSize
@@ -80,14 +91,31 @@ func (m *Mapping) onMarker(p *Page) {
 		// A marker of an older window: start from the page after it.
 		next = p.Index + 1
 	}
-	size := min(max(ra.size*2, initReadahead), ra.max, m.raCap())
+	full := min(ra.max, m.raCap())
+	size := min(max(max(ra.size, ra.nominal)*2, initReadahead), full)
 	if size == 0 {
 		ra.mu.Unlock()
 		return
 	}
+	ra.nominal = size
+	if ra.hasCut && size == full && next > ra.cut {
+		// Shorten this window once so that it, and every full window
+		// after it, ends where the layout's next run may end.
+		if over := int((next + uint64(size) - ra.cut) % uint64(full)); over > 0 && over < size {
+			size -= over
+		}
+	}
 	ra.start, ra.size, ra.asyncSize = next, size, size
 	ra.mu.Unlock()
 	_, _ = m.ReadPages(next, size, size)
+}
+
+// noteCut records where ReadPages last had to start a Bio because of the
+// layout on the device.
+func (m *Mapping) noteCut(page uint64) {
+	m.ra.mu.Lock()
+	m.ra.cut, m.ra.hasCut = page, true
+	m.ra.mu.Unlock()
 }
 
 // raCap bounds a window by the cache: a quarter of its limit, so the

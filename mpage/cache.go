@@ -187,6 +187,11 @@ func (c *Cache) freePage(p *Page) {
 
 // link puts a new page on the CLOCK ring, behind the hand.
 func (c *Cache) link(p *Page) {
+	// A new page starts referenced: the hand passes it once before it can
+	// go. Otherwise, once readers have referenced every older page, the
+	// first unreferenced pages the hand finds are the readahead pages just
+	// read for the reader, which it would evict before their first use.
+	p.set(Referenced)
 	c.mu.Lock()
 	if c.hand == nil {
 		p.prev, p.next = p, p

@@ -72,4 +72,5 @@ func TestReadaheadFollowsLayoutCuts(t *testing.T) {
 		t.Fatalf("%d read Bios for %d pages in %d runs, want at most %d", reads, pages, len(starts), limit)
 	}
 	t.Logf("%d read Bios for %d pages (%d MiB)", reads, pages, mib)
+
 }

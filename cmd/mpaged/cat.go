@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"io"
 )
@@ -13,27 +12,19 @@ const catChunk = 1 << 20
 // runCat writes the bytes of one or more files of a volume to stdout, in
 // order (symbolic links followed).
 func runCat(args []string, stdout, stderr io.Writer) (err error) {
-	fs := flag.NewFlagSet("cat", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var vf volumeFlags
-	vf.register(fs)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: mpaged cat --volume IMG [--stats] /path...")
-		fs.PrintDefaults()
-	}
-	paths, err := parseArgs(fs, args)
+	vf, paths, err := parseVolumeArgs("cat", "mpaged cat --volume IMG [--stats] /path...", args, stderr)
 	if err != nil {
 		return err
 	}
 	if len(paths) == 0 {
 		return fmt.Errorf("%w: a path to print is required", errUsage)
 	}
-	ov, err := openExtVolume(&vf, stderr)
+	ov, err := openExtVolume(vf, stderr)
 	if err != nil {
 		return err
 	}
 	defer func() {
-		if cerr := ov.finish(&vf, stderr); err == nil && cerr != nil {
+		if cerr := ov.finish(vf, stderr); err == nil && cerr != nil {
 			err = cerr
 		}
 	}()

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"flag"
 	"fmt"
 	"io"
 	"path"
@@ -16,15 +15,7 @@ import (
 // (bytewise), "TYPE SIZE NAME" with TYPE as ls -l shows it (- d l c b p s).
 // A path naming something else lists that one entry.
 func runLs(args []string, stdout, stderr io.Writer) (err error) {
-	fs := flag.NewFlagSet("ls", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var vf volumeFlags
-	vf.register(fs)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: mpaged ls --volume IMG [--stats] [/dir]")
-		fs.PrintDefaults()
-	}
-	operands, err := parseArgs(fs, args)
+	vf, operands, err := parseVolumeArgs("ls", "mpaged ls --volume IMG [--stats] [/dir]", args, stderr)
 	if err != nil {
 		return err
 	}
@@ -36,12 +27,12 @@ func runLs(args []string, stdout, stderr io.Writer) (err error) {
 	default:
 		return fmt.Errorf("%w: one path at a time (got %d)", errUsage, len(operands))
 	}
-	ov, err := openExtVolume(&vf, stderr)
+	ov, err := openExtVolume(vf, stderr)
 	if err != nil {
 		return err
 	}
 	defer func() {
-		if cerr := ov.finish(&vf, stderr); err == nil && cerr != nil {
+		if cerr := ov.finish(vf, stderr); err == nil && cerr != nil {
 			err = cerr
 		}
 	}()

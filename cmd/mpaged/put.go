@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -19,15 +18,7 @@ const putChunk = 1 << 20
 // runPut writes stdin to a new or replaced file of a volume (its directory
 // must exist), syncs it, and closes the volume clean.
 func runPut(args []string, stdout, stderr io.Writer) (err error) {
-	fs := flag.NewFlagSet("put", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var vf volumeFlags
-	vf.register(fs)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: mpaged put --volume IMG [--stats] /path < data")
-		fs.PrintDefaults()
-	}
-	operands, err := parseArgs(fs, args)
+	vf, operands, err := parseVolumeArgs("put", "mpaged put --volume IMG [--stats] /path < data", args, stderr)
 	if err != nil {
 		return err
 	}
@@ -35,12 +26,12 @@ func runPut(args []string, stdout, stderr io.Writer) (err error) {
 		return fmt.Errorf("%w: one path to write is required (got %d)", errUsage, len(operands))
 	}
 	p := operands[0]
-	ov, err := openExtVolumeRW(&vf, stderr)
+	ov, err := openExtVolumeRW(vf, stderr)
 	if err != nil {
 		return err
 	}
 	defer func() {
-		if cerr := ov.finish(&vf, stderr); err == nil && cerr != nil {
+		if cerr := ov.finish(vf, stderr); err == nil && cerr != nil {
 			err = cerr
 		}
 	}()
@@ -96,27 +87,19 @@ func runRm(args []string, stdout, stderr io.Writer) error {
 // runNameOp runs fn on each path of a volume opened for writing, then
 // closes it (sync, clean).
 func runNameOp(name, what string, args []string, stderr io.Writer, fn func(v *ext.Volume, p string) error) (err error) {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var vf volumeFlags
-	vf.register(fs)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: mpaged %s --volume IMG [--stats] /path...: %s\n", name, what)
-		fs.PrintDefaults()
-	}
-	paths, err := parseArgs(fs, args)
+	vf, paths, err := parseVolumeArgs(name, fmt.Sprintf("mpaged %s --volume IMG [--stats] /path...: %s", name, what), args, stderr)
 	if err != nil {
 		return err
 	}
 	if len(paths) == 0 {
 		return fmt.Errorf("%w: a path is required", errUsage)
 	}
-	ov, err := openExtVolumeRW(&vf, stderr)
+	ov, err := openExtVolumeRW(vf, stderr)
 	if err != nil {
 		return err
 	}
 	defer func() {
-		if cerr := ov.finish(&vf, stderr); err == nil && cerr != nil {
+		if cerr := ov.finish(vf, stderr); err == nil && cerr != nil {
 			err = cerr
 		}
 	}()

@@ -36,6 +36,22 @@ func (vf *volumeFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&vf.stats, "stats", false, "print the engine's counters to stderr at exit")
 }
 
+// parseVolumeArgs parses the flags every volume command shares (wherever
+// they appear) and returns them with the operands; usage is the line -h
+// prints above the flags.
+func parseVolumeArgs(name, usage string, args []string, stderr io.Writer) (*volumeFlags, []string, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	vf := new(volumeFlags)
+	vf.register(fs)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: "+usage)
+		fs.PrintDefaults()
+	}
+	operands, err := parseArgs(fs, args)
+	return vf, operands, err
+}
+
 // parseArgs parses flags wherever they appear among the arguments (Go's
 // flag package stops at the first operand; "ls /dir --stats" should work)
 // and returns the operands.

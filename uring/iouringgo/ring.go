@@ -419,17 +419,7 @@ func (r *Ring) complete() {
 		select {
 		case res := <-r.results:
 			batch[0] = res
-			n := 1
-		more:
-			for n < len(batch) {
-				select {
-				case res := <-r.results:
-					batch[n] = res
-					n++
-				default:
-					break more
-				}
-			}
+			n := r.take(batch[:], 1)
 			r.process(batch[:n])
 			clear(batch[:n])
 		case <-r.cancelCh:
@@ -569,23 +559,28 @@ func (r *Ring) cancelAll() {
 	r.deliver(&done)
 }
 
+// take fills batch[n:] with the results already delivered, without
+// waiting, and returns how many batch now holds.
+func (r *Ring) take(batch []iouring.Result, n int) int {
+	for n < len(batch) {
+		select {
+		case res := <-r.results:
+			batch[n] = res
+			n++
+		default:
+			return n
+		}
+	}
+	return n
+}
+
 // shutdown runs on the completion goroutine after lib.Close returned: the
 // library delivers nothing more, so the results still buffered are settled,
 // and every slot still in the kernel is completed (ECANCELED, or an orphan's
 // error).
 func (r *Ring) shutdown(batch []iouring.Result) {
 	for {
-		n := 0
-	take:
-		for n < len(batch) {
-			select {
-			case res := <-r.results:
-				batch[n] = res
-				n++
-			default:
-				break take
-			}
-		}
+		n := r.take(batch, 0)
 		if n == 0 {
 			break
 		}

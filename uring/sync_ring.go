@@ -125,7 +125,7 @@ func (s *SyncRing) do(r *Request, iov *[MaxVecs]unix.Iovec, scratch *[MaxVecs][]
 				s.c.Retries.Add(1)
 				continue
 			}
-			return 0, errnoOf(err)
+			return 0, Errno(err)
 		}
 	}
 	want := r.Len()
@@ -151,7 +151,7 @@ func (s *SyncRing) do(r *Request, iov *[MaxVecs]unix.Iovec, scratch *[MaxVecs][]
 			}
 			continue
 		case err != nil:
-			return done, errnoOf(err)
+			return done, Errno(err)
 		case got == 0 && !r.Op.IsWrite():
 			return done, nil // end of file
 		case got == 0:
@@ -193,8 +193,10 @@ func rawVectored(write bool, fd int, iov []unix.Iovec, off int64) (int, error) {
 
 func retryable(err error) bool { return err == unix.EINTR || err == unix.EAGAIN }
 
-// errnoOf keeps syscall.Errno values as they are so errors.Is works on them.
-func errnoOf(err error) error {
+// Errno returns the syscall.Errno inside err itself, so completions carry a
+// bare errno (errors.Is(err, syscall.EIO) and == both work), or err as it
+// is when there is none. Backends outside this package use it too.
+func Errno(err error) error {
 	if err == nil {
 		return nil
 	}

@@ -362,14 +362,14 @@ func (r *Ring) flushLocked(done *uring.Queue) {
 		// out of memory; it is logged.
 		r.logf("iouringgo: io_uring_enter failed with %d SQEs published: %v; they complete at Close", len(r.batch), err)
 		for _, s := range r.batch {
-			s.state, s.err = slotOrphan, errnoOf(se.Err)
+			s.state, s.err = slotOrphan, uring.Errno(se.Err)
 		}
 		return
 	}
 	// Refused before publishing (ErrUnregisteredFile under SQPOLL on kernels
 	// before 5.10): the kernel never saw these requests.
 	for _, s := range r.batch {
-		r.finishLocked(s, errnoOf(err), done)
+		r.finishLocked(s, uring.Errno(err), done)
 	}
 }
 
@@ -715,14 +715,4 @@ func (r *Ring) logf(format string, args ...any) {
 	if r.opts.Logf != nil {
 		r.opts.Logf(format, args...)
 	}
-}
-
-// errnoOf returns the syscall.Errno inside err when there is one, so that
-// errors.Is(err, syscall.EIO) style checks work on what we deliver.
-func errnoOf(err error) error {
-	var e syscall.Errno
-	if errors.As(err, &e) {
-		return e
-	}
-	return err
 }

@@ -160,6 +160,13 @@ func (rc *readCtx) readPage(p *Page, nrPages int) {
 		rc.confused(p, ReasonBuffers)
 		return
 	}
+	if rc.ext.valid && rc.ext.flags&Mapped == 0 {
+		// A hole answer is not carried to another page: between pages
+		// this call may sleep (memory), and writeback may allocate the
+		// hole meanwhile; mapped answers stay true as long as the file's
+		// blocks do, as in the seed.
+		rc.ext.valid = false
+	}
 	blkbits := uint(m.blkbits)
 	bpp := m.blocksPerPage()
 	blockSize := 1 << blkbits

@@ -49,7 +49,7 @@ fuzz:
 test: deps fmt-check vet build unit tagged invariants fuzz
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./uring/ ./alloc/
+	$(GO) test -run '^$$' -bench . -benchmem ./uring/ ./alloc/ ./mpage/
 	$(GO) test -run '^$$' -bench . -benchmem $(TAGGED) ./uring/iouringgo/
 
 clean:

@@ -3,6 +3,7 @@ package mpage_test
 import (
 	"bytes"
 	"errors"
+	"slices"
 	"syscall"
 	"testing"
 
@@ -83,7 +84,7 @@ func TestSetBlocksDirty(t *testing.T) {
 					got = append(got, int(b))
 				}
 			}
-			if !equalInts(got, tc.want) {
+			if !slices.Equal(got, tc.want) {
 				t.Fatalf("wrote blocks %v, want %v", got, tc.want)
 			}
 			disk := e.Disk()
@@ -98,18 +99,6 @@ func TestSetBlocksDirty(t *testing.T) {
 			}
 		})
 	}
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // TestDiscardBlocks: a discarded block is never written, its bytes read as
@@ -165,7 +154,7 @@ func TestDiscardBlocks(t *testing.T) {
 			got = append(got, int(b))
 		}
 	}
-	if !equalInts(got, []int{12, 13, 15}) {
+	if !slices.Equal(got, []int{12, 13, 15}) {
 		t.Fatalf("wrote blocks %v, want 12, 13, 15", got)
 	}
 }

@@ -355,14 +355,7 @@ func TestIOErrors(t *testing.T) {
 	img := mkfs(t, "ext4", 1024, src, "24M")
 	data := firstBlock2(t, img, "/blocks/thirteen")
 	var rec *mpagetest.Recorder
-	v := mustOpenImage(t, img, openOpts{ringFor: func(f *os.File) uring.Ring {
-		r, err := mpagetest.NewFileRecorder(f, mpagetest.RecorderOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		rec = r
-		return r
-	}})
+	v := mustOpenImage(t, img, openOpts{ringFor: recorderRing(t, &rec)})
 	f, err := v.OpenFile("/blocks/thirteen")
 	if err != nil {
 		t.Fatal(err)

@@ -383,14 +383,7 @@ func TestBoundaryOrder(t *testing.T) {
 	}
 
 	var rec *mpagetest.Recorder
-	v := mustOpenImage(t, img, openOpts{ringFor: func(f *os.File) uring.Ring {
-		r, err := mpagetest.NewFileRecorder(f, mpagetest.RecorderOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		rec = r
-		return r
-	}})
+	v := mustOpenImage(t, img, openOpts{ringFor: recorderRing(t, &rec)})
 	f, err := v.OpenFile("/b-target")
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -116,7 +117,7 @@ func TestFaultKinds(t *testing.T) {
 					q := fx.do(t, uring.OpWrite, int64(i)*8192)
 					got = append(got, errors.Is(q.Err, syscall.ENOSPC))
 				}
-				if want := []bool{true, true, false, false}; !equalBools(got, want) {
+				if want := []bool{true, true, false, false}; !slices.Equal(got, want) {
 					t.Fatalf("ENOSPC pattern %v, want %v", got, want)
 				}
 				if st := fx.ring.FaultStats(); st.Errors != 2 {
@@ -240,18 +241,6 @@ func TestFaultKinds(t *testing.T) {
 			})
 		})
 	}
-}
-
-func equalBools(a, b []bool) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestParseRule(t *testing.T) {

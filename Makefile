@@ -36,7 +36,7 @@ unit:
 
 # The iouring-go backend links only with -checklinkname=0, behind its tag.
 tagged:
-	$(GO) test -race -count=1 $(TAGGED) ./uring/iouringgo/ ./cmd/...
+	$(GO) test -race -count=1 $(TAGGED) ./uring/iouringgo/ ./engine/ ./cmd/...
 
 # The engine once more with its assertions compiled in.
 invariants:

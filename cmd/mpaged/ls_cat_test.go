@@ -143,7 +143,7 @@ func TestBadInput(t *testing.T) {
 		{[]string{"ls", "/"}, 2, "--volume is required"},
 		{[]string{"cat", "--volume", img}, 2, "path"},
 		{[]string{"ls", "--volume", img, "/a", "/b"}, 2, "one path"},
-		{[]string{"ls", "--volume", img, "--ring", "bogus", "/"}, 1, "bogus"},
+		{[]string{"ls", "--volume", img, "--ring", "bogus", "/"}, 2, "bogus"}, // a bad flag value is a usage error
 	} {
 		code, out, errs := runCmd(c.args...)
 		if code != c.code || !strings.Contains(errs, c.msg) {

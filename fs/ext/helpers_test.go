@@ -8,7 +8,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/mpaged/mpaged/alloc"
+	"github.com/mpaged/mpaged/engine"
 	"github.com/mpaged/mpaged/internal/testenv"
 	"github.com/mpaged/mpaged/mpage"
 	"github.com/mpaged/mpaged/uring"
@@ -17,27 +17,78 @@ import (
 // testVolume is a volume opened on an image file through a real ring.
 type testVolume struct {
 	*Volume
+	eng   *engine.Engine
 	ring  uring.Ring
 	stats *mpage.Stats
 	cache *mpage.Cache
 }
 
+// Close closes the volume, then the engine under it, which releases the
+// image's lock so the test can open it again.
+func (tv *testVolume) Close() error {
+	err := tv.Volume.Close()
+	return errors.Join(err, tv.eng.Close())
+}
+
 type openOpts struct {
-	backend  string                      // uring backend; "" means sync
-	ringFor  func(f *os.File) uring.Ring // a ring of the test's own over the image (a Recorder)
+	backend string // uring backend; "" means sync
+	// ringFor makes a ring of the test's own over the image file (a
+	// Recorder); wrap wraps the backend's ring (a fault ring).
+	ringFor  func(f *os.File) uring.Ring
+	wrap     func(uring.Ring) uring.Ring
 	readOnly bool
 	rw       bool // ask for read-write (ReadOnly=false)
 	cache    int64
 	logf     func(string, ...any)
 }
 
-// openImage opens img through the engine: O_DIRECT when the file system
-// under the image allows it, a ring, a frame pool registered with it, a
-// device, a cache.
+// openImage opens img through the engine's assembled stack (engine.Open:
+// O_DIRECT where the file system under the image allows, a ring, frames
+// registered with it, a device, a cache) and the volume on it.
 func openImage(t testing.TB, img string, o openOpts) (*testVolume, error) {
 	t.Helper()
+	cfg := engine.Config{Write: o.rw, Backend: o.backend, RingEntries: 64, CacheBytes: o.cache, WrapRing: o.wrap, Logf: t.Logf}
+	if cfg.Backend == "" {
+		cfg.Backend = uring.BackendSync
+	}
+	if cfg.CacheBytes == 0 {
+		cfg.CacheBytes = 32 << 20
+	}
+	if o.ringFor != nil {
+		f, size := openImageFile(t, img, o.rw)
+		r := o.ringFor(f)
+		cfg.Ring, cfg.File, cfg.Size = r, mustRegister(t, r, f), size
+	} else {
+		cfg.Path = img
+	}
+	eng, err := engine.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { eng.Close() })
+	logf := o.logf
+	if logf == nil {
+		logf = t.Logf
+	}
+	v, err := Open(Config{Device: eng.Device, Cache: eng.Cache, DeviceSize: eng.Info.Size, ReadOnly: !o.rw, Logf: logf})
+	if err != nil {
+		return nil, err
+	}
+	// Cleanups run last-in first-out: the volume closes before the engine.
+	t.Cleanup(func() {
+		if err := v.Close(); err != nil && !errors.Is(err, ErrClosed) {
+			t.Errorf("close volume: %v", err)
+		}
+	})
+	return &testVolume{Volume: v, eng: eng, ring: eng.Ring, stats: eng.Stats, cache: eng.Cache}, nil
+}
+
+// openImageFile opens img for a ring of the test's own, O_DIRECT when the
+// file system under it allows.
+func openImageFile(t testing.TB, img string, rw bool) (*os.File, int64) {
+	t.Helper()
 	mode := os.O_RDONLY
-	if o.rw {
+	if rw {
 		mode = os.O_RDWR
 	}
 	f, err := os.OpenFile(img, mode|syscall.O_DIRECT, 0)
@@ -52,64 +103,16 @@ func openImage(t testing.TB, img string, o openOpts) (*testVolume, error) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var r uring.Ring
-	if o.ringFor != nil {
-		r = o.ringFor(f)
-	} else {
-		backend := o.backend
-		if backend == "" {
-			backend = uring.BackendSync
-		}
-		r, err = uring.Open(backend, uring.Options{Entries: 64, Logf: t.Logf})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Cleanup(func() { r.Close() })
-	pool, err := alloc.NewFramePool(alloc.PoolConfig{ArenaBytes: 4 << 20, MaxBytes: 96 << 20,
-		OnArena: func(i int, mem []byte) error {
-			// Rings without fixed buffers say so; that is not a failure.
-			if err := r.RegisterBuffer(i, mem); err != nil && !errors.Is(err, uring.ErrNotSupported) {
-				return err
-			}
-			return nil
-		}, Logf: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pool.Close() })
-	cacheBytes := o.cache
-	if cacheBytes == 0 {
-		cacheBytes = 32 << 20
-	}
-	stats := new(mpage.Stats)
-	cache, err := mpage.NewCache(mpage.CacheConfig{Frames: pool, LimitBytes: cacheBytes, Stats: stats})
-	if err != nil {
-		t.Fatal(err)
-	}
+	return f, st.Size()
+}
+
+func mustRegister(t testing.TB, r uring.Ring, f *os.File) uring.File {
+	t.Helper()
 	h, err := r.RegisterFile(int(f.Fd()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	dev, err := mpage.NewDevice(mpage.DeviceConfig{Ring: r, File: h, Stats: stats, Frames: pool})
-	if err != nil {
-		t.Fatal(err)
-	}
-	logf := o.logf
-	if logf == nil {
-		logf = t.Logf
-	}
-	v, err := Open(Config{Device: dev, Cache: cache, DeviceSize: st.Size(), ReadOnly: !o.rw, Logf: logf})
-	if err != nil {
-		return nil, err
-	}
-	// Cleanups run last-in first-out: the volume closes before the ring.
-	t.Cleanup(func() {
-		if err := v.Close(); err != nil && !errors.Is(err, ErrClosed) {
-			t.Errorf("close volume: %v", err)
-		}
-	})
-	return &testVolume{Volume: v, ring: r, stats: stats, cache: cache}, nil
+	return h
 }
 
 func mustOpenImage(t testing.TB, img string, o openOpts) *testVolume {

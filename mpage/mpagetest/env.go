@@ -34,8 +34,9 @@ type EnvConfig struct {
 }
 
 // Env is an engine (package engine: frames, page cache, device) over a
-// Recorder, a file Mapping over a ScriptedMapper, and a metadata Mapping (a LinearMapper over the whole
-// device, no readahead) through which the mapper reads indirect blocks.
+// Recorder, a file Mapping over a ScriptedMapper, and a metadata Mapping
+// (a LinearMapper over the whole device, no readahead) through which the
+// mapper reads indirect blocks.
 type Env struct {
 	T         testing.TB
 	BlockSize int

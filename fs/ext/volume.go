@@ -418,6 +418,9 @@ type FileInfo struct {
 	UID    uint32
 	GID    uint32
 	Flags  uint32 // i_flags
+	// Generation is i_generation: an inode number reused for a new file
+	// gets a new one, so (Ino, Generation) names one file for its life.
+	Generation uint32
 	// ModTime, AccessTime, ChangeTime and CreateTime (zero when the inode
 	// has no room for it) carry nanoseconds where the inode has them.
 	ModTime, AccessTime, ChangeTime, CreateTime time.Time
@@ -430,7 +433,8 @@ func infoOf(name string, in *Inode) FileInfo {
 	return FileInfo{
 		Name: name, Ino: in.Ino, Type: in.Type(), Mode: in.FileMode(), Size: int64(in.Size),
 		Links: uint32(in.Links), Blocks: int64(in.Blocks), UID: in.UID, GID: in.GID, Flags: in.Flags,
-		ModTime: in.Mtime, AccessTime: in.Atime, ChangeTime: in.Ctime, CreateTime: in.Crtime,
+		Generation: in.Generation,
+		ModTime:    in.Mtime, AccessTime: in.Atime, ChangeTime: in.Ctime, CreateTime: in.Crtime,
 	}
 }
 

@@ -15,7 +15,7 @@ import (
 // (bytewise), "TYPE SIZE NAME" with TYPE as ls -l shows it (- d l c b p s).
 // A path naming something else lists that one entry.
 func runLs(args []string, stdout, stderr io.Writer) (err error) {
-	vf, operands, err := parseVolumeArgs("ls", "mpaged ls --volume IMG [--stats] [/dir]", args, stderr)
+	vf, operands, err := parseVolumeArgs("ls", "mpaged ls --volume IMG [--stats] [/dir]", args, stdout)
 	if err != nil {
 		return err
 	}

@@ -104,7 +104,14 @@ func TestCat(t *testing.T) {
 	if code != 0 || out != "deep\nhello, world\n" {
 		t.Fatalf("cat two files: %d %q", code, out)
 	}
-	code, _, errs := runCmd("cat", "--volume", img, "--stats", "/dir/big.bin")
+	// Like coreutils cat: the files that can be printed are, each one
+	// that cannot is named on stderr, and the exit status is 1.
+	code, out, errs := runCmd("cat", "--volume", img, "/hello.txt", "/nope", "/dir", "/link")
+	if code != 1 || out != "hello, world\ndeep\n" || !strings.Contains(errs, "/nope") || !strings.Contains(errs, "/dir") ||
+		strings.Count(errs, "\n") != 2 {
+		t.Fatalf("cat with two bad files among good ones: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+	code, _, errs = runCmd("cat", "--volume", img, "--stats", "/dir/big.bin")
 	if code != 0 {
 		t.Fatal(errs)
 	}

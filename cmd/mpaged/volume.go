@@ -33,38 +33,12 @@ func (vf *volumeFlags) register(fs *flag.FlagSet) {
 // parseVolumeArgs parses the flags every volume command shares (wherever
 // they appear) and returns them with the operands; usage is the line -h
 // prints above the flags.
-func parseVolumeArgs(name, usage string, args []string, stderr io.Writer) (*volumeFlags, []string, error) {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func parseVolumeArgs(name, usage string, args []string, stdout io.Writer) (*volumeFlags, []string, error) {
+	fs := newFlags(name, usage)
 	vf := new(volumeFlags)
-	vf.register(fs)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: "+usage)
-		fs.PrintDefaults()
-	}
-	operands, err := parseArgs(fs, args)
+	vf.register(fs.FlagSet)
+	operands, err := fs.parse(args, stdout)
 	return vf, operands, err
-}
-
-// parseArgs parses flags wherever they appear among the arguments (Go's
-// flag package stops at the first operand; "ls /dir --stats" should work)
-// and returns the operands.
-func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
-	var operands []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			return operands, nil
-		}
-		if args[0] == "--" {
-			return append(operands, args[1:]...), nil
-		}
-		operands = append(operands, args[0])
-		args = args[1:]
-	}
 }
 
 // openedVolume is an ext volume on an assembled engine.

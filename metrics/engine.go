@@ -211,7 +211,9 @@ var engineTable = []engineMetric{
 	scalar(counter, "mpaged_ring_cancelled_total", "Requests cancelled when the ring closed.",
 		func(s *engine.Snapshot) uint64 { return s.Ring.Cancelled }),
 	byOp(counter, "mpaged_ring_bytes_total", "Bytes the ring's requests transferred, by op.",
-		func(s *engine.Snapshot) [2]uint64 { return [2]uint64{mpage.Read: s.Ring.BytesRead, mpage.Write: s.Ring.BytesWrite} }),
+		func(s *engine.Snapshot) [2]uint64 {
+			return [2]uint64{mpage.Read: s.Ring.BytesRead, mpage.Write: s.Ring.BytesWrite}
+		}),
 	scalar(gauge, "mpaged_ring_inflight", "Requests accepted by the ring and not yet completed.",
 		func(s *engine.Snapshot) int64 { return s.Ring.InFlight }),
 	labeled("mpaged_io_latency_seconds", "Ring request latency from submission to completion, by op (read, write, other); observed only when the engine runs with timing on.",

@@ -13,21 +13,30 @@ import (
 
 // ioCycle returns one round of real device I/O on m: 64 KiB written back,
 // then 64 KiB elsewhere dropped from the cache and read from the device.
-func ioCycle(t testing.TB, m *mpage.Mapping) func() {
+func ioCycle(m *mpage.Mapping) func() error {
 	wbuf, rbuf := make([]byte, 64<<10), make([]byte, 64<<10)
 	const woff, roff = 1 << 20, 4 << 20
-	return func() {
+	return func() error {
 		if _, err := m.WriteAt(wbuf, woff); err != nil {
-			t.Fatal(err)
+			return err
 		}
 		if err := m.WriteAndWait(woff, woff+int64(len(wbuf))-1); err != nil {
-			t.Fatal(err)
+			return err
 		}
 		if err := m.Truncate(2 << 20); err != nil { // drops the pages at roff
-			t.Fatal(err)
+			return err
 		}
 		m.SetSize(imageBytes)
-		if _, err := m.ReadAt(rbuf, roff); err != nil {
+		_, err := m.ReadAt(rbuf, roff)
+		return err
+	}
+}
+
+// mustCycle is ioCycle failing t, for the test's own goroutine.
+func mustCycle(t testing.TB, m *mpage.Mapping) func() {
+	cycle := ioCycle(m)
+	return func() {
+		if err := cycle(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -38,7 +47,7 @@ func ioCycle(t testing.TB, m *mpage.Mapping) func() {
 // calls into this package.
 func TestIOPathAllocsUnchanged(t *testing.T) {
 	e := openEngine(t, nil)
-	cycle := ioCycle(t, linearMapping(t, e))
+	cycle := mustCycle(t, linearMapping(t, e))
 	const runs = 100
 	before := e.Snapshot().Ring
 	bare := testing.AllocsPerRun(runs, cycle)
@@ -67,8 +76,7 @@ func TestIOPathAllocsUnchanged(t *testing.T) {
 // them.
 func benchEngine(b *testing.B) *engine.Engine {
 	e := openEngine(b, nil)
-	cycle := ioCycle(b, linearMapping(b, e))
-	cycle()
+	mustCycle(b, linearMapping(b, e))()
 	return e
 }
 
@@ -97,5 +105,49 @@ func BenchmarkScrape(b *testing.B) {
 		if rec.Code != http.StatusOK {
 			b.Fatalf("GET /metrics: %d", rec.Code)
 		}
+	}
+}
+
+// TestScrapeDuringIO scrapes while another goroutine does device I/O (run
+// with -race): every scrape parses, its histograms stay cumulative, and
+// counters never go backwards between scrapes.
+func TestScrapeDuringIO(t *testing.T) {
+	e := openEngine(t, nil)
+	cycle := ioCycle(linearMapping(t, e))
+	m := New(Options{Engine: e})
+	const cycles = 50
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		for i := 0; i < cycles && err == nil; i++ {
+			err = cycle()
+		}
+		done <- err
+	}()
+	var lastSQEs, lastBytes float64
+	for scrapes := 0; ; scrapes++ {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("I/O: %v", err)
+			}
+			if scrapes == 0 {
+				t.Log("the I/O ended before the first scrape")
+			}
+			fams := gather(t, m.Registry())
+			if got := value(t, fams, "mpaged_ring_bytes_total", "op=write"); got < cycles*64<<10 {
+				t.Errorf("%g bytes written after %d cycles of 64 KiB", got, cycles)
+			}
+			return
+		default:
+		}
+		body, _ := scrape(t, m.Handler(), "")
+		fams := parseText(t, body)
+		checkHistograms(t, fams, "mpaged_")
+		sqes, written := value(t, fams, "mpaged_ring_sqes_total"), value(t, fams, "mpaged_ring_bytes_total", "op=write")
+		if sqes < lastSQEs || written < lastBytes {
+			t.Fatalf("scrape %d: SQEs %g after %g, bytes written %g after %g", scrapes, sqes, lastSQEs, written, lastBytes)
+		}
+		lastSQEs, lastBytes = sqes, written
 	}
 }

@@ -31,7 +31,11 @@ type Bio struct {
 	mapping *Mapping
 	pages   []*Page
 	vecs    [][]byte
-	got     int // vec slots granted by the BioSet
+	got     int // vec count the BioSet granted, handed back to Free
+	// slots is how many vecs the Bio may carry: every slot of got's class
+	// (Linux's bi_max_vecs), up to the device's MaxBioVecs. A try the
+	// halving left at 3 vecs is charged as a 4-vec Bio, so it holds 4.
+	slots   int
 	dir     Dir
 	kind    bioKind
 	block   uint8 // bioBlock: which block of pages[0]
@@ -46,7 +50,8 @@ func (d *Device) allocBio(m *Mapping, dir Dir, kind bioKind, pblock uint64, nr i
 	if b == nil {
 		return nil
 	}
-	b.got, b.mapping, b.dir, b.kind, b.pblock, b.blkbits = got, m, dir, kind, pblock, m.blkbits
+	b.got, b.slots = got, min(cap(b.vecs), d.maxVecs)
+	b.mapping, b.dir, b.kind, b.pblock, b.blkbits = m, dir, kind, pblock, m.blkbits
 	b.pages, b.vecs = b.pages[:0], b.vecs[:0]
 	return b
 }
@@ -57,7 +62,7 @@ func (d *Device) allocBio(m *Mapping, dir Dir, kind bioKind, pblock uint64, nr i
 // or end of writeback that lets Close or Truncate free it, so without the
 // reference a freed (or reused) page could be written to.
 func (b *Bio) add(p *Page, n int) bool {
-	if len(b.vecs) >= b.got {
+	if b.full() {
 		return false
 	}
 	p.refs.Add(1)
@@ -66,7 +71,10 @@ func (b *Bio) add(p *Page, n int) bool {
 	return true
 }
 
-// blocks is the number of device blocks the Bio covers.
+// full reports whether the Bio has no vec slot left.
+func (b *Bio) full() bool { return len(b.vecs) >= b.slots }
+
+// bytes is the number of bytes the Bio moves.
 func (b *Bio) bytes() int {
 	n := 0
 	for _, v := range b.vecs {

@@ -32,6 +32,17 @@ type ddState struct {
 	last  mpage.StatsSnapshot
 	lastB alloc.BioStats
 	async chan string
+	// asyncWaits is the BioSet's Waits count when the async command
+	// started.
+	asyncWaits int64
+}
+
+// startAsync runs fn on its own goroutine; poll and join observe it.
+func (s *ddState) startAsync(fn func() string) string {
+	s.asyncWaits = s.env.Dev.BioStats().Waits
+	s.async = make(chan string, 1)
+	go func() { s.async <- fn() }()
+	return "started"
 }
 
 func (s *ddState) run(t *testing.T, d *datadriven.TestData) string {
@@ -55,8 +66,15 @@ func (s *ddState) run(t *testing.T, d *datadriven.TestData) string {
 		if a, ok := d.Arg("marker"); ok {
 			marker = atoi(t, a.SingleVal(t))
 		}
-		n, err := e.Mapping.ReadPages(uint64(intArg(t, d, 0)), intArg(t, d, 1), marker)
-		return fmt.Sprintf("started %d%s", n, errSuffix(err))
+		start, nr := uint64(intArg(t, d, 0)), intArg(t, d, 1)
+		readpages := func() string {
+			n, err := e.Mapping.ReadPages(start, nr, marker)
+			return fmt.Sprintf("started %d%s", n, errSuffix(err))
+		}
+		if d.HasArg("async") {
+			return s.startAsync(readpages)
+		}
+		return readpages()
 	case "readpage":
 		p, created, err := e.Mapping.GrabPage(uint64(intArg(t, d, 0)))
 		if err != nil {
@@ -101,9 +119,7 @@ func (s *ddState) run(t *testing.T, d *datadriven.TestData) string {
 	case "writepages":
 		wbc := s.wbc(t, d)
 		if d.HasArg("async") {
-			s.async = make(chan string, 1)
-			go func() { s.async <- s.writepages(wbc) }()
-			return "started"
+			return s.startAsync(func() string { return s.writepages(wbc) })
 		}
 		return s.writepages(wbc)
 	case "poll":
@@ -119,6 +135,19 @@ func (s *ddState) run(t *testing.T, d *datadriven.TestData) string {
 		}
 	case "join":
 		return <-s.async
+	case "allocwait":
+		// Until an Alloc blocks in the BioSet after the async command
+		// started (its Waits count grows): deterministic, unlike poll,
+		// because the waiter counts itself under the set's lock, which
+		// the Free that wakes it must take.
+		deadline := time.Now().Add(10 * time.Second)
+		for e.Dev.BioStats().Waits == s.asyncWaits {
+			if time.Now().After(deadline) {
+				d.Fatalf(t, "no Alloc blocked within 10s")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		return "blocked"
 	case "wait":
 		e.Drain()
 		return ""
@@ -403,6 +432,7 @@ func (s *ddState) stats() string {
 	add("alloc-degraded", uint64(curB.Degraded-prevB.Degraded))
 	add("alloc-failed", uint64(curB.Failed-prevB.Failed))
 	add("alloc-reserve", uint64(curB.ReserveUsed-prevB.ReserveUsed))
+	add("alloc-waits", uint64(curB.Waits-prevB.Waits))
 	if len(other) > 0 {
 		fmt.Fprintf(&b, "%s\n", strings.Join(other, " "))
 	}

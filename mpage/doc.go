@@ -26,8 +26,11 @@
 // for the block is forgotten) and Boundary (the metadata block after it is
 // written next), zeroes what lies past EOF in the page straddling it, adds
 // a page to its Bio before its buffers are cleaned, and falls back to
-// per-block writes for confused pages. In MemAlloc context the BioSet halves
-// the vec count until it fits; zero means the per-block path.
+// per-block writes for confused pages. Both paths allocate Bios in MemAlloc
+// context: the BioSet halves the vec count until it fits. When nothing fits,
+// writeback takes the per-block path (whose 1-vec Bios may come from the
+// reserve); a read takes a 1-vec Bio from the reserve, or waits for a Bio in
+// flight to be freed, and keeps its pages whole.
 //
 // Completions run on the ring's completion side and never block beyond a
 // short lock: reads set Uptodate or Error and unlock each page in Bio

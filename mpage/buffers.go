@@ -19,6 +19,11 @@ const (
 	bufDirty
 	bufNew
 	bufErr
+	// bufBoundary: the mapper answered Boundary for the block (it ends a
+	// run after which mapping needs metadata I/O), kept so that a later
+	// multipage write through these buffers honours it as a write that
+	// maps the page does (the seeds' buffer_boundary).
+	bufBoundary
 )
 
 // buffers is a page's per-block state, the seeds' buffer heads: once a page
@@ -52,17 +57,28 @@ func (p *Page) ensureBuffers(bpp int) *buffers {
 	return b
 }
 
+// setMapped records the mapper's answer for block i: its device block and
+// whether it ends a Boundary run. The caller holds the page lock.
+func (b *buffers) setMapped(i int, pblock uint64, flags MapFlags) {
+	b.state[i] |= bufMapped
+	b.state[i] &^= bufBoundary
+	if flags&Boundary != 0 {
+		b.state[i] |= bufBoundary
+	}
+	b.pblock[i] = pblock
+}
+
 // mapBlockUptodate records a block the mapper filled itself (the seeds'
 // map_buffer_to_page). With one block per page the page is simply
 // uptodate and needs no per-block state.
-func (p *Page) mapBlockUptodate(block int, pblock uint64, bpp int) {
+func (p *Page) mapBlockUptodate(block int, pblock uint64, flags MapFlags, bpp int) {
 	if p.bufs == nil && bpp == 1 {
 		p.set(Uptodate)
 		return
 	}
 	b := p.ensureBuffers(bpp)
-	b.state[block] |= bufMapped | bufUptodate
-	b.pblock[block] = pblock
+	b.setMapped(block, pblock, flags)
+	b.state[block] |= bufUptodate
 }
 
 // addBlock makes a one-block Bio carry block i of p.
@@ -102,8 +118,7 @@ func (m *Mapping) readPageBlocks(p *Page) {
 				if err := m.mapper.MapBlocks(&bm); err != nil {
 					mapErr = true
 				} else if bm.Flags&Mapped != 0 {
-					b.state[i] |= bufMapped
-					b.pblock[i] = bm.PBlock
+					b.setMapped(i, bm.PBlock, bm.Flags)
 					if bm.Flags&MapUptodate != 0 {
 						b.state[i] |= bufUptodate
 						continue
@@ -267,8 +282,7 @@ func (m *Mapping) writePageBlocks(p *Page) error {
 			if bm.Flags&New != 0 && m.forget != nil {
 				m.forget.ForgetBlock(bm.PBlock)
 			}
-			b.state[i] |= bufMapped
-			b.pblock[i] = bm.PBlock
+			b.setMapped(i, bm.PBlock, bm.Flags)
 		}
 		if b.state[i]&bufDirty != 0 {
 			toWrite[n] = i

@@ -221,7 +221,7 @@ func (rc *readCtx) readPage(p *Page, nrPages int) {
 		if e.flags&MapUptodate != 0 {
 			// The mapper filled this block: keep it as per-block state
 			// so the block path does not read it again.
-			p.mapBlockUptodate(pageBlock, e.pblock, bpp)
+			p.mapBlockUptodate(pageBlock, e.pblock, e.flags, bpp)
 			rc.ext.valid = false
 			rc.confused(p, ReasonMapperUptodate)
 			return

@@ -254,6 +254,12 @@ func (wc *writeCtx) writePage(p *Page) error {
 				return wc.confused(p, ReasonDiscontiguous)
 			}
 			wc.blocks[i] = b.pblock[i]
+			// As below: what counts is whether the page's last
+			// mapped block ends a Boundary run.
+			boundary = s&bufBoundary != 0
+			if boundary {
+				boundaryBlock = b.pblock[i]
+			}
 		}
 		if firstUnmapped == 0 {
 			return wc.confused(p, ReasonBuffers)

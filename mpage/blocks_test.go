@@ -160,31 +160,73 @@ func TestDiscardBlocks(t *testing.T) {
 }
 
 // TestFailedMultipageWriteOfBlocks: a page with per-block state whose
-// blocks were all dirty goes out in one multipage Bio; when that fails,
-// every block is dirty again and the retry writes them.
+// blocks are all mapped and dirty goes out in one multipage Bio; when that
+// fails, every block is dirty again (redirtyBlocks, from the Bio's
+// completion), and the retry writes them all. Were they left clean, the
+// retry would write nothing and clear the error: acknowledged data lost.
 func TestFailedMultipageWriteOfBlocks(t *testing.T) {
 	e := metaEnv(t)
 	m := e.Meta
-	p := grabUptodate(t, m, 1)
-	for i := range 4 {
-		p.Data[i*1024] = 0xC0 + byte(i)
-		m.SetBlocksDirty(p, i*1024, i*1024+1)
+	// dirtyBlocks changes each block of page 1 to fill+i and marks the
+	// blocks dirty one by one, so the page has per-block state.
+	dirtyBlocks := func(fill byte) {
+		t.Helper()
+		p := grabUptodate(t, m, 1)
+		for i := range 4 {
+			for j := i * 1024; j < (i+1)*1024; j++ {
+				p.Data[j] = fill + byte(i)
+			}
+			m.SetBlocksDirty(p, i*1024, (i+1)*1024)
+		}
+		p.Unlock()
+		p.Release()
 	}
-	p.Unlock()
-	p.Release()
+	// writeback runs WriteAndWait and returns the writes the device saw
+	// and its error.
+	writeback := func() ([]mpagetest.Record, error) {
+		t.Helper()
+		e.Ring.Reset()
+		err := m.WriteAndWait(0, -1)
+		e.Drain()
+		return writes(e), err
+	}
+
+	// The first writeback maps the buffers: unmapped dirty blocks confuse
+	// the page, and the per-block path maps and writes them one by one.
+	dirtyBlocks(0xA0)
+	if w, err := writeback(); err != nil || len(w) != 4 {
+		t.Fatalf("mapping writeback: %v, %d writes, want 4 per-block writes", err, len(w))
+	}
+
+	dirtyBlocks(0xC0)
 	e.Ring.Fail(mpagetest.Rule{AnyOp: true, Off: 4096, Size: 4096, Errno: syscall.EIO, Count: 1})
-	if err := m.WriteAndWait(0, -1); !errors.Is(err, syscall.EIO) {
-		t.Fatalf("first writeback: %v, want EIO", err)
+	w, err := writeback()
+	if !errors.Is(err, syscall.EIO) {
+		t.Fatalf("failed writeback: %v, want EIO", err)
+	}
+	if len(w) != 1 || w[0].Offset != 4096 || w[0].Len != 4096 || w[0].Err == nil {
+		t.Fatalf("failed writeback: writes %v, want one failed multipage write of page 1", w)
+	}
+	if n := m.DirtyPages(); n != 1 {
+		t.Fatalf("%d dirty pages after the failed write, want 1", n)
 	}
 	e.Ring.ClearFaults()
-	if err := m.WriteAndWait(0, -1); err != nil {
+
+	w, err = writeback()
+	if err != nil {
 		t.Fatalf("retry: %v", err)
 	}
-	e.Drain()
+	if len(w) != 1 || w[0].Offset != 4096 || w[0].Len != 4096 {
+		t.Fatalf("retry: writes %v, want page 1 again in one multipage write", w)
+	}
 	for i := range 4 {
-		if got := e.Disk()[4096+i*1024]; got != 0xC0+byte(i) {
-			t.Fatalf("block %d: %#x after the retry", 4+i, got)
+		blk := e.Disk()[4096+i*1024 : 4096+(i+1)*1024]
+		if want := bytes.Repeat([]byte{0xC0 + byte(i)}, 1024); !bytes.Equal(blk, want) {
+			t.Fatalf("block %d after the retry: %x..., want %#x", 4+i, blk[:8], want[0])
 		}
+	}
+	if err := m.Err(); err != nil {
+		t.Fatalf("error after the retry: %v", err)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -35,6 +36,9 @@ type ddState struct {
 	// asyncWaits is the BioSet's Waits count when the async command
 	// started.
 	asyncWaits int64
+
+	endedMu sync.Mutex
+	ended   []string // "read 3", "write 0": pages as Bio completions ended them
 }
 
 // startAsync runs fn on its own goroutine; poll and join observe it.
@@ -195,6 +199,18 @@ func (s *ddState) run(t *testing.T, d *datadriven.TestData) string {
 			return "none"
 		}
 		return b.String()
+	case "ended":
+		// The pages multipage Bio completions ended since the last
+		// ended, in the order they were ended (after a wait).
+		e.Drain()
+		s.endedMu.Lock()
+		defer s.endedMu.Unlock()
+		out := strings.Join(s.ended, "\n")
+		s.ended = s.ended[:0]
+		if out == "" {
+			return "none"
+		}
+		return out + "\n"
 	case "pages":
 		return s.pages()
 	case "stats":
@@ -313,6 +329,12 @@ func (s *ddState) newEnv(t *testing.T, d *datadriven.TestData) string {
 	}
 	s.env = mpagetest.NewEnvWith(t, cfg)
 	s.env.Ring.SetSync(syncMode)
+	s.ended = nil
+	mpage.SetPageEndedHook(s.env.Dev, func(p *mpage.Page, d mpage.Dir) {
+		s.endedMu.Lock()
+		s.ended = append(s.ended, fmt.Sprintf("%s %d", d, p.Index))
+		s.endedMu.Unlock()
+	})
 	s.last, s.lastB = mpage.StatsSnapshot{}, alloc.BioStats{}
 	return ""
 }

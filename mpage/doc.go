@@ -33,10 +33,12 @@
 // flight to be freed, and keeps its pages whole.
 //
 // Completions run on the ring's completion side and never block beyond a
-// short lock: reads set Uptodate or Error and unlock each page in Bio
-// order; writes end writeback. Unlike Linux, a page whose write failed stays
-// dirty and is retried by the next writeback, and the mapping's error is
-// reported by every WriteAndWait until the data has reached the device.
+// short lock: reads set Uptodate or Error and unlock each page, writes end
+// writeback, the last page of a Bio first (a forward reader or fsync woken
+// on a page finds the rest of its Bio done). Unlike Linux, a page whose
+// write failed stays dirty and is retried by the next writeback, and the
+// mapping's error is reported by every WriteAndWait until the data has
+// reached the device.
 // Sleepers on a page (lock, writeback) wait on a hashed table of condition
 // variables, not a goroutine or channel per page.
 //

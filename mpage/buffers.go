@@ -226,9 +226,9 @@ func (p *Page) blockDone(dir Dir, i int, err error) {
 }
 
 // writePageBlocks writes a locked page block by block
-// (block_write_full_page): blocks are mapped (allocating) one at a time,
-// each dirty mapped block within EOF becomes its own I/O, and the page's
-// writeback ends when the last one completes. The page is unlocked on
+// (block_write_full_page): dirty blocks not yet mapped are mapped
+// (allocating) one at a time, each dirty block within EOF becomes its own
+// I/O, and the page's writeback ends when the last one completes. The page is unlocked on
 // return.
 func (m *Mapping) writePageBlocks(p *Page) error {
 	size := m.Size()
@@ -265,7 +265,11 @@ func (m *Mapping) writePageBlocks(p *Page) error {
 			b.state[i] &^= bufDirty
 			continue
 		}
-		if b.state[i]&bufMapped == 0 {
+		// Only a dirty block is mapped (allocated): a clean unmapped one
+		// is a hole, zeroes in the page, and must stay one; allocating
+		// it without writing it would make the file read whatever the
+		// device holds there.
+		if b.state[i]&(bufMapped|bufDirty) == bufDirty {
 			bm := BlockMap{Block: blk, Len: 1, Create: true}
 			m.dev.stats.MapCalls[Write].Add(1)
 			err := m.mapper.MapBlocks(&bm)

@@ -128,7 +128,7 @@ func TestCorruptVolumes(t *testing.T) {
 			patchImage(t, img, 0, 4096, func(b []byte) { clear(b) })
 		}, func(t *testing.T, img string) {
 			_, err := openImage(t, img, openOpts{})
-			expectErr(t, err, ErrCorrupt, "bad magic")
+			expectErr(t, err, ErrNotExt, "bad magic")
 		}},
 		{"superblock checksum", ext4, func(t *testing.T, img string) {
 			patchImage(t, img, superblockOffset+0x78, 1, func(b []byte) { b[0] ^= 0x20 })

@@ -20,8 +20,11 @@ type Config struct {
 	Device *mpage.Device
 	// Cache is the page cache the volume's mappings share.
 	Cache *mpage.Cache
-	// DeviceSize is the device's size in bytes. A superblock claiming
-	// more blocks than fit is refused as corrupt. Zero skips the check.
+	// DeviceSize is the device's size in bytes. A device too small to
+	// hold a superblock (0 bytes included) is refused with ErrNotExt, a
+	// superblock claiming more blocks than fit as corrupt. A negative
+	// size means unknown and skips both checks (a device shorter than
+	// the superblock then fails its read with EIO).
 	DeviceSize int64
 	// ReadOnly opens the volume for reading only. Without it, Open
 	// refuses volumes that must not be written (ErrNeedsRecovery,
@@ -37,6 +40,20 @@ type Config struct {
 	// IdleFiles is how many closed files keep their mapping (and cached
 	// pages) for reuse; default 128.
 	IdleFiles int
+	// AllowUnclean lets a read-write open go ahead on a volume whose
+	// superblock says it was not cleanly unmounted or has recorded
+	// errors (e2fsck -p has not run since). Without it such an open
+	// fails with ErrUnclean; read-only opens never need it. Close leaves
+	// a volume that was unclean at open unclean, so e2fsck still checks
+	// it.
+	AllowUnclean bool
+	// SectorSize is the alignment the device needs for direct I/O: its
+	// logical block size (BLKSSZGET) when it is open with O_DIRECT; 0
+	// (meaning 512) for buffered I/O. Open reads the superblock in units
+	// of max(1024, SectorSize) and refuses (ErrSectorSize) a file system
+	// whose blocks are smaller than that; every later read and write is
+	// in file-system blocks, so nothing else needs it.
+	SectorSize int
 }
 
 // metaReadahead is the metadata mapping's readahead window in pages:
@@ -100,9 +117,10 @@ type Volume struct {
 
 // Open reads and checks the superblock and group descriptors of the volume
 // on cfg.Device. The superblock is read through a small bootstrap mapping
-// with 1 KiB blocks (the block size is not known before it), which is
-// closed again; everything after goes through the volume's metadata
-// mapping in the file system's block size.
+// with 1 KiB blocks, or the device's logical block size if larger (the
+// file system's block size is not known before it), which is closed
+// again; everything after goes through the volume's metadata mapping in
+// the file system's block size.
 func Open(cfg Config) (*Volume, error) {
 	if cfg.Device == nil || cfg.Cache == nil {
 		return nil, errors.New("ext: open: Config needs a Device and a Cache")
@@ -122,6 +140,9 @@ func Open(cfg Config) (*Volume, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkSectorSize(sb, cfg.SectorSize); err != nil {
+		return nil, err
+	}
 	v.sb = sb
 	v.blkbits = uint(10 + sb.LogBlockSize)
 	v.blockBufs.New = func() any { b := make([]byte, sb.BlockSize); return &b }
@@ -131,7 +152,7 @@ func Open(cfg Config) (*Volume, error) {
 		return nil, fmt.Errorf("%w: superblock: %d blocks of %d bytes", ErrUnsupported, sb.BlocksCount, sb.BlockSize)
 	}
 	size := int64(sb.BlocksCount) << v.blkbits
-	if cfg.DeviceSize > 0 && size > cfg.DeviceSize {
+	if cfg.DeviceSize >= 0 && size > cfg.DeviceSize {
 		return nil, fmt.Errorf("%w: superblock: %d blocks of %d bytes (%d bytes) do not fit the %d-byte device (truncated image?)",
 			ErrCorrupt, sb.BlocksCount, sb.BlockSize, size, cfg.DeviceSize)
 	}
@@ -177,16 +198,39 @@ func Open(cfg Config) (*Volume, error) {
 	return v, nil
 }
 
+// bootBlockSize is the block size of the bootstrap mapping the superblock
+// is read through: 1 KiB, the superblock's own unit, unless the device's
+// logical blocks are larger; then it is one logical block, and the
+// aligned read at offset 0 covers bytes 1024..2047 too.
+func bootBlockSize(sector int) (int, error) {
+	switch sector {
+	case 0, 512, 1024, 2048, 4096:
+		return max(superblockSize, sector), nil
+	}
+	return 0, &detailed{fmt.Sprintf("ext: device logical block size %d: the engine handles 512, 1024, 2048 and 4096", sector), ErrSectorSize}
+}
+
+// errTooSmall says that a device of size bytes cannot hold the
+// superblock.
+func errTooSmall(size int64) error {
+	return &detailed{fmt.Sprintf("ext: %d bytes: too small to be an ext2/3/4 volume (the superblock ends at byte %d)",
+		size, superblockOffset+superblockSize), ErrNotExt}
+}
+
 // readSuperblock reads the 1024 bytes at device offset 1024 through a
-// bootstrap mapping.
+// bootstrap mapping in units the device can serve with direct I/O.
 func readSuperblock(cfg Config) ([]byte, error) {
-	size := int64(superblockOffset + superblockSize)
-	if cfg.DeviceSize > 0 && cfg.DeviceSize < size {
-		return nil, fmt.Errorf("%w: device of %d bytes is too small to hold a superblock", ErrCorrupt, cfg.DeviceSize)
+	bs, err := bootBlockSize(cfg.SectorSize)
+	if err != nil {
+		return nil, err
+	}
+	need := int64(superblockOffset + superblockSize)
+	if cfg.DeviceSize >= 0 && cfg.DeviceSize < need {
+		return nil, errTooSmall(cfg.DeviceSize)
 	}
 	boot, err := mpage.NewMapping(mpage.MappingConfig{
 		Device: cfg.Device, Cache: cfg.Cache, Mapper: mpage.LinearMapper{},
-		BlockSize: 1024, Size: size, Name: "ext superblock",
+		BlockSize: bs, Size: max(need, int64(bs)), Name: "ext superblock",
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ext: open: %w", err)
@@ -201,6 +245,18 @@ func readSuperblock(cfg Config) ([]byte, error) {
 		return nil, fmt.Errorf("ext: read superblock: %w", err)
 	}
 	return raw, nil
+}
+
+// checkSectorSize refuses a file system whose blocks are smaller than the
+// device's logical blocks: direct I/O of one such block is refused by the
+// device (EINVAL), and blocks are the unit of every later I/O.
+func checkSectorSize(sb *Superblock, sector int) error {
+	if sector <= sb.BlockSize {
+		return nil
+	}
+	return &detailed{fmt.Sprintf("ext: file system blocks of %d bytes are smaller than the device's %d-byte logical blocks, "+
+		"which direct I/O cannot split (open the device without O_DIRECT and SectorSize 0, or make the file system with -b %d)",
+		sb.BlockSize, sector, sector), ErrSectorSize}
 }
 
 // decideAccess settles read-only or read-write from the features and state,

@@ -17,6 +17,10 @@ const (
 
 	// Superblock offsets used in more than one place.
 	sbChecksumOff = 0x3FC
+	sbMtimeOff    = 0x2C
+	sbWtimeOff    = 0x30
+	sbMntCountOff = 0x34
+	sbStateOff    = 0x3A
 
 	// Revision levels: rev 0 has fixed 128-byte inodes and no feature
 	// fields; rev 1 (dynamic) has both.

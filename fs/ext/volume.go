@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"path"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -106,8 +107,14 @@ type Volume struct {
 	// sbMu guards the superblock's bytes (sb.Raw) and inUse.
 	sbMu sync.Mutex
 	// inUse: the superblock on the device says "not cleanly unmounted"
-	// (set before the first change of the session; Close clears it).
+	// (set before the first change of the session; Close restores the
+	// state found at open).
 	inUse bool
+	// openState is s_state as Open found it, and wasClean whether it said
+	// cleanly unmounted without recorded errors. Close puts openState
+	// back, so only a volume that was clean at open ends clean.
+	openState uint16
+	wasClean  bool
 	// needLargeFile: a file reached 2 GiB on a volume without large_file;
 	// the next superblock write sets the feature.
 	needLargeFile atomic.Bool
@@ -273,27 +280,49 @@ func (v *Volume) decideAccess() error {
 	if unknown := sb.ROCompat &^ knownROCompat; unknown != 0 && !v.cfg.ReadOnly {
 		return fmt.Errorf("%w: unknown RO_COMPAT features %s", ErrReadOnly, unknown)
 	}
-	if sb.State&stateValid == 0 || sb.State&stateErrors != 0 {
-		v.logf("ext: volume was not cleanly unmounted or has recorded errors (state %#x); run e2fsck", sb.State)
-	}
+	v.openState = sb.State
+	v.wasClean = sb.State&stateValid != 0 && sb.State&stateErrors == 0
 	switch feats := unwritableFeatures(sb); {
 	case v.cfg.ReadOnly:
 		v.roReason = "opened read-only"
 	case feats != "":
 		v.roReason = "features this package cannot write: " + feats
-	case sb.State&stateErrors != 0:
-		v.roReason = "the volume has recorded errors; run e2fsck"
 	case sb.BlocksCount > 1<<32 && !sb.HasIncompat(IncompatExtents):
 		// Block pointers of indirect-mapped files are 32 bits.
 		v.roReason = fmt.Sprintf("%d blocks: past what 32-bit block pointers address", sb.BlocksCount)
+	case !v.wasClean && !v.cfg.AllowUnclean:
+		return fmt.Errorf("%w: %s", ErrUnclean, describeState(sb.State))
 	default:
 		v.readOnly = false
+	}
+	switch {
+	case v.wasClean:
+	case v.readOnly:
+		v.logf("ext: %s; reading it as it is (run e2fsck -p to check it)", describeState(sb.State))
+	default:
+		v.logf("ext: %s; writing it anyway (AllowUnclean): it stays marked unclean for e2fsck", describeState(sb.State))
 	}
 	if v.readOnly && !v.cfg.ReadOnly {
 		v.logf("ext: serving the volume read-only: %s", v.roReason)
 	}
 	return nil
 }
+
+// describeState says what s_state tells of an unclean volume.
+func describeState(state uint16) string {
+	switch {
+	case state&stateErrors != 0:
+		return fmt.Sprintf("the volume has recorded errors (state %#x)", state)
+	case state&stateValid == 0:
+		return fmt.Sprintf("the volume was not cleanly unmounted (state %#x)", state)
+	}
+	return fmt.Sprintf("state %#x", state)
+}
+
+// WasClean reports whether the superblock said "cleanly unmounted, no
+// recorded errors" when the volume was opened. A volume that was not is
+// left marked unclean by Close, whatever happens in between.
+func (v *Volume) WasClean() bool { return v.wasClean }
 
 // errReadOnly is the error a write on a read-only volume returns.
 func (v *Volume) errReadOnly() error {
@@ -327,10 +356,11 @@ func (v *Volume) Group(g uint32) (GroupDesc, error) {
 }
 
 // Close drops every cached file and the metadata mapping. Files still open
-// fail with ErrClosed from then on. On a volume open for writing it first
-// syncs everything and then marks the superblock cleanly unmounted; if the
-// sync fails the volume is left marked in use (e2fsck will check it) and
-// the error returned.
+// fail with ErrClosed from then on. On a volume changed since it was
+// opened for writing it first syncs everything and then puts back the
+// superblock's state as Open found it: cleanly unmounted only if it was
+// then (WasClean). If the sync fails the volume is left marked in use
+// (e2fsck will check it) and the error returned.
 func (v *Volume) Close() error {
 	v.life.Lock()
 	defer v.life.Unlock()
@@ -564,6 +594,11 @@ func (v *Volume) StatInode(ino uint32, name string) (FileInfo, error) {
 		return FileInfo{}, err
 	}
 	defer v.leave()
+	return v.statInode(ino, name)
+}
+
+// statInode is StatInode inside a public call.
+func (v *Volume) statInode(ino uint32, name string) (FileInfo, error) {
 	v.mu.Lock()
 	n, ok := v.nodes[ino]
 	v.mu.Unlock()
@@ -574,8 +609,8 @@ func (v *Volume) StatInode(ino uint32, name string) (FileInfo, error) {
 	if err != nil {
 		return FileInfo{}, err
 	}
-	if !in.inUse() {
-		return FileInfo{}, fmt.Errorf("%w: inode %d is not in use (mode %#o, %d links)", ErrCorrupt, ino, in.Mode, in.Links)
+	if err := in.checkLive(); err != nil {
+		return FileInfo{}, err
 	}
 	return infoOf(name, in), nil
 }
@@ -604,6 +639,42 @@ func (v *Volume) ReadDir(path string) ([]DirEntry, error) {
 		return nil
 	})
 	return out, err
+}
+
+// ReadDirInfo lists the directory at path (following symbolic links) as
+// ReadDir does, and describes every entry as Lstat would (a symbolic link
+// as itself), sorted by name. An entry whose inode cannot be read or is
+// corrupt (a checksum mismatch, an impossible mode) is left out of the
+// list and reported: the error joins one *fs.PathError per such entry
+// (op "stat", the entry's path, wrapping ErrCorrupt or the I/O error), so
+// a listing can show every entry it could describe and name the ones it
+// could not. A directory that cannot be listed at all gives nil and the
+// error.
+func (v *Volume) ReadDirInfo(dir string) ([]FileInfo, error) {
+	var infos []FileInfo
+	var bad []error
+	err := v.pathOp("readdir", dir, true, func(n *node, _ []string) error {
+		if !n.inode().IsDir() {
+			return ErrNotDir
+		}
+		ents, err := v.readDirNode(n)
+		if err != nil {
+			return err
+		}
+		for _, e := range ents {
+			fi, err := v.statInode(e.Inode, e.Name)
+			if err != nil {
+				bad = append(bad, &fs.PathError{Op: "stat", Path: path.Join(dir, e.Name), Err: err})
+				continue
+			}
+			infos = append(infos, fi)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return infos, errors.Join(bad...)
 }
 
 // Readlink returns the target of the symbolic link at path.

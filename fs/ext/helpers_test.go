@@ -2,6 +2,7 @@ package ext
 
 import (
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -40,6 +41,12 @@ type openOpts struct {
 	rw       bool // ask for read-write (ReadOnly=false)
 	cache    int64
 	logf     func(string, ...any)
+	// allowUnclean and sectorSize go to Config as they are.
+	allowUnclean bool
+	sectorSize   int
+	// unknownSize opens with DeviceSize -1, as a caller that does not
+	// know the size.
+	unknownSize bool
 }
 
 // openImage opens img through the engine's assembled stack (engine.Open:
@@ -70,7 +77,12 @@ func openImage(t testing.TB, img string, o openOpts) (*testVolume, error) {
 	if logf == nil {
 		logf = t.Logf
 	}
-	v, err := Open(Config{Device: eng.Device, Cache: eng.Cache, DeviceSize: eng.Info.Size, ReadOnly: !o.rw, Logf: logf})
+	size := eng.Info.Size
+	if o.unknownSize {
+		size = -1
+	}
+	v, err := Open(Config{Device: eng.Device, Cache: eng.Cache, DeviceSize: size, ReadOnly: !o.rw, Logf: logf,
+		AllowUnclean: o.allowUnclean, SectorSize: o.sectorSize})
 	if err != nil {
 		return nil, err
 	}
@@ -99,11 +111,12 @@ func openImageFile(t testing.TB, img string, rw bool) (*os.File, int64) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() })
-	st, err := f.Stat()
+	// Seek, not Stat: a block device's Stat size is 0.
+	size, err := f.Seek(0, io.SeekEnd)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return f, st.Size()
+	return f, size
 }
 
 func mustRegister(t testing.TB, r uring.Ring, f *os.File) uring.File {
@@ -128,14 +141,24 @@ func mustOpenImage(t testing.TB, img string, o openOpts) *testVolume {
 // mke2fs arguments (-O features, -I inode size).
 func mkfs(t testing.TB, fsType string, blockSize int, src, size string, extra ...string) string {
 	t.Helper()
-	testenv.RequireTool(t, "mke2fs")
 	img := filepath.Join(t.TempDir(), fsType+".img")
+	mkfsOn(t, img, size, fsType, blockSize, src, extra...)
+	return img
+}
+
+// mkfsOn runs mke2fs on target (an image file, made size bytes, or with
+// size "" a block device the test created, filled whole).
+func mkfsOn(t testing.TB, target, size, fsType string, blockSize int, src string, extra ...string) {
+	t.Helper()
+	testenv.RequireTool(t, "mke2fs")
 	args := []string{"-q", "-F", "-t", fsType, "-b", strconv.Itoa(blockSize)}
 	args = append(args, extra...)
 	if src != "" {
 		args = append(args, "-d", src)
 	}
-	args = append(args, img, size)
+	args = append(args, target)
+	if size != "" {
+		args = append(args, size)
+	}
 	testenv.Run(t, "mke2fs", args...)
-	return img
 }

@@ -37,7 +37,16 @@ type wenv struct {
 
 func newWenv(t *testing.T, typ string, bs int, size, src string, extra ...string) *wenv {
 	t.Helper()
-	w := &wenv{t: t, typ: typ, img: mkfs(t, typ, bs, src, size, extra...), opts: openOpts{rw: true},
+	w := modelOf(t, typ, mkfs(t, typ, bs, src, size, extra...), src, openOpts{rw: true})
+	w.open()
+	return w
+}
+
+// modelOf is the model of img, just made by mke2fs from src, not yet
+// open; opts open it.
+func modelOf(t *testing.T, typ, img, src string, opts openOpts) *wenv {
+	t.Helper()
+	w := &wenv{t: t, typ: typ, img: img, opts: opts,
 		files: map[string][]byte{}, dirs: map[string]bool{"/": true, "/lost+found": true}, gone: map[string]bool{}, kernel: true}
 	if src != "" {
 		err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
@@ -62,7 +71,6 @@ func newWenv(t *testing.T, typ string, bs int, size, src string, extra ...string
 			t.Fatal(err)
 		}
 	}
-	w.open()
 	return w
 }
 

@@ -1,8 +1,10 @@
 package api
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"path"
 	"strconv"
@@ -83,19 +85,18 @@ type dirListing struct {
 }
 
 func (s *Server) listDir(w http.ResponseWriter, r *http.Request, p string, fi ext.FileInfo) {
-	ents, err := s.vol.ReadDir(p)
-	if err != nil {
-		writeError(w, statusOf(err))
-		return
-	}
-	out := dirListing{Path: p, Entries: make([]dirEntry, 0, len(ents))}
-	for _, e := range ents {
-		efi, err := s.vol.StatInode(e.Inode, e.Name)
-		if err != nil {
-			out.Errors = append(out.Errors, dirError{Name: e.Name, Error: err.Error()})
-			continue
+	infos, bad := s.vol.ReadDirInfo(p)
+	out := dirListing{Path: p, Entries: make([]dirEntry, 0, len(infos))}
+	for _, e := range unjoin(bad) {
+		var pe *fs.PathError
+		if !errors.As(e, &pe) || pe.Op != "stat" {
+			writeError(w, statusOf(bad)) // the directory itself failed
+			return
 		}
-		out.Entries = append(out.Entries, dirEntry{Name: e.Name, Type: efi.Type.String(), Size: efi.Size,
+		out.Errors = append(out.Errors, dirError{Name: path.Base(pe.Path), Error: e.Error()})
+	}
+	for _, efi := range infos {
+		out.Entries = append(out.Entries, dirEntry{Name: efi.Name, Type: efi.Type.String(), Size: efi.Size,
 			Mode: efi.Mode.String(), ModTime: efi.ModTime, Inode: efi.Ino})
 	}
 	w.Header().Set("ETag", etag(fi))
@@ -105,6 +106,17 @@ func (s *Server) listDir(w http.ResponseWriter, r *http.Request, p string, fi ex
 		return
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// unjoin lists the errors inside an errors.Join (none for nil).
+func unjoin(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }
 
 // putFile creates or replaces a file: atomically through a temporary

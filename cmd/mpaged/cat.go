@@ -12,7 +12,7 @@ const catChunk = 1 << 20
 // runCat writes the bytes of one or more files of a volume to stdout, in
 // order (symbolic links followed).
 func runCat(args []string, stdout, stderr io.Writer) (err error) {
-	vf, paths, err := parseVolumeArgs("cat", "mpaged cat --volume IMG [--stats] /path...", args, stdout)
+	vf, paths, err := parseVolumeArgs("cat", "mpaged cat --volume IMG [--stats] /path...", false, args, stdout)
 	if err != nil {
 		return err
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/mpaged/mpaged/api"
 	"github.com/mpaged/mpaged/engine"
 	"github.com/mpaged/mpaged/fs/ext"
+	"github.com/mpaged/mpaged/metrics"
 )
 
 // daemon is a served volume and everything under and above it.
@@ -28,6 +29,7 @@ type daemon struct {
 	eng    *engine.Engine
 	vol    *ext.Volume
 	api    *api.Server
+	met    *metrics.Metrics
 	// roReason, when set, is why a writable volume is served read-only
 	// (it could not be checked or repaired).
 	roReason string
@@ -35,6 +37,8 @@ type daemon struct {
 
 func newDaemon(sf *serveFlags, log *slog.Logger) (_ *daemon, err error) {
 	d := &daemon{sf: sf, log: log, path: sf.volume}
+	d.met = metrics.New(metrics.Options{Version: versionString(), Backend: sf.ring,
+		Logf: func(f string, a ...any) { log.Warn(fmt.Sprintf(f, a...)) }})
 	cacheBytes, err := sizeFlag("cache", sf.cache, 1<<20)
 	if err != nil {
 		return nil, err
@@ -62,7 +66,10 @@ func newDaemon(sf *serveFlags, log *slog.Logger) (_ *daemon, err error) {
 		return nil, err
 	}
 	d.api = api.New(api.Config{Volume: d.vol, Token: token, MaxBodyBytes: maxBody, MaxConcurrent: sf.maxConcurrent,
-		ReadOnlyReason: d.roReason, Logger: log})
+		ReadOnlyReason: d.roReason, Logger: log, Instrument: d.met.Instrument, Metrics: d.met.Handler()})
+	ro, _ := d.vol.ReadOnly()
+	d.met.SetReadOnly(ro || d.roReason != "")
+	d.met.SetClean(d.vol.WasClean())
 	return d, nil
 }
 
@@ -192,6 +199,7 @@ func (d *daemon) open(write, allowUnclean bool) error {
 		return fmt.Errorf("volume %s: %w", d.path, err)
 	}
 	d.eng, d.vol = eng, vol
+	d.met.SetEngine(eng)
 	ro, why := vol.ReadOnly()
 	d.log.Info("volume open", "path", d.path, "size", humanize.IBytes(uint64(eng.Info.Size)),
 		"block_size", vol.BlockSize(), "read_only", ro, "why", why, "ring", eng.Ring.Features().Backend,
@@ -229,6 +237,7 @@ func (d *daemon) run(ln net.Listener, sigs <-chan os.Signal, stdout io.Writer) e
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	url := urlOf(ln)
+	d.met.SetReady(true)
 	d.log.Info("serving", "url", url)
 	if strings.HasPrefix(url, "http") {
 		fmt.Fprintf(stdout, "mpaged: serving %s on %s\n  try: curl %s/v1/files/\n", d.path, url, url)

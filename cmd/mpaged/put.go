@@ -18,7 +18,7 @@ const putChunk = 1 << 20
 // runPut writes stdin to a new or replaced file of a volume (its directory
 // must exist), syncs it, and closes the volume clean.
 func runPut(args []string, stdout, stderr io.Writer) (err error) {
-	vf, operands, err := parseVolumeArgs("put", "mpaged put --volume IMG [--stats] /path < data", args, stdout)
+	vf, operands, err := parseVolumeArgs("put", "mpaged put --volume IMG [--stats] [--force] /path < data", true, args, stdout)
 	if err != nil {
 		return err
 	}
@@ -87,7 +87,7 @@ func runRm(args []string, stdout, stderr io.Writer) error {
 // runNameOp runs fn on each path of a volume opened for writing, then
 // closes it (sync, clean).
 func runNameOp(name, what string, args []string, stdout, stderr io.Writer, fn func(v *ext.Volume, p string) error) (err error) {
-	vf, paths, err := parseVolumeArgs(name, fmt.Sprintf("mpaged %s --volume IMG [--stats] /path...: %s", name, what), args, stdout)
+	vf, paths, err := parseVolumeArgs(name, fmt.Sprintf("mpaged %s --volume IMG [--stats] [--force] /path...: %s", name, what), true, args, stdout)
 	if err != nil {
 		return err
 	}

@@ -177,6 +177,7 @@ func wrapFaults(rules []faultring.Rule, log *slog.Logger) func(uring.Ring) uring
 // and synced, the volume closed clean.
 func (d *daemon) shutdown(srv *http.Server, timeout time.Duration) error {
 	d.api.SetShuttingDown()
+	d.met.SetReady(false)
 	d.log.Info("shutting down: finishing requests in flight", "timeout", timeout)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()

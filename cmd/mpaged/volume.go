@@ -21,22 +21,26 @@ type volumeFlags struct {
 	ring   string
 	cache  string
 	stats  bool
+	force  bool // write commands only
 }
 
-func (vf *volumeFlags) register(fs *flag.FlagSet) {
+func (vf *volumeFlags) register(fs *flag.FlagSet, writes bool) {
 	fs.StringVar(&vf.volume, "volume", "", "ext2/3/4 image file or block device (required)")
 	fs.StringVar(&vf.ring, "ring", "", "ring backend: native, iouring-go or sync (default: native, else sync)")
 	fs.StringVar(&vf.cache, "cache", "64MiB", "page cache size")
 	fs.BoolVar(&vf.stats, "stats", false, "print the engine's counters to stderr at exit")
+	if writes {
+		fs.BoolVar(&vf.force, "force", false, "write a volume that was not cleanly unmounted (run e2fsck -p instead if you can)")
+	}
 }
 
 // parseVolumeArgs parses the flags every volume command shares (wherever
 // they appear) and returns them with the operands; usage is the line -h
-// prints above the flags.
-func parseVolumeArgs(name, usage string, args []string, stdout io.Writer) (*volumeFlags, []string, error) {
+// prints above the flags; writes adds the write commands' flags.
+func parseVolumeArgs(name, usage string, writes bool, args []string, stdout io.Writer) (*volumeFlags, []string, error) {
 	fs := newFlags(name, usage)
 	vf := new(volumeFlags)
-	vf.register(fs.FlagSet)
+	vf.register(fs.FlagSet, writes)
 	operands, err := fs.parse(args, stdout)
 	return vf, operands, err
 }
@@ -101,7 +105,11 @@ func openEngineVolume(vf *volumeFlags, stderr io.Writer, write bool) (_ *openedV
 	// writer refused a read-only volume gets one line saying why, not the
 	// notice as well.
 	notes := &heldLog{out: logger}
-	ov.vol, err = ext.Open(ext.Config{Device: e.Device, Cache: e.Cache, DeviceSize: e.Info.Size, ReadOnly: !write, Logf: notes.Printf})
+	ov.vol, err = ext.Open(ext.Config{Device: e.Device, Cache: e.Cache, DeviceSize: e.Info.Size, SectorSize: e.Info.SectorSize,
+		ReadOnly: !write, AllowUnclean: vf.force, Logf: notes.Printf})
+	if errors.Is(err, ext.ErrUnclean) {
+		return nil, fmt.Errorf("volume %s: %w; check it with e2fsck -p first, or pass --force to write it anyway", vf.volume, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("volume %s: %w", vf.volume, err)
 	}

@@ -21,7 +21,9 @@ type Error struct {
 func (e *Error) Error() string { return e.Msg }
 
 // apiError builds an *Error.
-func apiError(status int, code, msg string) *Error { return &Error{Status: status, Code: code, Msg: msg} }
+func apiError(status int, code, msg string) *Error {
+	return &Error{Status: status, Code: code, Msg: msg}
+}
 
 // errShuttingDown answers requests that arrive after shutdown began.
 var errShuttingDown = apiError(http.StatusServiceUnavailable, "shutting_down", "the server is shutting down")

@@ -400,7 +400,9 @@ func TestReadOnlyAndShutdown(t *testing.T) {
 	}
 	e.srv.SetShuttingDown()
 	resp, b = e.do(http.MethodGet, "/readyz", nil)
-	e.want(resp, b, http.StatusServiceUnavailable, "")
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(b), "shutting down") {
+		t.Errorf("readyz while shutting down: %d %s", resp.StatusCode, b)
+	}
 	resp, b = e.do(http.MethodGet, "/v1/files/f", nil)
 	e.want(resp, b, http.StatusServiceUnavailable, "shutting_down")
 	resp, b = e.do(http.MethodGet, "/healthz", nil)

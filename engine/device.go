@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -39,6 +40,29 @@ type OpenOptions struct {
 	// Logf receives warnings about other users of a volume opened
 	// read-only. Nil drops them.
 	Logf func(format string, args ...any)
+	// LockWait is how long a writer waits for another holder to let go
+	// before the volume counts as busy (default 3 s): a process that just
+	// died keeps its hold until the kernel has torn down its io_uring
+	// instance, whose registered files still reference the volume.
+	LockWait time.Duration
+}
+
+const defaultLockWait = 3 * time.Second
+
+// retryBusy calls try until it stops failing with busy (EBUSY,
+// EWOULDBLOCK) or wait has passed.
+func retryBusy(wait time.Duration, try func() error) error {
+	if wait <= 0 {
+		wait = defaultLockWait
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		err := try()
+		if !errors.Is(err, syscall.EBUSY) && !errors.Is(err, unix.EWOULDBLOCK) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // OpenDevice opens an image file or block device as a volume: with
@@ -91,8 +115,14 @@ func openFile(path string, o OpenOptions, blockDev bool) (*os.File, bool, error)
 			mode |= os.O_EXCL
 		}
 	}
+	var f *os.File
+	open := func(flags int) error {
+		var err error
+		f, err = os.OpenFile(path, flags, 0)
+		return err
+	}
 	if !o.NoDirect {
-		f, err := os.OpenFile(path, mode|syscall.O_DIRECT, 0)
+		err := retryBusy(o.LockWait, func() error { return open(mode | syscall.O_DIRECT) })
 		if err == nil {
 			return f, true, nil
 		}
@@ -100,8 +130,7 @@ func openFile(path string, o OpenOptions, blockDev bool) (*os.File, bool, error)
 			return nil, false, openError(path, err, blockDev)
 		}
 	}
-	f, err := os.OpenFile(path, mode, 0)
-	if err != nil {
+	if err := retryBusy(o.LockWait, func() error { return open(mode) }); err != nil {
 		return nil, false, openError(path, err, blockDev)
 	}
 	return f, false, nil
@@ -166,7 +195,7 @@ func claim(f *os.File, path string, o OpenOptions, blockDev bool) error {
 		}
 		return nil
 	}
-	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+	if err := retryBusy(o.LockWait, func() error { return unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) }); err != nil {
 		if errors.Is(err, unix.EWOULDBLOCK) {
 			return fmt.Errorf("volume %s: %w: another process (an mpaged?) has it open for writing", path, ErrBusy)
 		}

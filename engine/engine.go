@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/mpaged/mpaged/alloc"
 	"github.com/mpaged/mpaged/mpage"
@@ -28,6 +29,8 @@ type Config struct {
 	Write bool
 	// NoDirect opens without O_DIRECT.
 	NoDirect bool
+	// LockWait: see OpenOptions.
+	LockWait time.Duration
 
 	// Ring and File, instead of Path, are a ring the caller made (a
 	// recording ring in tests) and the device on it; Size is then the
@@ -174,7 +177,7 @@ func (e *Engine) openRing(cfg Config, logf func(string, ...any)) error {
 		return fmt.Errorf("%w: no volume path", ErrConfig)
 	}
 	var err error
-	e.file, e.Info, err = OpenDevice(cfg.Path, OpenOptions{Write: cfg.Write, NoDirect: cfg.NoDirect, Logf: logf})
+	e.file, e.Info, err = OpenDevice(cfg.Path, OpenOptions{Write: cfg.Write, NoDirect: cfg.NoDirect, LockWait: cfg.LockWait, Logf: logf})
 	if err != nil {
 		return err
 	}

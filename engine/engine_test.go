@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/mpaged/mpaged/internal/testenv"
 	"github.com/mpaged/mpaged/mpage"
@@ -81,7 +82,7 @@ func TestImageHeldExclusively(t *testing.T) {
 	if !w.Info.Writable || w.Info.BlockDevice || w.Info.Size != 8<<20 {
 		t.Errorf("info %+v", w.Info)
 	}
-	if _, err := Open(Config{Path: img, Write: true, Backend: uring.BackendSync, CacheBytes: 1 << 20}); !errors.Is(err, ErrBusy) {
+	if _, err := Open(Config{Path: img, Write: true, Backend: uring.BackendSync, CacheBytes: 1 << 20, LockWait: time.Millisecond}); !errors.Is(err, ErrBusy) {
 		t.Fatalf("second writer: %v, want ErrBusy", err)
 	}
 	var l logs
@@ -98,6 +99,25 @@ func TestImageHeldExclusively(t *testing.T) {
 	w2 := openT(t, Config{Path: img, Write: true, Backend: uring.BackendSync, CacheBytes: 1 << 20})
 	if !w2.Info.Writable {
 		t.Error("writer after Close not writable")
+	}
+}
+
+// TestWriterWaitsForHolder: a writer waits (up to LockWait) for a holder
+// that lets go, as a process that just died does once the kernel has torn
+// down its ring.
+func TestWriterWaitsForHolder(t *testing.T) {
+	img := testenv.SparseFile(t, 8<<20)
+	first, err := Open(Config{Path: img, Write: true, Backend: uring.BackendSync, CacheBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		first.Close()
+	}()
+	second := openT(t, Config{Path: img, Write: true, Backend: uring.BackendSync, CacheBytes: 1 << 20, LockWait: time.Minute})
+	if !second.Info.Writable {
+		t.Error("not writable")
 	}
 }
 
@@ -140,7 +160,7 @@ func TestMountedVolumes(t *testing.T) {
 		}
 	})
 	for _, path := range []string{img, dev} {
-		_, err := Open(Config{Path: path, Write: true, Backend: uring.BackendSync, CacheBytes: 1 << 20})
+		_, err := Open(Config{Path: path, Write: true, Backend: uring.BackendSync, CacheBytes: 1 << 20, LockWait: time.Millisecond})
 		if !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), dir) {
 			t.Errorf("writer of mounted %s: %v, want ErrBusy naming %s", path, err, dir)
 		}

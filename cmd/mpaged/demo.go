@@ -61,7 +61,13 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	pool, err := alloc.NewFramePool(alloc.PoolConfig{
 		ArenaBytes: *depth * demoBioPages * alloc.PageSize,
 		MaxBytes:   int64(*depth * demoBioPages * alloc.PageSize),
-		OnArena:    r.RegisterBuffer,
+		OnArena: func(i int, mem []byte) error {
+			// The sync ring has no fixed buffers: plain vectored I/O.
+			if err := r.RegisterBuffer(i, mem); err != nil && !errors.Is(err, uring.ErrNotSupported) {
+				return err
+			}
+			return nil
+		},
 	})
 	if err != nil {
 		return err

@@ -178,7 +178,7 @@ func TestServeStreamsLargeFile(t *testing.T) {
 	// What the daemon may hold beyond the cache: the frame pool's headroom
 	// (engine.FrameBytes: a quarter of the cache, at least 8 MiB), the Go
 	// runtime and heap, HTTP buffers.
-	const overhead = 96 << 20
+	const overhead = 64 << 20
 	dir := t.TempDir()
 	d := startDaemon(t, dir, "--cache", "64MiB", "--create-size", "1536MiB")
 	var maxRSS int64

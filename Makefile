@@ -17,8 +17,11 @@ all: build
 build:
 	$(GO) build $(TAGGED) -o $(BIN) ./cmd/mpaged
 
+# The daemon on ./mpaged-data/volume.img (created on first run: a sparse
+# 1 GiB ext4 without a journal), at http://127.0.0.1:7070. Flags after
+# ARGS=, e.g. make run ARGS="--cache 1GiB".
 run: build
-	./$(BIN) demo
+	./$(BIN) serve $(ARGS)
 
 deps:
 	./scripts/deps.sh

@@ -2,6 +2,7 @@
 
 GO        ?= go
 TAGGED    := -tags iouringgo -ldflags=-checklinkname=0
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 BIN       := bin/mpaged
 # A count, not a duration: a duration-based -fuzztime can fail with a bare
 # "context deadline exceeded" at its end on Go 1.26 (golang/go#75804, a race
@@ -15,7 +16,7 @@ FUZZ      := ./alloc:FuzzParsePSI ./uring/faultring:FuzzParseRule ./fs/ext:FuzzS
 all: build
 
 build:
-	$(GO) build $(TAGGED) -o $(BIN) ./cmd/mpaged
+	$(GO) build -tags iouringgo -ldflags="-checklinkname=0 -X main.version=$(VERSION)" -o $(BIN) ./cmd/mpaged
 
 # The daemon on ./mpaged-data/volume.img (created on first run: a sparse
 # 1 GiB ext4 without a journal), at http://127.0.0.1:7070. Flags after

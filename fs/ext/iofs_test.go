@@ -260,3 +260,71 @@ func TestFSWhileWriting(t *testing.T) {
 	d.Close()
 	w.verify()
 }
+
+// TestFSReadAllocs: reading cached pages through the io/fs view costs no
+// allocation per call, as File.ReadAt does not (the daemon's GET path).
+func TestFSReadAllocs(t *testing.T) {
+	src, _ := iofsSource(t)
+	v := mustOpenImage(t, mkfs(t, "ext2", 4096, src, "16M"), openOpts{})
+	f, err := v.FS().Open("sizes/f70000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := io.ReadAll(f); err != nil { // cache every page
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	rs, ra := f.(io.ReadSeeker), f.(io.ReaderAt)
+	if n := testing.AllocsPerRun(100, func() {
+		if _, err := rs.Seek(4096, io.SeekStart); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := rs.Read(buf); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ra.ReadAt(buf, 8192); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Fatalf("%v allocations per Seek+Read+ReadAt of cached pages", n)
+	}
+}
+
+// BenchmarkFSRead reads a cached 64 KiB file through the io/fs view and
+// through File.ReadAt, in one run, to show what the view costs.
+func BenchmarkFSRead(b *testing.B) {
+	src := b.TempDir()
+	writeFile(b, filepath.Join(src, "f"), randBytes(1, 64<<10))
+	v := mustOpenImage(b, mkfs(b, "ext2", 4096, src, "16M"), openOpts{})
+	buf := make([]byte, 64<<10)
+	b.Run("iofs", func(b *testing.B) {
+		f, err := v.FS().Open("f")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		ra := f.(io.ReaderAt)
+		b.SetBytes(int64(len(buf)))
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := ra.ReadAt(buf, 0); err != nil && err != io.EOF {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("File", func(b *testing.B) {
+		f, err := v.OpenFile("/f")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		b.SetBytes(int64(len(buf)))
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := f.ReadAt(buf, 0); err != nil && err != io.EOF {
+				b.Fatal(err)
+			}
+		}
+	})
+}

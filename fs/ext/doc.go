@@ -22,8 +22,12 @@
 // All metadata I/O goes through the volume's own mapping of the whole
 // device (an mpage.LinearMapper in the file system's block size), so it
 // shares the engine's page cache, readahead and stats; the superblock is
-// read first through a throwaway 1 KiB-block mapping. Nothing reads the
-// device around the engine. File data goes through one mapping per inode
+// read first through a throwaway mapping in 1 KiB blocks, or in the
+// device's logical blocks when Config.SectorSize says they are larger (a
+// 4 KiB-sector disk or zram opened with O_DIRECT), and a file system whose
+// blocks are smaller than those is refused (ErrSectorSize). A device too
+// small for a superblock, or without the magic, gives ErrNotExt. Nothing
+// reads the device around the engine. File data goes through one mapping per inode
 // with the inode's mapper; opens of an inode share it, and a bounded number
 // of closed ones keep their pages for the next open.
 //
@@ -34,7 +38,9 @@
 // most 40 per lookup.
 //
 // Errors wrap the sentinels of errors.go with what and where: the inode,
-// the block, the path (as *fs.PathError for path operations). Corrupt
+// the block, the path (as *fs.PathError for path operations, *os.LinkError
+// for Rename). Sentinels with a POSIX meaning wrap its errno (ErrNotFound
+// is ENOENT and so fs.ErrNotExist, ErrNotEmpty ENOTEMPTY, ...). Corrupt
 // metadata gives ErrCorrupt, never a panic; the parse functions are fuzzed.
 //
 // Writing (ext2, and ext4 without a journal: the features listed in
@@ -66,17 +72,43 @@
 //     then metadata, then a device flush);
 //   - names (dir_write.go): Mkdir, Rmdir, Unlink on linear directories
 //     (an htree index is dropped on the first change; with
-//     metadata_csum its index blocks get leaf checksum tails).
+//     metadata_csum its index blocks get leaf checksum tails);
+//   - Rename (rename.go), as rename(2): within and across directories,
+//     replacing a file or an empty directory (the replaced inode is freed
+//     at once, or at the last close of a File on it, as Unlink does), a
+//     moved directory's ".." and both parents' link counts fixed, a
+//     rename onto another link of the same inode a no-op; refusals
+//     (ENOTEMPTY, EISDIR, ENOTDIR, EINVAL into itself, EBUSY for the root)
+//     are checked before anything changes. The new name's entry is
+//     pointed at the moved inode in place, so until Rename a replaced
+//     name shows its old file and from then on the new one: write a
+//     temporary name, File.Sync it, Rename it over the target.
 //
-// On-disk state while writing: the superblock says "not cleanly unmounted"
-// from the first change until Close has synced everything; every Sync
-// leaves a consistent image (e2fsck -fn finds nothing), but there is no
-// journal: a crash between syncs needs e2fsck.
+// On-disk state while writing: the first change of a session marks the
+// superblock as a read-write mount does ("not cleanly unmounted", one
+// more mount, s_mtime now), and Close, once everything is synced, puts
+// back the state Open found: a volume ends clean only if it was clean at
+// open (WasClean). A read-write open of an unclean volume (not cleanly
+// unmounted, or with recorded errors) fails with ErrUnclean unless
+// Config.AllowUnclean; read-only opens read it as it is, saying so
+// through Logf. Every Sync leaves a consistent image (e2fsck -fn finds
+// nothing; Sync waits for a name-space change in progress), but there is
+// no journal: a crash between syncs needs e2fsck, and so does a crash
+// while a File keeps an unlinked or replaced inode open (ext2 has no
+// orphan list; e2fsck -p frees it).
+//
+// Reading through io/fs: Volume.FS is an fs.FS (with ReadDirFS, StatFS,
+// ReadFileFS, ReadLinkFS) over the volume with Go's path rules; its files
+// are io.ReaderAt and io.Seeker, its directories fs.ReadDirFile.
+// ReadDirInfo lists a directory with every entry described, leaving out
+// and reporting (errors.Join of *fs.PathError, ErrCorrupt) the entries
+// whose inodes are damaged, so a listing shows what it can.
 //
 // Concurrency: a Volume and its Files are safe for concurrent use. Public
 // calls hold the volume's lifetime lock shared, so Close waits for calls in
-// progress and later calls fail with ErrClosed. Name-space changes hold
-// the volume's ns lock exclusively (lookups hold it shared); writes to a
+// progress and later calls fail with ErrClosed. Name-space changes
+// (Create, Unlink, Mkdir, Rmdir, Rename) hold the volume's ns lock
+// exclusively (lookups, listings and Syncs hold it shared); writes to a
 // file hold its node's lock; allocation holds allocMu; see node for the
 // lock order. The per-inode cache has its own mutex, never held across
 // I/O; a mapper's lock guards its block map (shared by lookups), and
@@ -101,5 +133,6 @@
 //	_, err = f.WriteAt(data, 0)
 //	err = f.Sync() // data and the metadata reaching it are on the device
 //	f.Close()
-//	err = vol.Close() // syncs, marks the volume clean
+//	err = vol.Rename("/dir/name", "/dir/final") // atomic replace of final
+//	err = vol.Close() // syncs, marks the volume clean if it was at open
 package ext

@@ -56,6 +56,9 @@ var (
 	ErrInvalidPath = &sentinel{"ext: invalid path", []error{syscall.EINVAL, fs.ErrInvalid}}
 	// ErrLoop: resolving a path met too many symbolic links (ELOOP).
 	ErrLoop = fmt.Errorf("ext: %w", syscall.ELOOP)
+	// ErrNotSymlink: Readlink of something else. It wraps EINVAL and
+	// matches fs.ErrInvalid, as readlink(2) and os.Readlink do.
+	ErrNotSymlink = &sentinel{"ext: not a symbolic link", []error{syscall.EINVAL, fs.ErrInvalid}}
 	// ErrNotRegular: the path names a device, FIFO or socket, whose bytes
 	// do not live on the volume.
 	ErrNotRegular = errors.New("ext: not a regular file")

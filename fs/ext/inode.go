@@ -168,21 +168,27 @@ func (in *Inode) FileMode() fs.FileMode {
 	if in.Mode&0o1000 != 0 {
 		m |= fs.ModeSticky
 	}
-	switch in.Type() {
+	return m | in.Type().ModeType()
+}
+
+// ModeType is the type as io/fs spells it: the fs.ModeType bits (none for
+// a regular file, and for an unknown type).
+func (t FileType) ModeType() fs.FileMode {
+	switch t {
 	case TypeDir:
-		m |= fs.ModeDir
+		return fs.ModeDir
 	case TypeSymlink:
-		m |= fs.ModeSymlink
+		return fs.ModeSymlink
 	case TypeFIFO:
-		m |= fs.ModeNamedPipe
+		return fs.ModeNamedPipe
 	case TypeSocket:
-		m |= fs.ModeSocket
+		return fs.ModeSocket
 	case TypeCharDev:
-		m |= fs.ModeDevice | fs.ModeCharDevice
+		return fs.ModeDevice | fs.ModeCharDevice
 	case TypeBlockDev:
-		m |= fs.ModeDevice
+		return fs.ModeDevice
 	}
-	return m
+	return 0
 }
 
 // fits reports whether a field at off of n bytes lies inside the inode's

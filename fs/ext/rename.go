@@ -25,7 +25,8 @@ import (
 //     machinery of Unlink).
 //
 // Everything that can refuse the rename is checked before step 1, so a
-// refused rename changes nothing. Both parents get mtime and ctime, the
+// refused rename changes nothing (but an htree index dropped from a
+// directory it would edit, which stands on its own). Both parents get mtime and ctime, the
 // moved inode ctime, as the kernel's ext2 and ext4 do.
 
 // renameArgs is one rename, resolved: the parents (the same node when the
@@ -112,6 +113,9 @@ func (v *Volume) rename(oldComps, newComps []string, mustBeDir bool) error {
 		return err
 	}
 	v.markInUse()
+	if err := v.makeEditable(&r); err != nil {
+		return err
+	}
 	return v.applyRename(&r)
 }
 
@@ -142,10 +146,15 @@ func (v *Volume) checkRename(r *renameArgs) error {
 	} else if srcDir && r.newDir != r.oldDir && r.newDir.inode().Links >= v.linkMax() {
 		return fmt.Errorf("%w: directory inode %d has %d links", ErrTooManyLinks, r.newDir.ino, r.newDir.inode().Links)
 	}
-	// Directories the rename edits must be editable (this drops an
-	// htree index, a change that stands on its own).
+	return nil
+}
+
+// makeEditable readies the directories the rename edits (dropping an
+// htree index, a change that stands on its own), so that none can refuse
+// its edit halfway through.
+func (v *Volume) makeEditable(r *renameArgs) error {
 	edit := []*node{r.oldDir, r.newDir}
-	if srcDir && r.newDir != r.oldDir {
+	if r.src.inode().IsDir() && r.newDir != r.oldDir {
 		edit = append(edit, r.src)
 	}
 	for _, d := range edit {

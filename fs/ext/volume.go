@@ -625,24 +625,33 @@ func (v *Volume) statInode(ino uint32, name string) (FileInfo, error) {
 func (v *Volume) ReadDir(path string) ([]DirEntry, error) {
 	var out []DirEntry
 	err := v.pathOp("readdir", path, true, func(n *node, _ []string) error {
-		if !n.inode().IsDir() {
-			return ErrNotDir
-		}
 		var err error
-		if out, err = v.readDirNode(n); err != nil {
-			return err
-		}
-		for i := range out {
-			if out[i].Type != TypeUnknown {
-				continue
-			}
-			if in, err := v.readInode(out[i].Inode); err == nil {
-				out[i].Type = in.Type()
-			}
-		}
-		return nil
+		out, err = v.listDir(n)
+		return err
 	})
 	return out, err
+}
+
+// listDir is ReadDir of directory n; entries without a type (no filetype
+// feature) get it from their inode where it can be read. The caller holds
+// v.ns shared.
+func (v *Volume) listDir(n *node) ([]DirEntry, error) {
+	if !n.inode().IsDir() {
+		return nil, ErrNotDir
+	}
+	out, err := v.readDirNode(n)
+	if err != nil {
+		return nil, err
+	}
+	for i := range out {
+		if out[i].Type != TypeUnknown {
+			continue
+		}
+		if in, err := v.readInode(out[i].Inode); err == nil {
+			out[i].Type = in.Type()
+		}
+	}
+	return out, nil
 }
 
 // ReadDirInfo lists the directory at path (following symbolic links) as
@@ -686,7 +695,7 @@ func (v *Volume) Readlink(path string) (string, error) {
 	var target string
 	err := v.pathOp("readlink", path, false, func(n *node, _ []string) error {
 		if n.inode().Type() != TypeSymlink {
-			return fmt.Errorf("ext: inode %d is not a symbolic link", n.ino)
+			return fmt.Errorf("%w: inode %d", ErrNotSymlink, n.ino)
 		}
 		var err error
 		target, err = v.readlinkNode(n)

@@ -477,8 +477,8 @@ func TestWriteHtreeDirectory(t *testing.T) {
 	}
 }
 
-// testHtree indexes /big with e2fsck -D, then adds, removes and makes a
-// directory in it.
+// testHtree indexes /big with e2fsck -D, then adds, removes, renames and
+// makes a directory in it.
 func testHtree(t *testing.T, src string, n int, typ string, bs int, extra []string, index func(*testing.T, string)) {
 	w := newWenv(t, typ, bs, "32M", src, extra...)
 	w.close()
@@ -492,6 +492,10 @@ func testHtree(t *testing.T, src string, n int, typ string, bs int, extra []stri
 		w.unlink(fmt.Sprintf("/big/entry-%05d-with-a-longer-name", i))
 	}
 	w.mkdir("/big/sub")
+	w.rename("/big/entry-00001-with-a-longer-name", "/big/renamed")
+	w.rename("/big/entry-00002-with-a-longer-name", "/moved-out")
+	w.rename("/big/sub", "/sub2")
+	w.rename("/sub2", "/big/sub3")
 	if fi, err := w.v.Stat("/big"); err != nil || fi.Flags&FlagIndex != 0 {
 		t.Fatalf("/big still indexed after a change: %+v, %v", fi, err)
 	}

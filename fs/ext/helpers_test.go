@@ -84,6 +84,7 @@ func openImage(t testing.TB, img string, o openOpts) (*testVolume, error) {
 	v, err := Open(Config{Device: eng.Device, Cache: eng.Cache, DeviceSize: size, ReadOnly: !o.rw, Logf: logf,
 		AllowUnclean: o.allowUnclean, SectorSize: o.sectorSize})
 	if err != nil {
+		eng.Close() // a refused volume is not held: the test may open it again
 		return nil, err
 	}
 	// Cleanups run last-in first-out: the volume closes before the engine.

@@ -292,7 +292,7 @@ func noTempFiles(t *testing.T, e *env) {
 		t.Fatal(err)
 	}
 	for _, ent := range ents {
-		if strings.HasPrefix(ent.Name, api.TempPrefix) {
+		if strings.HasPrefix(ent.Name, ext.TempPrefix) {
 			t.Errorf("temporary file left: %s", ent.Name)
 		}
 	}
@@ -427,7 +427,7 @@ func TestPutKeepsOldContent(t *testing.T) {
 	waitFor(t, "the cut-off PUT to clean up", func() bool {
 		ents, _ := e.vol.ReadDir("/")
 		for _, ent := range ents {
-			if strings.HasPrefix(ent.Name, api.TempPrefix) {
+			if strings.HasPrefix(ent.Name, ext.TempPrefix) {
 				return false
 			}
 		}

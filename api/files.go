@@ -154,7 +154,7 @@ func (s *Server) putFile(w http.ResponseWriter, r *http.Request) {
 	if q.inPlace {
 		fi, err = s.writeInPlace(p, q, body)
 	} else {
-		fi, err = s.replace(p, cur, exists, q.sync, body)
+		fi, err = s.replace(p, q.sync, body)
 	}
 	if err != nil {
 		writeError(w, s.bodyError(r, p, err))

@@ -52,7 +52,6 @@ type Server struct {
 	slots    chan struct{}
 	shutting atomic.Bool
 	handler  http.Handler
-	bufs     bufPool
 }
 
 // New builds a Server for cfg.Volume.

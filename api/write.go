@@ -1,80 +1,22 @@
 package api
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"io"
 	"io/fs"
 	"net/http"
 	"os"
 	"path"
-	"sync"
 	"time"
 
 	"github.com/mpaged/mpaged/fs/ext"
 )
 
-// TempPrefix starts the names of the temporary files atomic PUTs write.
-const TempPrefix = ".mpaged-put."
-
-// chunkBytes is how much of a body one WriteAt hands the engine.
-const chunkBytes = 256 << 10
-
-// bufPool reuses body buffers, so a PUT costs no new megabytes.
-type bufPool struct{ p sync.Pool }
-
-func (b *bufPool) get() *[]byte {
-	if v := b.p.Get(); v != nil {
-		return v.(*[]byte)
-	}
-	buf := make([]byte, chunkBytes)
-	return &buf
-}
-
-func (b *bufPool) put(buf *[]byte) { b.p.Put(buf) }
-
-// replace writes the body to a new temporary file beside p, makes it
-// durable, and renames it over p. Until the rename nothing p names
-// changes; on any error the temporary file is removed.
-func (s *Server) replace(p string, cur ext.FileInfo, exists, syncAfter bool, body io.Reader) (ext.FileInfo, error) {
-	perm := fs.FileMode(0o644)
-	if exists {
-		perm = cur.Mode.Perm()
-	}
-	tmp := path.Join(path.Dir(p), TempPrefix+randomSuffix())
-	f, err := s.vol.OpenWrite(tmp, os.O_CREATE|os.O_EXCL|os.O_RDWR, perm)
-	if err != nil {
-		return ext.FileInfo{}, err
-	}
-	err = s.copyBody(f, 0, body)
-	if err == nil {
-		// The data reaches the device before the name does: a crash
-		// after the rename finds the new bytes, never unwritten blocks.
-		err = f.Sync()
-	}
-	fi := f.Stat()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = s.vol.Rename(tmp, p)
-	}
-	if err != nil {
-		if uerr := s.vol.Unlink(tmp); uerr != nil && !isNotFound(uerr) {
-			s.log.Error("put: temporary file left behind", "path", tmp, "err", uerr)
-		}
-		return ext.FileInfo{}, err
-	}
-	if syncAfter {
-		if err := s.vol.Sync(); err != nil {
-			return ext.FileInfo{}, err
-		}
-	}
-	if fi, err = s.vol.Stat(p); err != nil {
-		return ext.FileInfo{}, err
-	}
-	return fi, nil
+// replace writes the body to p atomically (ext.Volume.ReplaceFile: a
+// temporary file made durable, then renamed over p).
+func (s *Server) replace(p string, syncName bool, body io.Reader) (ext.FileInfo, error) {
+	fi, _, err := s.vol.ReplaceFile(p, body, 0o644, syncName)
+	return fi, err
 }
 
 // writeInPlace writes the body at q.offset of p (created if missing),
@@ -85,7 +27,7 @@ func (s *Server) writeInPlace(p string, q putQuery, body io.Reader) (ext.FileInf
 		return ext.FileInfo{}, err
 	}
 	defer f.Close()
-	if err := s.copyBody(f, q.offset, body); err != nil {
+	if _, err := f.WriteFrom(body, q.offset); err != nil {
 		return ext.FileInfo{}, err
 	}
 	if q.sync {
@@ -94,44 +36,6 @@ func (s *Server) writeInPlace(p string, q putQuery, body io.Reader) (ext.FileInf
 		}
 	}
 	return f.Stat(), nil
-}
-
-// copyBody writes body to f from off on, one chunk at a time. Only a
-// clean end of the body (io.EOF) ends it well: a body cut short returns
-// another error (io.ErrUnexpectedEOF from net/http), a client error.
-func (s *Server) copyBody(f *ext.File, off int64, body io.Reader) error {
-	buf := s.bufs.get()
-	defer s.bufs.put(buf)
-	for {
-		n, rerr := fill(body, *buf)
-		if n > 0 {
-			if _, err := f.WriteAt((*buf)[:n], off); err != nil {
-				return err
-			}
-			off += int64(n)
-		}
-		switch {
-		case rerr == io.EOF:
-			return nil
-		case rerr != nil:
-			return &clientError{rerr}
-		}
-	}
-}
-
-// fill reads into buf until it is full or the reader fails; unlike
-// io.ReadFull it keeps the reader's own error, so a body that ends early
-// is not mistaken for one that ends cleanly.
-func fill(r io.Reader, buf []byte) (int, error) {
-	n := 0
-	for n < len(buf) {
-		m, err := r.Read(buf[n:])
-		n += m
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
 }
 
 // clientError is a failure on the client's side of a body: it went away,
@@ -147,12 +51,6 @@ func isClientError(err error) bool {
 }
 
 func asMaxBytes(err error, target **http.MaxBytesError) bool { return errors.As(err, target) }
-
-func randomSuffix() string {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
 
 // mkdir makes a directory; with ?parents=1 its missing parents too, and
 // an existing directory is then no error.
@@ -255,9 +153,16 @@ type idleReader struct {
 	idle time.Duration
 }
 
+// Read marks every failure but a clean end as the client's (a body cut
+// short, a stall, one over the limit), so it is told apart from the
+// volume's errors however deep it is wrapped.
 func (ir *idleReader) Read(p []byte) (int, error) {
 	_ = ir.rc.SetReadDeadline(time.Now().Add(ir.idle)) // unsupported (HTTP/2 tests): no deadline
-	return ir.r.Read(p)
+	n, err := ir.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = &clientError{err}
+	}
+	return n, err
 }
 
 // idleWriter does the same for a response body.

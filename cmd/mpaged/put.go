@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,11 +11,9 @@ import (
 // stdin is what put reads (tests replace it).
 var stdin io.Reader = os.Stdin
 
-// putChunk is how much one WriteAt hands the engine.
-const putChunk = 1 << 20
-
-// runPut writes stdin to a new or replaced file of a volume (its directory
-// must exist), syncs it, and closes the volume clean.
+// runPut writes stdin to a new file of a volume or atomically replaces an
+// existing one (its directory must exist), makes it durable, and closes
+// the volume clean.
 func runPut(args []string, stdout, stderr io.Writer) (err error) {
 	vf, operands, err := parseVolumeArgs("put", "mpaged put --volume IMG [--stats] [--force] /path < data", true, args, stdout)
 	if err != nil {
@@ -35,30 +32,10 @@ func runPut(args []string, stdout, stderr io.Writer) (err error) {
 			err = cerr
 		}
 	}()
-	f, err := ov.vol.OpenWrite(p, os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o644)
-	if err != nil {
+	// Atomically: a failure (stdin cut short, a full volume) or a crash
+	// leaves the old content, never part of the new.
+	if _, _, err := ov.vol.ReplaceFile(p, stdin, 0o644, true); err != nil {
 		return err
-	}
-	defer f.Close()
-	buf := make([]byte, putChunk)
-	var off int64
-	for {
-		n, rerr := io.ReadFull(stdin, buf)
-		if n > 0 {
-			if _, err := f.WriteAt(buf[:n], off); err != nil {
-				return fmt.Errorf("%s: %w", p, err)
-			}
-			off += int64(n)
-		}
-		if rerr == io.EOF || errors.Is(rerr, io.ErrUnexpectedEOF) {
-			break
-		}
-		if rerr != nil {
-			return fmt.Errorf("%s: reading stdin: %w", p, rerr)
-		}
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("%s: sync: %w", p, err)
 	}
 	return nil
 }

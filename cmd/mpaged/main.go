@@ -8,6 +8,7 @@
 //	mpaged ls|cat --volume IMG [--stats] /path
 //	mpaged put    --volume IMG [--stats] /path < data
 //	mpaged mkdir|rm --volume IMG [--stats] /path...
+//	mpaged bench [--target zram|loop|PATH] [--quick] [flags]
 //
 // demo writes a pattern through the ring in multipage vectored requests,
 // makes it durable, reads it back and checks every byte; probe prints what
@@ -36,6 +37,7 @@ var commands = []command{
 	{"put", "write stdin to a file (ext2, or ext4 without a journal), then sync", runPut},
 	{"mkdir", "make directories (ext2, or ext4 without a journal)", runMkdir},
 	{"rm", "remove files and empty directories (ext2, or ext4 without a journal)", runRm},
+	{"bench", "measure the engine against fio on a zram, loop or named device", runBench},
 }
 
 // errUsage marks errors that are the caller's: exit status 2.

@@ -1,0 +1,12 @@
+//go:build iouringgo
+
+package bench
+
+import (
+	"github.com/mpaged/mpaged/uring"
+	"github.com/mpaged/mpaged/uring/iouringgo"
+)
+
+func init() {
+	openIouringGo = func(opts uring.Options) (uring.Ring, error) { return iouringgo.New(opts) }
+}

@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"io"
+	"strings"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -54,7 +55,6 @@ func (r *Report) workloadChart(workload string) (*plot.Plot, error) {
 	p.Y.Label.Text = "MiB/s"
 	p.Y.Min = 0
 	var names []string
-	var values plotter.Values
 	var xys plotter.XYs
 	var errs plotter.YErrors
 	for _, row := range r.Rows {
@@ -63,16 +63,22 @@ func (r *Report) workloadChart(workload string) (*plot.Plot, error) {
 		}
 		x := float64(len(names))
 		names = append(names, row.Runner)
-		values = append(values, row.MiBps.Median)
 		xys = append(xys, plotter.XY{X: x, Y: row.MiBps.Median})
 		errs = append(errs, struct{ Low, High float64 }{row.MiBps.Median - row.MiBps.Min, row.MiBps.Max - row.MiBps.Median})
+		// One chart per bar, so each family has its colour: the
+		// engine's runners one, the tools it is measured against another.
+		bar, err := plotter.NewBarChart(plotter.Values{row.MiBps.Median}, vg.Points(28))
+		if err != nil {
+			return nil, fmt.Errorf("chart %s: %w", workload, err)
+		}
+		bar.XMin = x
+		bar.Color = plotutil.Color(0)
+		if !strings.HasPrefix(row.Runner, "engine") {
+			bar.Color = plotutil.Color(1)
+		}
+		bar.LineStyle.Width = 0
+		p.Add(bar)
 	}
-	bars, err := plotter.NewBarChart(values, vg.Points(28))
-	if err != nil {
-		return nil, fmt.Errorf("chart %s: %w", workload, err)
-	}
-	bars.Color = plotutil.Color(0)
-	bars.LineStyle.Width = 0
 	spread, err := plotter.NewYErrorBars(struct {
 		plotter.XYs
 		plotter.YErrors
@@ -82,7 +88,7 @@ func (r *Report) workloadChart(workload string) (*plot.Plot, error) {
 	}
 	spread.CapWidth = vg.Points(10)
 	spread.LineStyle.Width = vg.Points(1.2)
-	p.Add(bars, spread)
+	p.Add(spread)
 	p.NominalX(names...)
 	return p, nil
 }

@@ -360,7 +360,7 @@ func (wk *worker) run(f File, stop *atomic.Bool) {
 			if read {
 				op = "read"
 			}
-			wk.err = fmt.Errorf("%w: %s: %s of %d bytes at %d: %v", ErrRunner, wk.w.Name, op, len(wk.buf), off, err)
+			wk.err = fmt.Errorf("%w: %s: %s of %d bytes at %d: %w", ErrRunner, wk.w.Name, op, len(wk.buf), off, err)
 			stop.Store(true)
 			return
 		}

@@ -181,8 +181,11 @@ func (r *fioRunner) runJob(ctx context.Context, j fioJob) (Result, error) {
 		return Result{}, fmt.Errorf("%w: %s: %v: %s", ErrRunner, r.name, err, tail(stderr.String()))
 	}
 	res.Runner = r.name
+	// The process less an empty job's startup, but never under fio's own
+	// figure, which is part of it (the startup cost varies a little, and
+	// short runs would show the noise).
 	res.FioOwnCPUSeconds = res.CPUSeconds
-	res.CPUSeconds = max(processCPUOf(cmd)-r.startupCPU, 0)
+	res.CPUSeconds = max(processCPUOf(cmd)-r.startupCPU, res.FioOwnCPUSeconds)
 	return res, nil
 }
 

@@ -58,7 +58,8 @@ type Result struct {
 	// CPUSeconds is the user+system time of the whole process doing the
 	// I/O, its kernel threads included: for the engine getrusage of the
 	// bench process over the run; for fio the rusage of the fio process
-	// (wait4) less what an empty fio job costs (its startup). io_uring
+	// (wait4) less what an empty fio job costs (its startup), and at least
+	// fio's own usr+sys. io_uring
 	// hands work the device cannot take without blocking (zram) to
 	// io-wq kernel threads of the process, which fio's own usr+sys (per
 	// thread) leaves out.

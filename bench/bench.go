@@ -7,7 +7,10 @@ import (
 	"io"
 	"log"
 	"os"
+	"slices"
 	"time"
+
+	"golang.org/x/term"
 )
 
 // Run runs the benchmark cfg describes: it makes or opens the target, sets
@@ -65,7 +68,7 @@ func setupRunners(ctx context.Context, cfg Config, env *Env) ([]Runner, []string
 	var runners []Runner
 	var notes []string
 	for _, d := range runnerDefs {
-		named := contains(cfg.Runners, d.name)
+		named := slices.Contains(cfg.Runners, d.name)
 		if len(cfg.Runners) > 0 && !named {
 			continue
 		}
@@ -157,9 +160,5 @@ func runSchedule(ctx context.Context, cfg Config, workloads []Workload, runners 
 // isTerminal reports whether w is a terminal (progress bars only there).
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
+	return ok && term.IsTerminal(int(f.Fd()))
 }

@@ -62,9 +62,12 @@ func openStack(t *Target, o stackOptions) (_ *stack, err error) {
 			err = errors.Join(err, s.close())
 		}
 	}()
-	blockSize := max(t.LogicalBlock, 4096)
-	if blockSize > mpage.PageSize {
-		return nil, fmt.Errorf("%w: engine: %s has %d-byte logical blocks, the engine pages at most 4096", ErrUnavailable, t.Path, t.LogicalBlock)
+	// One block a page: aligned for O_DIRECT on any device whose logical
+	// blocks are at most a page (512-byte loop devices, 4 KiB zram and
+	// 4Kn drives alike).
+	const blockSize = mpage.PageSize
+	if t.LogicalBlock > blockSize {
+		return nil, fmt.Errorf("%w: engine: %s has %d-byte logical blocks, the engine pages at most %d", ErrUnavailable, t.Path, t.LogicalBlock, blockSize)
 	}
 	mode := os.O_RDONLY
 	if o.Write {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -79,7 +80,7 @@ func workloadNames() []string {
 func (c Config) workloads() []Workload {
 	var out []Workload
 	for i, s := range workloadSpecs {
-		if len(c.Workloads) > 0 && !contains(c.Workloads, s.name) {
+		if len(c.Workloads) > 0 && !slices.Contains(c.Workloads, s.name) {
 			continue
 		}
 		w := Workload{Name: s.name, Pattern: s.pattern, ReadPercent: s.readPercent, BlockSize: c.BlockSize,
@@ -93,15 +94,6 @@ func (c Config) workloads() []Workload {
 		out = append(out, w)
 	}
 	return out
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // Reads and Writes say which directions the workload has.

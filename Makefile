@@ -57,7 +57,7 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./uring/ ./alloc/ ./mpage/
 	$(GO) test -run '^$$' -bench . -benchmem $(TAGGED) ./uring/iouringgo/
 
-# The full comparison (about two minutes): every workload and runner on a
+# The full comparison (about a minute): every workload and runner on a
 # zram device made for the run (else a loop device), interleaved, three
 # repetitions; the table, JSON and chart land in bench-out/.
 bench-compare: build

@@ -23,7 +23,7 @@ type Config struct {
 	// Depth overrides every workload's queue depth; 0 keeps each one's
 	// default (32, and 128 for randread).
 	Depth int
-	// Duration is the length of one run (default 1s; quick: 100ms).
+	// Duration is the length of one run (default 500ms; quick: 100ms): with every runner and three repetitions a full run takes about a minute.
 	Duration time.Duration
 	// Repetitions of each workload (default 3; quick: 1).
 	Repetitions int
@@ -58,7 +58,7 @@ const (
 	defaultSize        = 1 << 30
 	quickSize          = 64 << 20
 	defaultBlockSize   = 128 << 10
-	defaultDuration    = time.Second
+	defaultDuration    = 500 * time.Millisecond
 	quickDuration      = 100 * time.Millisecond
 	defaultRepetitions = 3
 	quickRepetitions   = 1

@@ -30,7 +30,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	fs.Var(byteSize{&cfg.Size}, "size", "region every workload uses, and the size of a target the bench creates (default 1GiB; quick 64MiB)")
 	fs.Var(byteSizeInt{&cfg.BlockSize}, "bs", "block size of the sequential workloads (default 128KiB; random ones use 4KiB)")
 	fs.IntVar(&cfg.Depth, "depth", 0, "queue depth of every workload (default: 32, and 128 for randread)")
-	fs.DurationVar(&cfg.Duration, "duration", 0, "length of one run (default 1s; quick 100ms)")
+	fs.DurationVar(&cfg.Duration, "duration", 0, "length of one run (default 500ms; quick 100ms)")
 	fs.IntVar(&cfg.Repetitions, "repetitions", 0, "repetitions of each workload, runners interleaved (default 3; quick 1)")
 	fs.StringVar(&workloads, "workloads", "", "comma-separated: seqread,randread,seqwrite,randwrite,mix (default all)")
 	fs.StringVar(&runners, "runners", "", "comma-separated runners (default all this build has): engine-native, engine-iouring-go, engine-sync, engine-native-1page, fio-io_uring, fio-libaio, fio-io_uring-1m")

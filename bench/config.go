@@ -23,7 +23,8 @@ type Config struct {
 	// Depth overrides every workload's queue depth; 0 keeps each one's
 	// default (32, and 128 for randread).
 	Depth int
-	// Duration is the length of one run (default 500ms; quick: 100ms): with every runner and three repetitions a full run takes about a minute.
+	// Duration is the length of one run (default 500ms, so that a full
+	// run, every runner three times, takes about a minute; quick: 100ms).
 	Duration time.Duration
 	// Repetitions of each workload (default 3; quick: 1).
 	Repetitions int

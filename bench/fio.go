@@ -130,7 +130,9 @@ func (j fioJob) args() []string {
 		a = append(a, "--end_fsync=1")
 	}
 	if j.Verify != "" {
-		a = append(a, "--verify=pattern", "--verify_pattern="+j.Verify, "--verify_fatal=1")
+		// No verify state file: fio would leave one in the working
+		// directory.
+		a = append(a, "--verify=pattern", "--verify_pattern="+j.Verify, "--verify_fatal=1", "--verify_state_save=0")
 		if j.VerifyOnly {
 			a = append(a, "--verify_only=1")
 		} else {

@@ -30,7 +30,7 @@ func TestFioArgs(t *testing.T) {
 		{"one pass", fioJob{Workload: testWorkload("seqread"), Path: "/d", IOEngine: "io_uring"},
 			nil, []string{"--time_based"}},
 		{"fill with a pattern", fioJob{Workload: testWorkload("seqwrite"), Path: "/d", IOEngine: "io_uring", Verify: "0x01020304%o"},
-			[]string{"--verify=pattern", "--verify_pattern=0x01020304%o", "--do_verify=0"}, []string{"--verify_only=1"}},
+			[]string{"--verify=pattern", "--verify_pattern=0x01020304%o", "--do_verify=0", "--verify_state_save=0"}, []string{"--verify_only=1"}},
 		{"verify a pattern", fioJob{Workload: testWorkload("seqread"), Path: "/d", IOEngine: "io_uring", Verify: "0x01020304%o", VerifyOnly: true},
 			[]string{"--verify=pattern", "--verify_only=1", "--verify_fatal=1"}, []string{"--do_verify=0"}},
 		{"colon in the path", fioJob{Workload: testWorkload("seqread"), Path: "/tmp/a:b", IOEngine: "io_uring"},

@@ -2,6 +2,7 @@
 
 GO        ?= go
 TAGGED    := -tags iouringgo -ldflags=-checklinkname=0
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 BIN       := bin/mpaged
 # A count, not a duration: a duration-based -fuzztime can fail with a bare
 # "context deadline exceeded" at its end on Go 1.26 (golang/go#75804, a race
@@ -15,10 +16,13 @@ FUZZ      := ./alloc:FuzzParsePSI ./uring/faultring:FuzzParseRule ./fs/ext:FuzzS
 all: build
 
 build:
-	$(GO) build $(TAGGED) -o $(BIN) ./cmd/mpaged
+	$(GO) build -tags iouringgo -ldflags="-checklinkname=0 -X main.version=$(VERSION)" -o $(BIN) ./cmd/mpaged
 
+# The daemon on ./mpaged-data/volume.img (created on first run: a sparse
+# 1 GiB ext4 without a journal), at http://127.0.0.1:7070. Flags after
+# ARGS=, e.g. make run ARGS="--cache 1GiB".
 run: build
-	./$(BIN) demo
+	./$(BIN) serve $(ARGS)
 
 deps:
 	./scripts/deps.sh
@@ -38,7 +42,7 @@ unit:
 
 # The iouring-go backend links only with -checklinkname=0, behind its tag.
 tagged:
-	$(GO) test -race -count=1 $(TAGGED) ./uring/iouringgo/ ./cmd/...
+	$(GO) test -race -count=1 $(TAGGED) ./uring/iouringgo/ ./engine/ ./cmd/...
 
 # The engine once more with its assertions compiled in.
 invariants:

@@ -27,12 +27,13 @@
 //     Every ratio is to fio with io_uring in the same repetition.
 //
 // Like for like: both sides use O_DIRECT on the same device, over the same
-// region, with the same block size and depth, and the engine starts every
-// run with its page cache dropped. Random workloads visit a permutation of
-// the region's blocks, each once per pass, as fio's random map does, so no
-// engine read is a cache hit. Writes end with a sync on both sides (fio's
-// end_fsync) inside the timed interval. TestLikeForLike checks that fio and
-// the engine read the same bytes from the target.
+// region, with the same block size and depth, and every engine run opens
+// its own engine (package engine) and so starts with an empty page cache.
+// Random workloads visit a permutation of the region's blocks, each once
+// per pass, as fio's random map does, so no engine read is a cache hit.
+// Writes end with a sync on both sides (fio's end_fsync) inside the timed
+// interval. TestLikeForLike checks that fio and the engine read the same
+// bytes from the target.
 //
 // Depth, phase 1: the engine has no call that keeps many page reads in
 // flight from one goroutine, so a random workload at depth D runs D

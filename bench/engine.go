@@ -24,7 +24,6 @@ type engineRunner struct {
 	backend   string
 	multipage bool
 	env       *Env
-	st        *stack
 }
 
 func newEngineRunner(name, backend string, multipage bool) *engineRunner {
@@ -37,29 +36,37 @@ func (r *engineRunner) Name() string { return r.name }
 // where coalescing can happen at all.
 func (r *engineRunner) Applies(w Workload) bool { return r.multipage || w.Pattern == Sequential }
 
+// Setup checks that the engine opens on the target with this backend; each
+// run opens its own (see run).
 func (r *engineRunner) Setup(_ context.Context, env *Env) error {
 	r.env = env
+	if err := backendAvailable(r.backend); err != nil {
+		return fmt.Errorf("%s: %w", r.name, err)
+	}
+	st, err := r.open()
+	if err != nil {
+		return err
+	}
+	return st.close()
+}
+
+// open assembles the engine for one run. Every run has its own, opened
+// before and closed after the clock: a cold cache, and the device held
+// exclusively (engine.Open's O_EXCL) only while the run writes it.
+func (r *engineRunner) open() (*stack, error) {
 	vecs := 0
 	if !r.multipage {
 		vecs = 1
 	}
-	st, err := openStack(env.Target, stackOptions{Backend: r.backend, CacheBytes: env.CacheBytes, MaxBioVecs: vecs,
-		Depth: env.Depth, Write: env.Write, Logf: env.Logf})
+	st, err := openStack(r.env.Target, stackOptions{Backend: r.backend, CacheBytes: r.env.CacheBytes, MaxBioVecs: vecs,
+		Depth: r.env.Depth, Write: r.env.Write, Logf: r.env.Logf})
 	if err != nil {
-		return fmt.Errorf("%s: %w", r.name, err)
+		return nil, fmt.Errorf("%s: %w", r.name, err)
 	}
-	r.st = st
-	return nil
+	return st, nil
 }
 
-func (r *engineRunner) Teardown() error {
-	if r.st == nil {
-		return nil
-	}
-	err := r.st.close()
-	r.st = nil
-	return err
-}
+func (r *engineRunner) Teardown() error { return nil }
 
 // engineSnapshot is every counter a run's result is a difference of.
 type engineSnapshot struct {
@@ -69,24 +76,30 @@ type engineSnapshot struct {
 	alloc uint64
 }
 
-func (r *engineRunner) snapshot() engineSnapshot {
+func snapshotOf(st *stack) engineSnapshot {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	return engineSnapshot{ring: r.st.ring.Stats(), eng: r.st.stats.Snapshot(), cpu: processCPU(), alloc: ms.Mallocs}
+	return engineSnapshot{ring: st.eng.Ring.Stats(), eng: st.eng.Stats.Snapshot(), cpu: processCPU(), alloc: ms.Mallocs}
 }
 
-// Run drops the cache (every run starts cold), then runs w on the raw
-// volume's file between two snapshots of the counters.
+// Run opens the engine (a cold cache), runs w on the raw volume's file
+// between two snapshots of the counters, and closes it.
 func (r *engineRunner) Run(ctx context.Context, w Workload) (Result, error) {
 	return r.run(ctx, w, nil)
 }
 
 // run is Run with a Visit hook (tests).
-func (r *engineRunner) run(ctx context.Context, w Workload, visit func(int64, []byte)) (Result, error) {
-	f := r.st.vol.File()
-	if err := f.DropCache(); err != nil {
-		return Result{}, fmt.Errorf("%w: %s: %v", ErrRunner, r.name, err)
+func (r *engineRunner) run(ctx context.Context, w Workload, visit func(int64, []byte)) (_ Result, err error) {
+	st, err := r.open()
+	if err != nil {
+		return Result{}, err
 	}
+	defer func() {
+		if cerr := st.close(); cerr != nil && err == nil {
+			err = fmt.Errorf("%w: %s: close: %v", ErrRunner, r.name, cerr)
+		}
+	}()
+	f := st.vol.File()
 	var before, after engineSnapshot
 	var profile string
 	var stopProfile func() error
@@ -97,10 +110,10 @@ func (r *engineRunner) run(ctx context.Context, w Workload, visit func(int64, []
 				profile = fmt.Sprintf("%s.%s.%s.%d.pprof", r.env.CPUProfile, w.Name, r.name, w.Rep)
 				stopProfile, perr = startProfile(profile)
 			}
-			before = r.snapshot()
+			before = snapshotOf(st)
 		},
 		End: func() {
-			after = r.snapshot()
+			after = snapshotOf(st)
 			if stopProfile != nil {
 				perr = stopProfile()
 			}
@@ -117,7 +130,7 @@ func (r *engineRunner) run(ctx context.Context, w Workload, visit func(int64, []
 	res := resultOf(w, r.name, m)
 	res.CPUSeconds = (after.cpu - before.cpu).Seconds()
 	res.Profile = profile
-	res.Engine = engineCounters(r.st.ring.Features().Backend, before, after)
+	res.Engine = engineCounters(st.eng.Ring.Features().Backend, before, after)
 	return res, nil
 }
 

@@ -181,7 +181,12 @@ func TestLikeForLike(t *testing.T) {
 	}
 
 	// The engine writes; fio reads and verifies.
-	f := lf.engine.st.vol.File()
+	st, err := lf.engine.open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.close()
+	f := st.vol.File()
 	buf := make([]byte, write.BlockSize)
 	for off := int64(0); off < size; off += int64(len(buf)) {
 		fioPattern(buf, off, engineMagic, len(buf))
@@ -190,6 +195,9 @@ func TestLikeForLike(t *testing.T) {
 		}
 	}
 	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.close(); err != nil {
 		t.Fatal(err)
 	}
 	read := lf.onePass("seqread")

@@ -3,6 +3,7 @@ package mpage
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"syscall"
 
 	"github.com/mpaged/mpaged/alloc"
@@ -31,7 +32,11 @@ type Bio struct {
 	mapping *Mapping
 	pages   []*Page
 	vecs    [][]byte
-	got     int // vec slots granted by the BioSet
+	got     int // vec count the BioSet granted, handed back to Free
+	// slots is how many vecs the Bio may carry: every slot of got's class
+	// (Linux's bi_max_vecs), up to the device's MaxBioVecs. A try the
+	// halving left at 3 vecs is charged as a 4-vec Bio, so it holds 4.
+	slots   int
 	dir     Dir
 	kind    bioKind
 	block   uint8 // bioBlock: which block of pages[0]
@@ -46,7 +51,8 @@ func (d *Device) allocBio(m *Mapping, dir Dir, kind bioKind, pblock uint64, nr i
 	if b == nil {
 		return nil
 	}
-	b.got, b.mapping, b.dir, b.kind, b.pblock, b.blkbits = got, m, dir, kind, pblock, m.blkbits
+	b.got, b.slots = got, min(cap(b.vecs), d.maxVecs)
+	b.mapping, b.dir, b.kind, b.pblock, b.blkbits = m, dir, kind, pblock, m.blkbits
 	b.pages, b.vecs = b.pages[:0], b.vecs[:0]
 	return b
 }
@@ -57,7 +63,7 @@ func (d *Device) allocBio(m *Mapping, dir Dir, kind bioKind, pblock uint64, nr i
 // or end of writeback that lets Close or Truncate free it, so without the
 // reference a freed (or reused) page could be written to.
 func (b *Bio) add(p *Page, n int) bool {
-	if len(b.vecs) >= b.got {
+	if b.full() {
 		return false
 	}
 	p.refs.Add(1)
@@ -66,7 +72,10 @@ func (b *Bio) add(p *Page, n int) bool {
 	return true
 }
 
-// blocks is the number of device blocks the Bio covers.
+// full reports whether the Bio has no vec slot left.
+func (b *Bio) full() bool { return len(b.vecs) >= b.slots }
+
+// bytes is the number of bytes the Bio moves.
 func (b *Bio) bytes() int {
 	n := 0
 	for _, v := range b.vecs {
@@ -126,6 +135,18 @@ func sameArena(f *alloc.FramePool, vecs [][]byte) int16 {
 }
 
 // Complete runs on the ring's completion side when the Bio's I/O ends.
+//
+// A multipage Bio ends its pages last to first, as the seeds do: when the
+// lock (read) or writeback (write) of a page of the Bio is released, every
+// later page of the Bio is already done. Readers and waiters walk forward
+// (ReadAt page by page, readahead's consumer, WaitWriteback for fsync), so
+// one woken on the first page finds the rest of the Bio ready and sleeps
+// at most once per Bio; in page order it would race the completion loop
+// for each next page and, whenever the completion side is preempted, sleep
+// and be woken again, once per page. The cost is that the first page is
+// released after the whole loop, a few nanoseconds per page. The
+// readahead marker does not care: a reader triggers the next window when
+// it finds the marked page, locked or not.
 func (b *Bio) Complete(q *uring.Request) {
 	err := q.Err
 	if err == nil && q.Res < b.bytes() {
@@ -144,8 +165,7 @@ func (b *Bio) Complete(q *uring.Request) {
 		b.pages[0].Release()
 	case b.dir == Read:
 		st.BioBytes[Read].Add(uint64(q.Res))
-		// Pages end in Bio order, lowest index first.
-		for _, p := range b.pages {
+		for _, p := range slices.Backward(b.pages) {
 			if err == nil {
 				p.set(Uptodate)
 				p.clear(Error)
@@ -154,15 +174,21 @@ func (b *Bio) Complete(q *uring.Request) {
 				p.set(Error)
 			}
 			p.Unlock()
+			if h := b.dev.pageEnded; h != nil {
+				h(p, Read)
+			}
 			p.Release()
 		}
 	default:
 		st.BioBytes[Write].Add(uint64(q.Res))
-		for _, p := range b.pages {
+		for _, p := range slices.Backward(b.pages) {
 			if err != nil {
 				p.redirtyBlocks()
 			}
 			p.writeDone(err)
+			if h := b.dev.pageEnded; h != nil {
+				h(p, Write)
+			}
 			p.Release()
 		}
 	}

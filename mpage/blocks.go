@@ -107,7 +107,7 @@ func (p *Page) invalidateBlocksFrom(off int, m *Mapping) {
 	bs := 1 << m.blkbits
 	b.mu.Lock()
 	for i := (off + bs - 1) >> m.blkbits; i < m.blocksPerPage(); i++ {
-		b.state[i] &^= bufMapped | bufDirty | bufNew
+		b.state[i] &^= bufMapped | bufDirty | bufNew | bufBoundary
 		b.pblock[i] = 0
 	}
 	b.mu.Unlock()

@@ -35,6 +35,23 @@ func grabUptodate(t *testing.T, m *mpage.Mapping, idx uint64) *mpage.Page {
 	return p
 }
 
+// setBlocksDirty fills each listed block i of page idx with fill+i and
+// marks it dirty on its own (SetBlocksDirty), so the page has per-block
+// state and only those blocks are dirty.
+func setBlocksDirty(t *testing.T, m *mpage.Mapping, idx uint64, fill byte, blocks ...int) {
+	t.Helper()
+	p := grabUptodate(t, m, idx)
+	bs := m.BlockSize()
+	for _, i := range blocks {
+		for j := i * bs; j < (i+1)*bs; j++ {
+			p.Data[j] = fill + byte(i)
+		}
+		m.SetBlocksDirty(p, i*bs, (i+1)*bs)
+	}
+	p.Unlock()
+	p.Release()
+}
+
 // writes lists the write requests the Recorder saw, as "off+len".
 func writes(e *mpagetest.Env) []mpagetest.Record {
 	var out []mpagetest.Record
@@ -160,33 +177,200 @@ func TestDiscardBlocks(t *testing.T) {
 }
 
 // TestFailedMultipageWriteOfBlocks: a page with per-block state whose
-// blocks were all dirty goes out in one multipage Bio; when that fails,
-// every block is dirty again and the retry writes them.
+// blocks are all mapped and dirty goes out in one multipage Bio; when that
+// fails, every block is dirty again (redirtyBlocks, from the Bio's
+// completion), and the retry writes them all. Were they left clean, the
+// retry would write nothing and clear the error: acknowledged data lost.
 func TestFailedMultipageWriteOfBlocks(t *testing.T) {
 	e := metaEnv(t)
 	m := e.Meta
-	p := grabUptodate(t, m, 1)
-	for i := range 4 {
-		p.Data[i*1024] = 0xC0 + byte(i)
-		m.SetBlocksDirty(p, i*1024, i*1024+1)
+	dirtyBlocks := func(fill byte) { setBlocksDirty(t, m, 1, fill, 0, 1, 2, 3) }
+	// writeback runs WriteAndWait and returns the writes the device saw
+	// and its error.
+	writeback := func() ([]mpagetest.Record, error) {
+		t.Helper()
+		e.Ring.Reset()
+		err := m.WriteAndWait(0, -1)
+		e.Drain()
+		return writes(e), err
 	}
-	p.Unlock()
-	p.Release()
+
+	// The first writeback maps the buffers: unmapped dirty blocks confuse
+	// the page, and the per-block path maps and writes them one by one.
+	dirtyBlocks(0xA0)
+	if w, err := writeback(); err != nil || len(w) != 4 {
+		t.Fatalf("mapping writeback: %v, %d writes, want 4 per-block writes", err, len(w))
+	}
+
+	dirtyBlocks(0xC0)
 	e.Ring.Fail(mpagetest.Rule{AnyOp: true, Off: 4096, Size: 4096, Errno: syscall.EIO, Count: 1})
-	if err := m.WriteAndWait(0, -1); !errors.Is(err, syscall.EIO) {
-		t.Fatalf("first writeback: %v, want EIO", err)
+	w, err := writeback()
+	if !errors.Is(err, syscall.EIO) {
+		t.Fatalf("failed writeback: %v, want EIO", err)
+	}
+	if len(w) != 1 || w[0].Offset != 4096 || w[0].Len != 4096 || w[0].Err == nil {
+		t.Fatalf("failed writeback: writes %v, want one failed multipage write of page 1", w)
+	}
+	if n := m.DirtyPages(); n != 1 {
+		t.Fatalf("%d dirty pages after the failed write, want 1", n)
 	}
 	e.Ring.ClearFaults()
-	if err := m.WriteAndWait(0, -1); err != nil {
+
+	w, err = writeback()
+	if err != nil {
 		t.Fatalf("retry: %v", err)
 	}
-	e.Drain()
+	if len(w) != 1 || w[0].Offset != 4096 || w[0].Len != 4096 {
+		t.Fatalf("retry: writes %v, want page 1 again in one multipage write", w)
+	}
 	for i := range 4 {
-		if got := e.Disk()[4096+i*1024]; got != 0xC0+byte(i) {
-			t.Fatalf("block %d: %#x after the retry", 4+i, got)
+		blk := e.Disk()[4096+i*1024 : 4096+(i+1)*1024]
+		if want := bytes.Repeat([]byte{0xC0 + byte(i)}, 1024); !bytes.Equal(blk, want) {
+			t.Fatalf("block %d after the retry: %x..., want %#x", 4+i, blk[:8], want[0])
 		}
 	}
+	if err := m.Err(); err != nil {
+		t.Fatalf("error after the retry: %v", err)
+	}
 }
+
+// TestWriteConfusedWithBuffers: each rule of the multipage write path that
+// sends a page with per-block state block by block, reached through the
+// API, and what the per-block path then writes: the dirty blocks, no
+// others, and no block mapped (allocated) that has nothing to write.
+// 1 KiB blocks; page 0 is file blocks 0..3.
+func TestWriteConfusedWithBuffers(t *testing.T) {
+	const fill = 0xE0
+	for _, tc := range []struct {
+		name   string
+		script string
+		size   int64
+		// prepare leaves page 0 with per-block state; write writes it.
+		prepare func(t *testing.T, e *mpagetest.Env)
+		write   func(t *testing.T, e *mpagetest.Env) error
+		why     mpage.Reason
+		want    []written // in order
+	}{
+		{
+			// Its blocks mapped by a first per-block writeback, only one
+			// of them dirtied again: not every mapped block is dirty.
+			name: "mapped blocks not all dirty", script: "map 0-3 at 100", size: 4096,
+			prepare: func(t *testing.T, e *mpagetest.Env) {
+				setBlocksDirty(t, e.Mapping, 0, 0x10, 0, 1, 2, 3)
+				if err := e.Mapping.WriteAndWait(0, -1); err != nil {
+					t.Fatal(err)
+				}
+				setBlocksDirty(t, e.Mapping, 0, fill, 2)
+			},
+			write: writeAndWait, why: mpage.ReasonNotDirty, want: []written{{102, 2}},
+		},
+		{
+			// Per-block state, none of it mapped, nothing dirty: the file
+			// system writes the clean page (WritePage writes a page
+			// whether or not it is dirty). Nothing to write, nothing to
+			// map.
+			name: "all blocks unmapped", script: "map 0-3 at 100", size: 4096,
+			prepare: func(t *testing.T, e *mpagetest.Env) {
+				setBlocksDirty(t, e.Mapping, 0, fill, 1)
+				p := grabUptodate(t, e.Mapping, 0)
+				e.Mapping.DiscardBlocks(p, 1024, 2048)
+				p.Unlock()
+				p.Release()
+			},
+			write: func(t *testing.T, e *mpagetest.Env) error {
+				p := grabUptodate(t, e.Mapping, 0)
+				defer p.Release()
+				return e.Mapping.WritePage(p)
+			},
+			why: mpage.ReasonBuffers,
+		},
+		{
+			// Read block by block around the hole at block 1, then blocks
+			// 0, 2 and 3 dirtied: data after an unmapped block. The hole
+			// is clean and stays a hole.
+			name: "data after an unmapped block", script: "map 0 at 100\nmap 2-3 at 102\nalloc at 500", size: 4096,
+			prepare: func(t *testing.T, e *mpagetest.Env) {
+				setBlocksDirty(t, e.Mapping, 0, fill, 0, 2, 3)
+			},
+			write: writeAndWait, why: mpage.ReasonHole, want: []written{{100, 0}, {102, 2}, {103, 3}},
+		},
+		{
+			// Read block by block because the page's blocks are not
+			// contiguous, then rewritten whole.
+			name: "blocks not contiguous", script: "map 0-1 at 100\nmap 2-3 at 200", size: 4096,
+			prepare: func(t *testing.T, e *mpagetest.Env) {
+				setBlocksDirty(t, e.Mapping, 0, fill, 0, 1, 2, 3)
+			},
+			write: writeAndWait, why: mpage.ReasonDiscontiguous, want: []written{{100, 0}, {101, 1}, {200, 2}, {201, 3}},
+		},
+		{
+			// Mapped and dirty, but i_size has dropped below the page, as
+			// between Truncate setting it and dropping the page: nothing
+			// is written and the page is clean.
+			name: "page wholly past EOF", script: "map 0-3 at 100", size: 4096,
+			prepare: func(t *testing.T, e *mpagetest.Env) {
+				setBlocksDirty(t, e.Mapping, 0, 0x10, 0, 1, 2, 3)
+				if err := e.Mapping.WriteAndWait(0, -1); err != nil {
+					t.Fatal(err)
+				}
+				setBlocksDirty(t, e.Mapping, 0, fill, 0, 1, 2, 3)
+				e.Mapping.SetSize(0)
+			},
+			write: writeAndWait, why: mpage.ReasonEOF,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := mpagetest.NewEnvWith(t, mpagetest.EnvConfig{BlockSize: 1024, Script: tc.script, Size: tc.size})
+			tc.prepare(t, e)
+			e.Drain()
+			e.Ring.Reset()
+			e.Mapper.ResetLog()
+			before := e.Stats.Snapshot()
+			if err := tc.write(t, e); err != nil {
+				t.Fatal(err)
+			}
+			e.Drain()
+			after := e.Stats.Snapshot()
+			if got := after.ConfusedTotal(mpage.Write) - before.ConfusedTotal(mpage.Write); got != 1 {
+				t.Fatalf("%d pages confused, want 1", got)
+			}
+			if after.Confused[mpage.Write][tc.why] == before.Confused[mpage.Write][tc.why] {
+				t.Fatalf("not confused for %s: %v", tc.why, after.Confused[mpage.Write])
+			}
+			var got, want []int
+			for _, r := range writes(e) {
+				got = append(got, int(r.Offset/1024))
+				if r.Len != 1024 {
+					t.Fatalf("write %v is not one block", r)
+				}
+			}
+			for _, w := range tc.want {
+				want = append(want, w.dev)
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("wrote blocks %v, want %v", got, want)
+			}
+			for _, w := range tc.want {
+				blk := e.Disk()[w.dev*1024 : (w.dev+1)*1024]
+				if !bytes.Equal(blk, bytes.Repeat([]byte{fill + byte(w.page)}, 1024)) {
+					t.Fatalf("device block %d holds %x..., want block %d of the page", w.dev, blk[:8], w.page)
+				}
+			}
+			if calls := e.Mapper.Calls(); len(calls) != 0 {
+				t.Fatalf("mapper called for a page whose dirty blocks are mapped: %v", calls)
+			}
+			if n := e.Mapping.DirtyPages(); n != 0 {
+				t.Fatalf("%d dirty pages after the write", n)
+			}
+		})
+	}
+}
+
+// written is a block the per-block path wrote: device block dev, from
+// block page of the page.
+type written struct{ dev, page int }
+
+func writeAndWait(_ *testing.T, e *mpagetest.Env) error { return e.Mapping.WriteAndWait(0, -1) }
 
 // TestTruncateInvalidatesBlocks: after a truncate inside a page with
 // per-block state, the blocks past EOF are unmapped, so growing the file

@@ -19,6 +19,11 @@ const (
 	bufDirty
 	bufNew
 	bufErr
+	// bufBoundary: the mapper answered Boundary for the block (it ends a
+	// run after which mapping needs metadata I/O), kept so that a later
+	// multipage write through these buffers honours it as a write that
+	// maps the page does (the seeds' buffer_boundary).
+	bufBoundary
 )
 
 // buffers is a page's per-block state, the seeds' buffer heads: once a page
@@ -52,17 +57,28 @@ func (p *Page) ensureBuffers(bpp int) *buffers {
 	return b
 }
 
+// setMapped records the mapper's answer for block i: its device block and
+// whether it ends a Boundary run. The caller holds the page lock.
+func (b *buffers) setMapped(i int, pblock uint64, flags MapFlags) {
+	b.state[i] |= bufMapped
+	b.state[i] &^= bufBoundary
+	if flags&Boundary != 0 {
+		b.state[i] |= bufBoundary
+	}
+	b.pblock[i] = pblock
+}
+
 // mapBlockUptodate records a block the mapper filled itself (the seeds'
 // map_buffer_to_page). With one block per page the page is simply
 // uptodate and needs no per-block state.
-func (p *Page) mapBlockUptodate(block int, pblock uint64, bpp int) {
+func (p *Page) mapBlockUptodate(block int, pblock uint64, flags MapFlags, bpp int) {
 	if p.bufs == nil && bpp == 1 {
 		p.set(Uptodate)
 		return
 	}
 	b := p.ensureBuffers(bpp)
-	b.state[block] |= bufMapped | bufUptodate
-	b.pblock[block] = pblock
+	b.setMapped(block, pblock, flags)
+	b.state[block] |= bufUptodate
 }
 
 // addBlock makes a one-block Bio carry block i of p.
@@ -102,8 +118,7 @@ func (m *Mapping) readPageBlocks(p *Page) {
 				if err := m.mapper.MapBlocks(&bm); err != nil {
 					mapErr = true
 				} else if bm.Flags&Mapped != 0 {
-					b.state[i] |= bufMapped
-					b.pblock[i] = bm.PBlock
+					b.setMapped(i, bm.PBlock, bm.Flags)
 					if bm.Flags&MapUptodate != 0 {
 						b.state[i] |= bufUptodate
 						continue
@@ -211,9 +226,9 @@ func (p *Page) blockDone(dir Dir, i int, err error) {
 }
 
 // writePageBlocks writes a locked page block by block
-// (block_write_full_page): blocks are mapped (allocating) one at a time,
-// each dirty mapped block within EOF becomes its own I/O, and the page's
-// writeback ends when the last one completes. The page is unlocked on
+// (block_write_full_page): dirty blocks not yet mapped are mapped
+// (allocating) one at a time, each dirty block within EOF becomes its own
+// I/O, and the page's writeback ends when the last one completes. The page is unlocked on
 // return.
 func (m *Mapping) writePageBlocks(p *Page) error {
 	size := m.Size()
@@ -250,7 +265,11 @@ func (m *Mapping) writePageBlocks(p *Page) error {
 			b.state[i] &^= bufDirty
 			continue
 		}
-		if b.state[i]&bufMapped == 0 {
+		// Only a dirty block is mapped (allocated): a clean unmapped one
+		// is a hole, zeroes in the page, and must stay one; allocating
+		// it without writing it would make the file read whatever the
+		// device holds there.
+		if b.state[i]&(bufMapped|bufDirty) == bufDirty {
 			bm := BlockMap{Block: blk, Len: 1, Create: true}
 			m.dev.stats.MapCalls[Write].Add(1)
 			err := m.mapper.MapBlocks(&bm)
@@ -267,8 +286,7 @@ func (m *Mapping) writePageBlocks(p *Page) error {
 			if bm.Flags&New != 0 && m.forget != nil {
 				m.forget.ForgetBlock(bm.PBlock)
 			}
-			b.state[i] |= bufMapped
-			b.pblock[i] = bm.PBlock
+			b.setMapped(i, bm.PBlock, bm.Flags)
 		}
 		if b.state[i]&bufDirty != 0 {
 			toWrite[n] = i

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -32,6 +33,20 @@ type ddState struct {
 	last  mpage.StatsSnapshot
 	lastB alloc.BioStats
 	async chan string
+	// asyncWaits is the BioSet's Waits count when the async command
+	// started.
+	asyncWaits int64
+
+	endedMu sync.Mutex
+	ended   []string // "read 3", "write 0": pages as Bio completions ended them
+}
+
+// startAsync runs fn on its own goroutine; poll and join observe it.
+func (s *ddState) startAsync(fn func() string) string {
+	s.asyncWaits = s.env.Dev.BioStats().Waits
+	s.async = make(chan string, 1)
+	go func() { s.async <- fn() }()
+	return "started"
 }
 
 func (s *ddState) run(t *testing.T, d *datadriven.TestData) string {
@@ -55,8 +70,15 @@ func (s *ddState) run(t *testing.T, d *datadriven.TestData) string {
 		if a, ok := d.Arg("marker"); ok {
 			marker = atoi(t, a.SingleVal(t))
 		}
-		n, err := e.Mapping.ReadPages(uint64(intArg(t, d, 0)), intArg(t, d, 1), marker)
-		return fmt.Sprintf("started %d%s", n, errSuffix(err))
+		start, nr := uint64(intArg(t, d, 0)), intArg(t, d, 1)
+		readpages := func() string {
+			n, err := e.Mapping.ReadPages(start, nr, marker)
+			return fmt.Sprintf("started %d%s", n, errSuffix(err))
+		}
+		if d.HasArg("async") {
+			return s.startAsync(readpages)
+		}
+		return readpages()
 	case "readpage":
 		p, created, err := e.Mapping.GrabPage(uint64(intArg(t, d, 0)))
 		if err != nil {
@@ -101,9 +123,7 @@ func (s *ddState) run(t *testing.T, d *datadriven.TestData) string {
 	case "writepages":
 		wbc := s.wbc(t, d)
 		if d.HasArg("async") {
-			s.async = make(chan string, 1)
-			go func() { s.async <- s.writepages(wbc) }()
-			return "started"
+			return s.startAsync(func() string { return s.writepages(wbc) })
 		}
 		return s.writepages(wbc)
 	case "poll":
@@ -119,6 +139,19 @@ func (s *ddState) run(t *testing.T, d *datadriven.TestData) string {
 		}
 	case "join":
 		return <-s.async
+	case "allocwait":
+		// Until an Alloc blocks in the BioSet after the async command
+		// started (its Waits count grows): deterministic, unlike poll,
+		// because the waiter counts itself under the set's lock, which
+		// the Free that wakes it must take.
+		deadline := time.Now().Add(10 * time.Second)
+		for e.Dev.BioStats().Waits == s.asyncWaits {
+			if time.Now().After(deadline) {
+				d.Fatalf(t, "no Alloc blocked within 10s")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		return "blocked"
 	case "wait":
 		e.Drain()
 		return ""
@@ -166,6 +199,18 @@ func (s *ddState) run(t *testing.T, d *datadriven.TestData) string {
 			return "none"
 		}
 		return b.String()
+	case "ended":
+		// The pages multipage Bio completions ended since the last
+		// ended, in the order they were ended (after a wait).
+		e.Drain()
+		s.endedMu.Lock()
+		defer s.endedMu.Unlock()
+		out := strings.Join(s.ended, "\n")
+		s.ended = s.ended[:0]
+		if out == "" {
+			return "none"
+		}
+		return out + "\n"
 	case "pages":
 		return s.pages()
 	case "stats":
@@ -284,6 +329,12 @@ func (s *ddState) newEnv(t *testing.T, d *datadriven.TestData) string {
 	}
 	s.env = mpagetest.NewEnvWith(t, cfg)
 	s.env.Ring.SetSync(syncMode)
+	s.ended = nil
+	mpage.SetPageEndedHook(s.env.Dev, func(p *mpage.Page, d mpage.Dir) {
+		s.endedMu.Lock()
+		s.ended = append(s.ended, fmt.Sprintf("%s %d", d, p.Index))
+		s.endedMu.Unlock()
+	})
 	s.last, s.lastB = mpage.StatsSnapshot{}, alloc.BioStats{}
 	return ""
 }
@@ -403,6 +454,7 @@ func (s *ddState) stats() string {
 	add("alloc-degraded", uint64(curB.Degraded-prevB.Degraded))
 	add("alloc-failed", uint64(curB.Failed-prevB.Failed))
 	add("alloc-reserve", uint64(curB.ReserveUsed-prevB.ReserveUsed))
+	add("alloc-waits", uint64(curB.Waits-prevB.Waits))
 	if len(other) > 0 {
 		fmt.Fprintf(&b, "%s\n", strings.Join(other, " "))
 	}

@@ -38,6 +38,9 @@ type Device struct {
 	congestion int
 	stats      *Stats
 	frames     *alloc.FramePool
+	// pageEnded, tests only, sees each page a multipage Bio's completion
+	// ends, in order (export_test.go).
+	pageEnded func(p *Page, dir Dir)
 }
 
 // NewDevice builds a Device.

@@ -26,14 +26,19 @@
 // for the block is forgotten) and Boundary (the metadata block after it is
 // written next), zeroes what lies past EOF in the page straddling it, adds
 // a page to its Bio before its buffers are cleaned, and falls back to
-// per-block writes for confused pages. In MemAlloc context the BioSet halves
-// the vec count until it fits; zero means the per-block path.
+// per-block writes for confused pages. Both paths allocate Bios in MemAlloc
+// context: the BioSet halves the vec count until it fits. When nothing fits,
+// writeback takes the per-block path (whose 1-vec Bios may come from the
+// reserve); a read takes a 1-vec Bio from the reserve, or waits for a Bio in
+// flight to be freed, and keeps its pages whole.
 //
 // Completions run on the ring's completion side and never block beyond a
-// short lock: reads set Uptodate or Error and unlock each page in Bio
-// order; writes end writeback. Unlike Linux, a page whose write failed stays
-// dirty and is retried by the next writeback, and the mapping's error is
-// reported by every WriteAndWait until the data has reached the device.
+// short lock: reads set Uptodate or Error and unlock each page, writes end
+// writeback, the last page of a Bio first (a forward reader or fsync woken
+// on a page finds the rest of its Bio done). Unlike Linux, a page whose
+// write failed stays dirty and is retried by the next writeback, and the
+// mapping's error is reported by every WriteAndWait until the data has
+// reached the device.
 // Sleepers on a page (lock, writeback) wait on a hashed table of condition
 // variables, not a goroutine or channel per page.
 //

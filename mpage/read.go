@@ -4,6 +4,7 @@ import (
 	"errors"
 	"sync"
 
+	"github.com/mpaged/mpaged/alloc"
 	"github.com/mpaged/mpaged/internal/invariants"
 )
 
@@ -220,7 +221,7 @@ func (rc *readCtx) readPage(p *Page, nrPages int) {
 		if e.flags&MapUptodate != 0 {
 			// The mapper filled this block: keep it as per-block state
 			// so the block path does not read it again.
-			p.mapBlockUptodate(pageBlock, e.pblock, bpp)
+			p.mapBlockUptodate(pageBlock, e.pblock, e.flags, bpp)
 			rc.ext.valid = false
 			rc.confused(p, ReasonMapperUptodate)
 			return
@@ -263,7 +264,7 @@ func (rc *readCtx) readPage(p *Page, nrPages int) {
 	length := firstHole << blkbits
 	for {
 		if rc.bio == nil {
-			rc.bio = m.dev.allocBio(m, Read, bioPages, rc.blocks[0], nrPages, 0)
+			rc.bio = m.dev.allocBio(m, Read, bioPages, rc.blocks[0], nrPages, readAllocFlags)
 			if rc.bio == nil {
 				rc.confused(p, ReasonAllocFailed)
 				return
@@ -274,7 +275,10 @@ func (rc *readCtx) readPage(p *Page, nrPages int) {
 		}
 		rc.bio = rc.bio.submit()
 	}
-	if boundary || firstHole != bpp {
+	// A full Bio goes now too, rather than be held, with the budget or
+	// reserve it is charged to, across the next page's mapper call and
+	// page allocation, which may sleep (see readAllocFlags).
+	if boundary || firstHole != bpp || rc.bio.full() {
 		rc.bio = rc.bio.submit()
 		if boundary {
 			rc.cut, rc.hasCut = p.Index+1, true
@@ -283,6 +287,25 @@ func (rc *readCtx) readPage(p *Page, nrPages int) {
 		rc.lastBlockInBio = rc.blocks[bpp-1]
 	}
 }
+
+// readAllocFlags is how a read asks the BioSet for a Bio. MemAlloc: when
+// the budget is tight the vec count halves until a Bio fits, as writeback
+// does, so the window still goes out in multipage Bios. When not even a
+// 1-vec Bio fits (Bios in flight hold the budget), the read takes a 1-vec
+// Bio from the reserve (a whole page in one request), and with the reserve
+// out too it waits for a Free (Wait), which the Bios in flight give when
+// they complete. Falling to the per-block path instead would cost a
+// request per block, take the same reserve and wait the same way (it is
+// how submitBlock allocates), and leave every page of the window with
+// per-block state, which confuses all its later reads.
+//
+// Waiting cannot deadlock on a Bio that is never submitted: a read holds
+// no Bio of its own when it allocates, and the reserve serves a read nested
+// in a mapper call (an indirect block) while its caller holds a Bio charged
+// to the budget. A reserve Bio is never held unsubmitted across a sleep
+// either: it has one vec, and a full Bio is submitted as soon as it is
+// filled.
+const readAllocFlags = alloc.MemAlloc | alloc.UseReserve | alloc.Wait
 
 // confused sends what is pending and reads p block by block.
 func (rc *readCtx) confused(p *Page, why Reason) {

@@ -5,68 +5,43 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"syscall"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/mpaged/mpaged/alloc"
+	"github.com/mpaged/mpaged/engine"
 	"github.com/mpaged/mpaged/internal/testenv"
 	"github.com/mpaged/mpaged/mpage"
 	"github.com/mpaged/mpaged/uring"
 )
 
-// nativeFile is a file in the machine's temp dir, opened with O_DIRECT
-// when the file system allows, on a native ring, with a frame pool whose
-// arenas are registered as fixed buffers, a cache, a device and a linear
-// 4 KiB-block mapping of the whole file.
+// nativeFile is a file in the machine's temp dir with a linear 4 KiB-block
+// mapping of the whole file, on the engine's assembled stack over the
+// native ring (O_DIRECT when the file system allows, frames registered as
+// fixed buffers).
 type nativeFile struct {
 	path    string
-	f       *os.File
-	direct  bool
-	ring    *uring.NativeRing
-	pool    *alloc.FramePool
-	cache   *mpage.Cache
+	eng     *engine.Engine
+	ring    uring.Ring
 	dev     *mpage.Device
 	mapping *mpage.Mapping
 }
 
 func newNativeFile(t testing.TB, content []byte, cacheBytes int64) *nativeFile {
 	t.Helper()
-	ring, err := uring.NewNative(uring.Options{Entries: 64})
-	if err != nil {
-		testenv.Unavailable(t, "native io_uring ring: %v", err)
-	}
-	nf := &nativeFile{ring: ring, path: filepath.Join(t.TempDir(), "mpage-realfile")}
+	nf := &nativeFile{path: filepath.Join(t.TempDir(), "mpage-realfile")}
 	if err := os.WriteFile(nf.path, content, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	nf.f, err = os.OpenFile(nf.path, os.O_RDWR|unix.O_DIRECT, 0)
-	nf.direct = err == nil
-	if errors.Is(err, syscall.EINVAL) {
-		nf.f, err = os.OpenFile(nf.path, os.O_RDWR, 0)
+	eng, err := engine.Open(engine.Config{Path: nf.path, Write: true, Backend: uring.BackendNative,
+		RingEntries: 64, CacheBytes: cacheBytes, Logf: t.Logf})
+	if errors.Is(err, uring.ErrUnavailable) {
+		testenv.Unavailable(t, "native io_uring ring: %v", err)
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	file, err := ring.RegisterFile(int(nf.f.Fd()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	arena := 64 << 20
-	nf.pool, err = alloc.NewFramePool(alloc.PoolConfig{ArenaBytes: arena, MaxBytes: int64(2*cacheBytes) + int64(arena),
-		OnArena: ring.RegisterBuffer, Logf: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	stats := new(mpage.Stats)
-	if nf.cache, err = mpage.NewCache(mpage.CacheConfig{Frames: nf.pool, LimitBytes: cacheBytes, Stats: stats}); err != nil {
-		t.Fatal(err)
-	}
-	if nf.dev, err = mpage.NewDevice(mpage.DeviceConfig{Ring: ring, File: file, Stats: stats, Frames: nf.pool}); err != nil {
-		t.Fatal(err)
-	}
-	if nf.mapping, err = mpage.NewMapping(mpage.MappingConfig{Device: nf.dev, Cache: nf.cache,
+	nf.eng, nf.ring, nf.dev = eng, eng.Ring, eng.Device
+	if nf.mapping, err = mpage.NewMapping(mpage.MappingConfig{Device: eng.Device, Cache: eng.Cache,
 		Mapper: mpage.LinearMapper{Blocks: uint64(len(content)) / 4096}, BlockSize: 4096,
 		Size: int64(len(content)), Name: "realfile"}); err != nil {
 		t.Fatal(err)
@@ -74,12 +49,8 @@ func newNativeFile(t testing.TB, content []byte, cacheBytes int64) *nativeFile {
 	t.Cleanup(func() {
 		_ = nf.mapping.WriteAndWait(0, -1)
 		_ = nf.mapping.Truncate(0)
-		if err := ring.Close(); err != nil {
-			t.Errorf("ring close: %v", err)
-		}
-		nf.f.Close()
-		if err := nf.pool.Close(); err != nil {
-			t.Logf("frame pool: %v", err)
+		if err := eng.Close(); err != nil {
+			t.Errorf("engine close: %v", err)
 		}
 	})
 	return nf
@@ -111,7 +82,7 @@ func TestRealFileReadPages(t *testing.T) {
 	const pages = size / mpage.PageSize
 	content := fill(size, 0, 42)
 	nf := newNativeFile(t, content, 2*size)
-	t.Logf("O_DIRECT %v, ring %+v", nf.direct, nf.ring.Features())
+	t.Logf("O_DIRECT %v, ring %+v", nf.eng.Info.Direct, nf.ring.Features())
 
 	before := nf.ring.Stats()
 	started, err := nf.mapping.ReadPages(0, pages, 0)

@@ -40,8 +40,8 @@ const (
 	ReasonMapError
 	// ReasonEOF: a write page wholly past i_size.
 	ReasonEOF
-	// ReasonNotDirty: a write page whose buffers are not all dirty and
-	// uptodate.
+	// ReasonNotDirty: a write page with per-block state whose mapped
+	// blocks are not all dirty.
 	ReasonNotDirty
 	numReasons
 )

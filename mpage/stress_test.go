@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mpaged/mpaged/alloc"
 	"github.com/mpaged/mpaged/mpage"
 	"github.com/mpaged/mpaged/mpage/mpagetest"
 )
@@ -32,9 +33,16 @@ func TestConcurrentStress(t *testing.T) {
 		block  int
 		script string
 		linear bool
+		// budget, if set, is the BioSet's: room for two 4-vec Bios, so
+		// reads and writes halve, take the reserve and wait for Frees
+		// all the time, and the mapper's indirect-block reads nest in
+		// writeback's and readahead's mapper calls while those hold a
+		// Bio.
+		budget int64
 	}{
-		{"linear-4k", 4096, "", true},
-		{"alloc-1k", 1024, "alloc at 64", false},
+		{"linear-4k", 4096, "", true, 0},
+		{"alloc-1k", 1024, "alloc at 64", false, 0},
+		{"alloc-1k-tight-budget", 1024, "alloc at 64\nindirect 0-511 at 60\nindirect 512-1023 at 61", false, 2 * (256 + 4*32)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			const (
@@ -46,7 +54,8 @@ func TestConcurrentStress(t *testing.T) {
 				versions  = 200
 			)
 			cfg := mpagetest.EnvConfig{BlockSize: tc.block, DiskBytes: 4 << 20, CacheBytes: fileBytes / 4,
-				NoPattern: true, Script: tc.script, Size: fileBytes, NoRecord: true}
+				NoPattern: true, Script: tc.script, Size: fileBytes, NoRecord: true,
+				Bios: alloc.BioSetConfig{BudgetBytes: tc.budget}}
 			if tc.linear {
 				cfg.Mapper = mpage.LinearMapper{Blocks: 4 << 20 / uint64(tc.block)}
 			}
@@ -205,6 +214,12 @@ func TestConcurrentStress(t *testing.T) {
 				st.BlockIOs[mpage.Read], st.BlockIOs[mpage.Write], e.Cache.Stats())
 			if st.Evictions == 0 {
 				t.Error("no evictions: the test did not exercise them")
+			}
+			if bs := e.Dev.BioStats(); tc.budget > 0 {
+				t.Logf("bios: %+v", bs)
+				if bs.Degraded == 0 || bs.ReserveUsed+bs.Waits == 0 {
+					t.Error("the budget never ran short: the test did not exercise it")
+				}
 			}
 		})
 	}

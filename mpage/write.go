@@ -216,6 +216,15 @@ func (m *Mapping) WritePage(p *Page) error {
 	return err
 }
 
+// pageRun is where the first n blocks of a page go: wc.blocks[:n], each
+// the device block after the one before. boundary: the last of them ends
+// a run the mapper marked Boundary, and boundaryBlock is it.
+type pageRun struct {
+	n             int
+	boundary      bool
+	boundaryBlock uint64
+}
+
 // writePage is __mpage_writepage: p is locked, uptodate and no longer
 // tagged dirty. It joins the walk's Bio if its blocks are contiguous and
 // follow the Bio's last block, else starts a new one, or falls back to the
@@ -228,93 +237,28 @@ func (wc *writeCtx) writePage(p *Page) error {
 	bpp := m.blocksPerPage()
 	blkbits := uint(m.blkbits)
 	size := m.Size()
-	firstUnmapped := bpp
-	boundary := false
-	var boundaryBlock uint64
-
-	if b := p.bufs; b != nil {
-		for i := range bpp {
-			s := b.state[i]
-			if s&bufMapped == 0 {
-				if s&bufDirty != 0 && uint64(i)+p.Index<<(PageShift-blkbits) <= uint64((size-1)>>blkbits) {
-					return wc.confused(p, ReasonBuffers)
-				}
-				if firstUnmapped == bpp {
-					firstUnmapped = i
-				}
-				continue
-			}
-			if firstUnmapped != bpp {
-				return wc.confused(p, ReasonHole)
-			}
-			if s&(bufDirty|bufUptodate) != bufDirty|bufUptodate {
-				return wc.confused(p, ReasonNotDirty)
-			}
-			if i > 0 && b.pblock[i] != wc.blocks[i-1]+1 {
-				return wc.confused(p, ReasonDiscontiguous)
-			}
-			wc.blocks[i] = b.pblock[i]
-		}
-		if firstUnmapped == 0 {
-			return wc.confused(p, ReasonBuffers)
-		}
+	var run pageRun
+	var why Reason
+	var ok bool
+	if p.bufs != nil {
+		run, why, ok = wc.runFromBuffers(p, size)
 	} else {
-		if size <= 0 {
-			return wc.confused(p, ReasonEOF)
-		}
-		blockInFile := p.Index << (PageShift - blkbits)
-		lastBlock := uint64((size - 1) >> blkbits)
-		if blockInFile > lastBlock {
-			return wc.confused(p, ReasonEOF)
-		}
-		pageBlock := 0
-		for pageBlock < bpp {
-			if !wc.ext.covers(blockInFile) {
-				want := uint64(bpp-pageBlock) + uint64((wc.runPages-1)*bpp)
-				want = min(want, lastBlock-blockInFile+1)
-				bm := &wc.bm
-				*bm = BlockMap{Block: blockInFile, Len: int(want), Create: true}
-				m.dev.stats.MapCalls[Write].Add(1)
-				err := m.mapper.MapBlocks(bm)
-				if err == nil && bm.Flags&Mapped == 0 {
-					err = errors.New("mpage: mapper left a block unmapped on create")
-				}
-				if err != nil {
-					wc.ext.valid = false
-					return wc.confused(p, ReasonMapError)
-				}
-				n := min(max(bm.Len, 1), int(want))
-				wc.ext = extent{start: blockInFile, n: uint64(n), pblock: bm.PBlock, flags: bm.Flags, valid: true}
-				if bm.Flags&New != 0 && m.forget != nil {
-					for k := range uint64(n) {
-						m.forget.ForgetBlock(bm.PBlock + k)
-					}
-				}
-			}
-			e := &wc.ext
-			pb := e.pblock + (blockInFile - e.start)
-			if pageBlock > 0 && pb != wc.blocks[pageBlock-1]+1 {
-				return wc.confused(p, ReasonDiscontiguous)
-			}
-			wc.blocks[pageBlock] = pb
-			pageBlock++
-			boundary = e.flags&Boundary != 0 && blockInFile == e.start+e.n-1
-			if boundary {
-				boundaryBlock = pb
-			}
-			if blockInFile == lastBlock {
-				break
-			}
-			blockInFile++
-		}
-		firstUnmapped = pageBlock
+		run, why, ok = wc.mapRun(p, size)
 	}
+	if !ok {
+		return wc.confused(p, why)
+	}
+	firstUnmapped := run.n
 
 	endIndex := uint64(size >> PageShift)
 	if p.Index >= endIndex {
 		// The page straddles EOF: what lies past it goes out as zeroes.
 		off := int(size & (PageSize - 1))
 		if p.Index > endIndex || off == 0 {
+			// Wholly past EOF: only a page with per-block state gets
+			// here (mapRun checks first), one i_size dropped below
+			// while Truncate had yet to drop it. The per-block path
+			// writes nothing of it.
 			return wc.confused(p, ReasonEOF)
 		}
 		p.zero(off, PageSize)
@@ -345,15 +289,141 @@ func (wc *writeCtx) writePage(p *Page) error {
 	}
 	m.setWriteback(p)
 	p.Unlock()
-	if boundary || firstUnmapped != bpp {
+	if run.boundary || firstUnmapped != bpp {
 		wc.bio = wc.bio.submit()
-		if boundary && m.boundary != nil {
-			m.boundary.WriteBoundary(boundaryBlock)
+		if run.boundary && m.boundary != nil {
+			m.boundary.WriteBoundary(run.boundaryBlock)
 		}
 	} else {
 		wc.lastBlockInBio = wc.blocks[bpp-1]
 	}
 	return nil
+}
+
+// runFromBuffers takes a page's blocks from its per-block state (the
+// seeds' page_has_buffers branch): every mapped block must be dirty and
+// the mapped ones must lead, contiguous; a dirty unmapped block within
+// EOF needs the per-block path to map it. Otherwise why says which rule
+// sends the page block by block.
+func (wc *writeCtx) runFromBuffers(p *Page, size int64) (run pageRun, why Reason, ok bool) {
+	b := p.bufs
+	bpp := wc.m.blocksPerPage()
+	blkbits := uint(wc.m.blkbits)
+	lastBlock := uint64((size - 1) >> blkbits)
+	firstUnmapped := bpp
+	for i := range bpp {
+		s := b.state[i]
+		if s&bufMapped == 0 {
+			if s&bufDirty != 0 && uint64(i)+p.Index<<(PageShift-blkbits) <= lastBlock {
+				return run, ReasonBuffers, false
+			}
+			if firstUnmapped == bpp {
+				firstUnmapped = i
+			}
+			continue
+		}
+		if firstUnmapped != bpp {
+			return run, ReasonHole, false
+		}
+		// The seeds also send a block that is not uptodate this way.
+		// None can be here: a page being written is Uptodate, and the
+		// blocks of an Uptodate page all are (ensureBuffers copies the
+		// page's state, a block read sets it, nothing clears it).
+		if invariants.Enabled {
+			invariants.Check(s&bufUptodate != 0, "page %d: block %d of an uptodate page is not uptodate", p.Index, i)
+		}
+		if s&bufDirty == 0 {
+			return run, ReasonNotDirty, false
+		}
+		if i > 0 && b.pblock[i] != wc.blocks[i-1]+1 {
+			return run, ReasonDiscontiguous, false
+		}
+		wc.blocks[i] = b.pblock[i]
+		// As in mapRun: what counts is whether the page's last mapped
+		// block ends a Boundary run.
+		run.boundary = s&bufBoundary != 0
+		if run.boundary {
+			run.boundaryBlock = b.pblock[i]
+		}
+	}
+	if firstUnmapped == 0 {
+		// Nothing mapped, nothing dirty within EOF (a clean page the
+		// file system writes, blocks it discarded): nothing for a Bio.
+		return run, ReasonBuffers, false
+	}
+	run.n = firstUnmapped
+	return run, 0, true
+}
+
+// mapRun maps a page without per-block state, allocating (the seeds'
+// get_block loop, asking for the whole run of dirty pages at once and
+// reusing a multi-block answer). Blocks past EOF are left out of the run.
+func (wc *writeCtx) mapRun(p *Page, size int64) (run pageRun, why Reason, ok bool) {
+	m := wc.m
+	bpp := m.blocksPerPage()
+	blkbits := uint(m.blkbits)
+	if size <= 0 {
+		return run, ReasonEOF, false
+	}
+	blockInFile := p.Index << (PageShift - blkbits)
+	lastBlock := uint64((size - 1) >> blkbits)
+	if blockInFile > lastBlock {
+		return run, ReasonEOF, false
+	}
+	pageBlock := 0
+	for pageBlock < bpp {
+		if !wc.ext.covers(blockInFile) {
+			if !wc.mapExtent(blockInFile, uint64(bpp-pageBlock), lastBlock) {
+				return run, ReasonMapError, false
+			}
+		}
+		e := &wc.ext
+		pb := e.pblock + (blockInFile - e.start)
+		if pageBlock > 0 && pb != wc.blocks[pageBlock-1]+1 {
+			return run, ReasonDiscontiguous, false
+		}
+		wc.blocks[pageBlock] = pb
+		pageBlock++
+		run.boundary = e.flags&Boundary != 0 && blockInFile == e.start+e.n-1
+		if run.boundary {
+			run.boundaryBlock = pb
+		}
+		if blockInFile == lastBlock {
+			break
+		}
+		blockInFile++
+	}
+	run.n = pageBlock
+	return run, 0, true
+}
+
+// mapExtent asks the mapper, allocating, for file block blockInFile and
+// the rest of the walk's run of dirty pages from there (left blocks of
+// this page, then whole pages), up to lastBlock, and keeps the answer in
+// wc.ext. False, with wc.ext invalid, when the mapper failed.
+func (wc *writeCtx) mapExtent(blockInFile, left, lastBlock uint64) bool {
+	m := wc.m
+	want := left + uint64((wc.runPages-1)*m.blocksPerPage())
+	want = min(want, lastBlock-blockInFile+1)
+	bm := &wc.bm
+	*bm = BlockMap{Block: blockInFile, Len: int(want), Create: true}
+	m.dev.stats.MapCalls[Write].Add(1)
+	err := m.mapper.MapBlocks(bm)
+	if err == nil && bm.Flags&Mapped == 0 {
+		err = errors.New("mpage: mapper left a block unmapped on create")
+	}
+	if err != nil {
+		wc.ext.valid = false
+		return false
+	}
+	n := min(max(bm.Len, 1), int(want))
+	wc.ext = extent{start: blockInFile, n: uint64(n), pblock: bm.PBlock, flags: bm.Flags, valid: true}
+	if bm.Flags&New != 0 && m.forget != nil {
+		for k := range uint64(n) {
+			m.forget.ForgetBlock(bm.PBlock + k)
+		}
+	}
+	return true
 }
 
 // flush submits the Bio being built, if any.

@@ -21,6 +21,8 @@ type Counters struct {
 	BytesRead  atomic.Uint64
 	BytesWrite atomic.Uint64
 	InFlight   atomic.Int64
+	// Latency is kept only when timing is on, by op class.
+	Latency [NumLatencyOps]LatencyHist
 }
 
 // Snapshot copies the counters.
@@ -39,6 +41,9 @@ func (c *Counters) Snapshot() Stats {
 		BytesRead:  c.BytesRead.Load(),
 		BytesWrite: c.BytesWrite.Load(),
 		InFlight:   c.InFlight.Load(),
+		Latency: [NumLatencyOps]LatencySnapshot{
+			c.Latency[LatencyRead].Snapshot(), c.Latency[LatencyWrite].Snapshot(), c.Latency[LatencyOther].Snapshot(),
+		},
 	}
 }
 
@@ -69,6 +74,7 @@ func (c *Counters) Finish(r *Request, res int, err error, timing bool) {
 	}
 	if timing {
 		r.Completed = time.Now()
+		c.Latency[latencyClass(r.Op)].Observe(r.Completed.Sub(r.Submitted))
 	}
 	c.InFlight.Add(-1)
 	c.Completed.Add(1)

@@ -224,6 +224,9 @@ type Stats struct {
 	BytesRead  uint64
 	BytesWrite uint64
 	InFlight   int64 // accepted, not completed
+	// Latency is submission-to-completion time by op class, kept when
+	// Options.Timing is set.
+	Latency [NumLatencyOps]LatencySnapshot
 }
 
 // Features says what a backend found and uses.

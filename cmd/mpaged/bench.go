@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -22,8 +21,7 @@ const benchUsage = `mpaged bench [--target zram|loop|PATH] [--quick] [--workload
 // runBench binds the flags to a bench.Config and runs it; Ctrl-C stops the
 // run and still removes the target it made.
 func runBench(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("bench", benchUsage)
 	var cfg bench.Config
 	var workloads, runners string
 	fs.StringVar(&cfg.Target, "target", "", "zram, loop, or a block device or file (default zram where the kernel has it, else loop)")
@@ -41,11 +39,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.Format, "format", "table", "stdout format: table, json or gobench (benchstat)")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of every engine run to PREFIX.WORKLOAD.RUNNER.REP.pprof")
 	fs.BoolVar(&cfg.DestroyData, "destroy-data", false, "allow writes to a --target PATH (its data is lost)")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: "+benchUsage)
-		fs.PrintDefaults()
-	}
-	operands, err := parseArgs(fs, args)
+	operands, err := fs.parse(args, stdout)
 	if err != nil {
 		return err
 	}

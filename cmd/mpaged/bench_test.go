@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/mpaged/mpaged/bench"
+	"github.com/mpaged/mpaged/engine"
 	"github.com/mpaged/mpaged/internal/testenv"
 )
 
@@ -34,7 +36,7 @@ func TestBenchQuick(t *testing.T) {
 		t.Fatal(err)
 	}
 	runners := []string{"engine-native", "engine-sync", "engine-native-1page", "fio-io_uring", "fio-libaio", "fio-io_uring-1m"}
-	if openIouringGo != nil {
+	if slices.Contains(engine.Backends(), engine.BackendIouringGo) {
 		runners = append(runners, "engine-iouring-go")
 	}
 	rows := map[string]bench.Row{}

@@ -12,7 +12,7 @@ const catChunk = 1 << 20
 // runCat writes the bytes of one or more files of a volume to stdout, in
 // order (symbolic links followed).
 func runCat(args []string, stdout, stderr io.Writer) (err error) {
-	vf, paths, err := parseVolumeArgs("cat", "mpaged cat --volume IMG [--stats] /path...", args, stderr)
+	vf, paths, err := parseVolumeArgs("cat", "mpaged cat --volume IMG [--stats] /path...", false, args, stdout)
 	if err != nil {
 		return err
 	}
@@ -28,17 +28,31 @@ func runCat(args []string, stdout, stderr io.Writer) (err error) {
 			err = cerr
 		}
 	}()
+	// As coreutils cat does: every file that can be printed is, each
+	// one that cannot is reported on stderr, and the exit is 1 if any
+	// failed.
 	buf := make([]byte, catChunk)
+	failed := 0
 	for _, p := range paths {
-		f, err := ov.vol.OpenFile(p)
-		if err != nil {
-			return err
+		if err := catFile(ov, p, stdout, buf); err != nil {
+			fmt.Fprintf(stderr, "mpaged cat: %v\n", err)
+			failed++
 		}
-		_, err = io.CopyBuffer(stdout, io.NewSectionReader(f, 0, f.Size()), buf)
-		f.Close()
-		if err != nil {
-			return fmt.Errorf("%s: %w", p, err)
-		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("%w: %d of %d files could not be printed", errReported, failed, len(paths))
+	}
+	return nil
+}
+
+func catFile(ov *openedVolume, p string, stdout io.Writer, buf []byte) error {
+	f, err := ov.vol.OpenFile(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := io.CopyBuffer(stdout, io.NewSectionReader(f, 0, f.Size()), buf); err != nil {
+		return fmt.Errorf("%s: %w", p, err)
 	}
 	return nil
 }

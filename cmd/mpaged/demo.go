@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/binary"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -21,18 +20,24 @@ import (
 // defaultDataDir is where commands without --volume keep their volume.
 const defaultDataDir = "mpaged-data"
 
+// defaultDemoVolume is demo's file when --volume is not given.
+var defaultDemoVolume = filepath.Join(defaultDataDir, "demo.img")
+
 // demoBioPages is the vec count of each demo request: one 1 MiB Bio.
 const demoBioPages = 256
 
 func runDemo(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	volume := fs.String("volume", filepath.Join(defaultDataDir, "demo.img"), "image file or block device to write (created if missing)")
+	fs := newFlags("demo", "mpaged demo [--volume PATH] [--size SIZE] [--ring native|iouring-go|sync] [--depth N]")
+	volume := fs.String("volume", defaultDemoVolume, "file to write (created if missing; only a file demo wrote is overwritten)")
 	sizeFlag := fs.String("size", "64MiB", "bytes to write and verify")
 	ring := fs.String("ring", "", "ring backend: native, iouring-go or sync (default: native, else sync)")
 	depth := fs.Int("depth", 8, "requests in flight")
-	if err := fs.Parse(args); err != nil {
+	operands, err := fs.parse(args, stdout)
+	if err != nil {
 		return err
+	}
+	if len(operands) > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, operands)
 	}
 	size, err := humanize.ParseBytes(*sizeFlag)
 	if err != nil || size == 0 || size%(demoBioPages*alloc.PageSize) != 0 {
@@ -42,7 +47,7 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w: --depth %d: want 1..64", errUsage, *depth)
 	}
 
-	f, direct, err := openVolume(*volume, int64(size))
+	f, direct, err := openVolume(*volume, int64(size), *volume == defaultDemoVolume)
 	if err != nil {
 		return err
 	}
@@ -56,7 +61,13 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	pool, err := alloc.NewFramePool(alloc.PoolConfig{
 		ArenaBytes: *depth * demoBioPages * alloc.PageSize,
 		MaxBytes:   int64(*depth * demoBioPages * alloc.PageSize),
-		OnArena:    r.RegisterBuffer,
+		OnArena: func(i int, mem []byte) error {
+			// The sync ring has no fixed buffers: plain vectored I/O.
+			if err := r.RegisterBuffer(i, mem); err != nil && !errors.Is(err, uring.ErrNotSupported) {
+				return err
+			}
+			return nil
+		},
 	})
 	if err != nil {
 		return err
@@ -99,9 +110,17 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 }
 
 // openVolume opens (creating and sizing if needed) the demo's target with
-// O_DIRECT when the filesystem allows.
-func openVolume(path string, size int64) (*os.File, bool, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+// O_DIRECT when the file system allows. It overwrites only what it wrote
+// itself: a new or empty file, or one whose first page holds the demo's
+// pattern; anything else (an ext image, a block device, a user's file) is
+// refused. Only the default data directory is created.
+func openVolume(path string, size int64, isDefault bool) (*os.File, bool, error) {
+	if isDefault {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return nil, false, err
+		}
+	}
+	if err := checkDemoOwned(path); err != nil {
 		return nil, false, err
 	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_DIRECT, 0o644)
@@ -117,13 +136,40 @@ func openVolume(path string, size int64) (*os.File, bool, error) {
 		f.Close()
 		return nil, false, fmt.Errorf("volume: %w", err)
 	}
-	if st.Mode().IsRegular() && st.Size() < size {
+	if st.Size() < size {
 		if err := f.Truncate(size); err != nil {
 			f.Close()
 			return nil, false, fmt.Errorf("volume: size %s: %w", path, err)
 		}
 	}
 	return f, direct, nil
+}
+
+// checkDemoOwned refuses a target demo did not write.
+func checkDemoOwned(path string) error {
+	st, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("volume: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("volume %s: demo writes only files it creates, not a %v", path, st.Mode().Type())
+	}
+	if st.Size() == 0 {
+		return nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("volume: %w", err)
+	}
+	defer f.Close()
+	head := make([]byte, min(st.Size(), 4096)&^7)
+	if _, err := io.ReadFull(f, head); err != nil || verify([][]byte{head}, 0) != nil {
+		return fmt.Errorf("volume %s: not a file demo wrote; refusing to overwrite it (name a new file)", path)
+	}
+	return nil
 }
 
 // demo keeps depth requests of 256 frames each cycling through the ring.

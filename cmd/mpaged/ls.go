@@ -2,8 +2,10 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"path"
 	"strconv"
 	"unicode/utf8"
@@ -15,7 +17,7 @@ import (
 // (bytewise), "TYPE SIZE NAME" with TYPE as ls -l shows it (- d l c b p s).
 // A path naming something else lists that one entry.
 func runLs(args []string, stdout, stderr io.Writer) (err error) {
-	vf, operands, err := parseVolumeArgs("ls", "mpaged ls --volume IMG [--stats] [/dir]", args, stderr)
+	vf, operands, err := parseVolumeArgs("ls", "mpaged ls --volume IMG [--stats] [/dir]", false, args, stdout)
 	if err != nil {
 		return err
 	}
@@ -50,18 +52,45 @@ func runLs(args []string, stdout, stderr io.Writer) (err error) {
 		writeEntry(w, lfi.Type, lfi.Size, path.Base(p))
 		return w.Flush()
 	}
-	ents, err := v.ReadDir(p)
-	if err != nil {
+	// A child that cannot be described (a corrupt inode) is reported on
+	// stderr; the others are listed, and the exit status says 1.
+	infos, bad := v.ReadDirInfo(p)
+	if bad != nil && !childErrors(bad) {
+		return bad // the directory itself could not be read
+	}
+	for _, fi := range infos {
+		writeEntry(w, fi.Type, fi.Size, fi.Name)
+	}
+	if err := w.Flush(); err != nil {
 		return err
 	}
-	for _, e := range ents {
-		efi, err := v.StatInode(e.Inode, e.Name)
-		if err != nil {
-			return fmt.Errorf("%s: %w", path.Join(p, e.Name), err)
+	if bad != nil {
+		for _, e := range unjoin(bad) {
+			fmt.Fprintf(stderr, "mpaged ls: %v\n", e)
 		}
-		writeEntry(w, efi.Type, efi.Size, e.Name)
+		return errReported
 	}
-	return w.Flush()
+	return nil
+}
+
+// childErrors reports whether err only describes entries ReadDirInfo
+// could not stat.
+func childErrors(err error) bool {
+	for _, e := range unjoin(err) {
+		var pe *fs.PathError
+		if !errors.As(e, &pe) || pe.Op != "stat" {
+			return false
+		}
+	}
+	return true
+}
+
+// unjoin lists the errors inside an errors.Join, or err alone.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }
 
 // writeEntry prints one listing line. Names with control characters or

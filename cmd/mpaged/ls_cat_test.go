@@ -104,7 +104,14 @@ func TestCat(t *testing.T) {
 	if code != 0 || out != "deep\nhello, world\n" {
 		t.Fatalf("cat two files: %d %q", code, out)
 	}
-	code, _, errs := runCmd("cat", "--volume", img, "--stats", "/dir/big.bin")
+	// Like coreutils cat: the files that can be printed are, each one
+	// that cannot is named on stderr, and the exit status is 1.
+	code, out, errs := runCmd("cat", "--volume", img, "/hello.txt", "/nope", "/dir", "/link")
+	if code != 1 || out != "hello, world\ndeep\n" || !strings.Contains(errs, "/nope") || !strings.Contains(errs, "/dir") ||
+		strings.Count(errs, "\n") != 2 {
+		t.Fatalf("cat with two bad files among good ones: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+	code, _, errs = runCmd("cat", "--volume", img, "--stats", "/dir/big.bin")
 	if code != 0 {
 		t.Fatal(errs)
 	}
@@ -143,7 +150,7 @@ func TestBadInput(t *testing.T) {
 		{[]string{"ls", "/"}, 2, "--volume is required"},
 		{[]string{"cat", "--volume", img}, 2, "path"},
 		{[]string{"ls", "--volume", img, "/a", "/b"}, 2, "one path"},
-		{[]string{"ls", "--volume", img, "--ring", "bogus", "/"}, 1, "bogus"},
+		{[]string{"ls", "--volume", img, "--ring", "bogus", "/"}, 2, "bogus"}, // a bad flag value is a usage error
 	} {
 		code, out, errs := runCmd(c.args...)
 		if code != c.code || !strings.Contains(errs, c.msg) {

@@ -3,16 +3,20 @@
 //
 // Usage:
 //
+//	mpaged serve [--volume PATH] [--listen ADDR|unix:PATH] [--cache SIZE] ...
+//	mpaged ls|cat --volume IMG [--stats] /path...
+//	mpaged put    --volume IMG [--stats] [--force] /path < data
+//	mpaged mkdir|rm --volume IMG [--stats] [--force] /path...
 //	mpaged demo  [--volume PATH] [--size SIZE] [--ring native|iouring-go|sync]
 //	mpaged probe [--ring ...]
-//	mpaged ls|cat --volume IMG [--stats] /path
-//	mpaged put    --volume IMG [--stats] /path < data
-//	mpaged mkdir|rm --volume IMG [--stats] /path...
 //	mpaged bench [--target zram|loop|PATH] [--quick] [flags]
+//	mpaged version
 //
-// demo writes a pattern through the ring in multipage vectored requests,
-// makes it durable, reads it back and checks every byte; probe prints what
-// the ring backend found on this kernel.
+// serve is the daemon (see package api for its HTTP interface); demo
+// writes a pattern through the ring in multipage vectored requests, makes
+// it durable, reads it back and checks every byte; probe prints what the
+// ring backend found on this kernel. Exit status: 0 ok, 1 failure (one
+// line on stderr), 2 usage.
 package main
 
 import (
@@ -21,6 +25,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 )
 
 // command is one subcommand: it parses its own flags from args.
@@ -30,6 +35,7 @@ type command struct {
 }
 
 var commands = []command{
+	{"serve", "serve a volume over HTTP (the daemon)", runServe},
 	{"demo", "write, sync and verify a pattern through the ring", runDemo},
 	{"probe", "print the ring backend's features on this kernel", runProbe},
 	{"ls", "list a directory of an ext2/3/4 volume", runLs},
@@ -38,22 +44,31 @@ var commands = []command{
 	{"mkdir", "make directories (ext2, or ext4 without a journal)", runMkdir},
 	{"rm", "remove files and empty directories (ext2, or ext4 without a journal)", runRm},
 	{"bench", "measure the engine against fio on a zram, loop or named device", runBench},
+	{"version", "print the version", runVersion},
 }
 
 // errUsage marks errors that are the caller's: exit status 2.
 var errUsage = errors.New("usage")
+
+// errReported marks a failure whose details the command already printed:
+// exit status 1 and nothing more on stderr.
+var errReported = errors.New("already reported")
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
 		usage(stderr)
-		if len(args) == 0 {
-			return 2
-		}
+		return 2
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		usage(stdout)
 		return 0
+	case "-version", "--version":
+		args = []string{"version"}
 	}
 	for _, c := range commands {
 		if c.name != args[0] {
@@ -65,8 +80,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 0
 		case errors.Is(err, flag.ErrHelp):
 			return 0
+		case errors.Is(err, errReported):
+			return 1
 		case errors.Is(err, errUsage):
-			fmt.Fprintf(stderr, "mpaged %s: %v\n", c.name, err)
+			msg := strings.TrimPrefix(err.Error(), errUsage.Error()+": ")
+			fmt.Fprintf(stderr, "mpaged %s: %s (mpaged %s --help shows usage)\n", c.name, msg, c.name)
 			return 2
 		default:
 			fmt.Fprintf(stderr, "mpaged %s: %v\n", c.name, err)
@@ -79,8 +97,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: mpaged <command> [flags]")
+	fmt.Fprintln(w, "usage: mpaged <command> [flags]   (mpaged <command> --help for its flags)")
 	for _, c := range commands {
-		fmt.Fprintf(w, "  %-6s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-7s %s\n", c.name, c.summary)
 	}
 }

@@ -2,18 +2,21 @@ package main
 
 import (
 	"encoding/json"
-	"flag"
+	"fmt"
 	"io"
 
 	"github.com/mpaged/mpaged/uring"
 )
 
 func runProbe(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("probe", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("probe", "mpaged probe [--ring native|iouring-go|sync]")
 	ring := fs.String("ring", "", "ring backend: native, iouring-go or sync (default: native, else sync)")
-	if err := fs.Parse(args); err != nil {
+	operands, err := fs.parse(args, stdout)
+	if err != nil {
 		return err
+	}
+	if len(operands) > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, operands)
 	}
 	r, err := openRing(*ring, uring.Options{}, stderr)
 	if err != nil {

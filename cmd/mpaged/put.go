@@ -18,7 +18,7 @@ const putChunk = 1 << 20
 // runPut writes stdin to a new or replaced file of a volume (its directory
 // must exist), syncs it, and closes the volume clean.
 func runPut(args []string, stdout, stderr io.Writer) (err error) {
-	vf, operands, err := parseVolumeArgs("put", "mpaged put --volume IMG [--stats] /path < data", args, stderr)
+	vf, operands, err := parseVolumeArgs("put", "mpaged put --volume IMG [--stats] [--force] /path < data", true, args, stdout)
 	if err != nil {
 		return err
 	}
@@ -65,13 +65,13 @@ func runPut(args []string, stdout, stderr io.Writer) (err error) {
 
 // runMkdir makes each directory (parents must exist).
 func runMkdir(args []string, stdout, stderr io.Writer) error {
-	return runNameOp("mkdir", "make directories (parents must exist)", args, stderr,
+	return runNameOp("mkdir", "make directories (parents must exist)", args, stdout, stderr,
 		func(v *ext.Volume, p string) error { return v.Mkdir(p, 0o755) })
 }
 
 // runRm removes each file, or directory if it is empty.
 func runRm(args []string, stdout, stderr io.Writer) error {
-	return runNameOp("rm", "remove files and empty directories", args, stderr,
+	return runNameOp("rm", "remove files and empty directories", args, stdout, stderr,
 		func(v *ext.Volume, p string) error {
 			fi, err := v.Lstat(p)
 			if err != nil {
@@ -86,8 +86,8 @@ func runRm(args []string, stdout, stderr io.Writer) error {
 
 // runNameOp runs fn on each path of a volume opened for writing, then
 // closes it (sync, clean).
-func runNameOp(name, what string, args []string, stderr io.Writer, fn func(v *ext.Volume, p string) error) (err error) {
-	vf, paths, err := parseVolumeArgs(name, fmt.Sprintf("mpaged %s --volume IMG [--stats] /path...: %s", name, what), args, stderr)
+func runNameOp(name, what string, args []string, stdout, stderr io.Writer, fn func(v *ext.Volume, p string) error) (err error) {
+	vf, paths, err := parseVolumeArgs(name, fmt.Sprintf("mpaged %s --volume IMG [--stats] [--force] /path...: %s", name, what), true, args, stdout)
 	if err != nil {
 		return err
 	}

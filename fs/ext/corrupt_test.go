@@ -4,8 +4,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -128,7 +130,7 @@ func TestCorruptVolumes(t *testing.T) {
 			patchImage(t, img, 0, 4096, func(b []byte) { clear(b) })
 		}, func(t *testing.T, img string) {
 			_, err := openImage(t, img, openOpts{})
-			expectErr(t, err, ErrCorrupt, "bad magic")
+			expectErr(t, err, ErrNotExt, "bad magic")
 		}},
 		{"superblock checksum", ext4, func(t *testing.T, img string) {
 			patchImage(t, img, superblockOffset+0x78, 1, func(b []byte) { b[0] ^= 0x20 })
@@ -391,4 +393,73 @@ func firstBlock2(t *testing.T, img, path string) int64 {
 		t.Fatalf("%s has no blocks", path)
 	}
 	return int64(segs[0].pstart)
+}
+
+// TestReadDirInfoCorruptChild: a directory with one corrupt child inode
+// lists every other entry with its description, and reports the bad one
+// as a *fs.PathError wrapping ErrCorrupt naming its path; ReadDir, which
+// reads only the directory, lists all names.
+func TestReadDirInfoCorruptChild(t *testing.T) {
+	src := t.TempDir()
+	writeFile(t, filepath.Join(src, "d", "a"), randBytes(1, 5000))
+	writeFile(t, filepath.Join(src, "d", "bad"), randBytes(2, 300))
+	writeFile(t, filepath.Join(src, "d", "c"), nil)
+	writeFile(t, filepath.Join(src, "d", "s", "inner"), []byte("x"))
+	symlink(t, "a", filepath.Join(src, "d", "l"))
+	for _, c := range []struct {
+		name, typ string
+		extra     []string
+		damage    func(b []byte) // the inode's bytes
+		want      string
+	}{
+		{"checksum", "ext4", noJournal, func(b []byte) { b[0x8] ^= 1 }, "checksum"},
+		{"no file type", "ext2", nil, func(b []byte) { binary.LittleEndian.PutUint16(b, 0xF1A4) }, "is no file type"},
+		{"no links", "ext2", nil, func(b []byte) { binary.LittleEndian.PutUint16(b[0x1A:], 0) }, "not in use"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			img := mkfs(t, c.typ, 1024, src, "8M", c.extra...)
+			v := mustOpenImage(t, img, openOpts{})
+			want, err := v.ReadDirInfo("/d")
+			if err != nil || len(want) != 5 {
+				t.Fatalf("before the damage: %d entries, %v", len(want), err)
+			}
+			for _, fi := range want {
+				if lfi, err := v.Lstat("/d/" + fi.Name); err != nil || lfi != fi {
+					t.Fatalf("ReadDirInfo %+v, Lstat %+v, %v", fi, lfi, err)
+				}
+			}
+			ino, err := v.Lookup("/d/bad")
+			if err != nil {
+				t.Fatal(err)
+			}
+			off := inodeOffset(t, v, ino)
+			v.Close()
+			patchImage(t, img, off, goodOldInodeSize, c.damage)
+
+			v = mustOpenImage(t, img, openOpts{})
+			got, err := v.ReadDirInfo("/d/")
+			var pe *fs.PathError
+			if !errors.As(err, &pe) || pe.Path != "/d/bad" || pe.Op != "stat" {
+				t.Fatalf("error %v, want a *fs.PathError for /d/bad", err)
+			}
+			expectErr(t, err, ErrCorrupt, c.want)
+			var names []string
+			for _, fi := range got {
+				names = append(names, fi.Name)
+				if i := slices.IndexFunc(want, func(w FileInfo) bool { return w.Name == fi.Name }); i < 0 || want[i] != fi {
+					t.Errorf("%s: %+v after the damage", fi.Name, fi)
+				}
+			}
+			if !slices.Equal(names, []string{"a", "c", "l", "s"}) {
+				t.Fatalf("listed %q", names)
+			}
+			ents, err := v.ReadDir("/d")
+			if err != nil || len(ents) != 5 {
+				t.Fatalf("ReadDir: %d entries, %v", len(ents), err)
+			}
+			if _, err := v.ReadDirInfo("/d/a"); !errors.Is(err, ErrNotDir) {
+				t.Fatalf("ReadDirInfo of a file: %v", err)
+			}
+		})
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"time"
 )
 
 // Directory changes: entries are added to and removed from linear
@@ -204,17 +205,16 @@ func (v *Volume) addEntry(dir *node, name string, ino uint32, ft FileType) error
 	return v.writeDirBlock(dir, b, nblocks)
 }
 
-// removeEntry removes name from directory dir and returns the inode it
-// named.
-func (v *Volume) removeEntry(dir *node, name string) (uint32, error) {
+// editEntry finds the live entry name in directory dir and lets edit
+// change the block holding it (b; the entry at off, the one before it in
+// the block at prev, or -1), which is then written back, resealed. It
+// returns the inode the entry named, or ErrNotFound.
+func (v *Volume) editEntry(dir *node, name string, edit func(b []byte, off, prev int)) (uint32, error) {
 	if err := v.dirEditable(dir); err != nil {
 		return 0, err
 	}
 	bs := v.sb.BlockSize
-	limit := bs
-	if v.sb.MetadataCsum() {
-		limit = v.dirLimit()
-	}
+	limit := v.dirLimit()
 	b := v.getBlockBuf()
 	defer v.putBlockBuf(b)
 	nblocks := dir.m.Size() / int64(bs)
@@ -232,13 +232,7 @@ func (v *Volume) removeEntry(dir *node, name string) (uint32, error) {
 				return 0, fmt.Errorf("%w: directory inode %d block %d: entry at %d", ErrCorrupt, dir.ino, blk, off)
 			}
 			if eino != 0 && nl == len(name) && string(b[off+direntHeader:off+direntHeader+nl]) == name {
-				if prev >= 0 {
-					_, prl, _ := v.direntAt(b, prev)
-					binary.LittleEndian.PutUint16(b[prev+4:], uint16(prl+rl))
-					clear(b[off : off+rl])
-				} else {
-					binary.LittleEndian.PutUint32(b[off:], 0)
-				}
+				edit(b, off, prev)
 				return eino, v.writeDirBlock(dir, b, blk)
 			}
 			prev = off
@@ -246,6 +240,32 @@ func (v *Volume) removeEntry(dir *node, name string) (uint32, error) {
 		}
 	}
 	return 0, fmt.Errorf("%w: %q", ErrNotFound, name)
+}
+
+// removeEntry removes name from directory dir and returns the inode it
+// named.
+func (v *Volume) removeEntry(dir *node, name string) (uint32, error) {
+	return v.editEntry(dir, name, func(b []byte, off, prev int) {
+		_, rl, _ := v.direntAt(b, off)
+		if prev >= 0 {
+			_, prl, _ := v.direntAt(b, prev)
+			binary.LittleEndian.PutUint16(b[prev+4:], uint16(prl+rl))
+			clear(b[off : off+rl])
+		} else {
+			binary.LittleEndian.PutUint32(b[off:], 0)
+		}
+	})
+}
+
+// setEntry points the entry name of directory dir at inode ino of type ft,
+// in place, and returns the inode it named before.
+func (v *Volume) setEntry(dir *node, name string, ino uint32, ft FileType) (uint32, error) {
+	return v.editEntry(dir, name, func(b []byte, off, _ int) {
+		binary.LittleEndian.PutUint32(b[off:], ino)
+		if v.sb.HasIncompat(IncompatFiletype) {
+			b[off+7] = byte(ft)
+		}
+	})
 }
 
 // dirEmpty reports whether directory dir holds nothing but "." and "..".
@@ -572,17 +592,7 @@ func (v *Volume) remove(comps []string, rmdir bool) error {
 		return err
 	}
 	defer v.putNode(dir)
-	ino, err := v.lookupIn(dir, name)
-	if err != nil {
-		if errors.Is(err, ErrNotFound) {
-			return fmt.Errorf("%w: %q", ErrNotFound, name)
-		}
-		return err
-	}
-	if ino < v.sb.FirstIno && ino != rootIno {
-		return fmt.Errorf("%w: %q is reserved inode %d", ErrUnsupported, name, ino)
-	}
-	n, err := v.getNode(ino)
+	n, err := v.entryNode(dir, name)
 	if err != nil {
 		return err
 	}
@@ -593,21 +603,16 @@ func (v *Volume) remove(comps []string, rmdir bool) error {
 		return ErrNotDir
 	case !rmdir && isDir:
 		return ErrIsDir
-	case isDir && (ino == rootIno || ino == dir.ino):
+	case isDir && (n.ino == rootIno || n.ino == dir.ino):
 		return fmt.Errorf("%w: cannot remove %q", ErrInvalidPath, name)
 	}
 	if isDir {
-		empty, err := v.dirEmpty(n)
-		if err != nil {
+		if err := v.checkEmpty(n, name); err != nil {
 			return err
 		}
-		if !empty {
-			return fmt.Errorf("%w: %q", ErrNotEmpty, name)
-		}
 	}
-	if n.wmap == nil && n.inode().Size > 0 && !v.isFastSymlink(n.inode()) {
-		// Its blocks are in a format the writer cannot free.
-		return fmt.Errorf("%w: inode %d: freeing a file the writer cannot truncate (inline data?)", ErrUnsupported, ino)
+	if err := v.canFree(n); err != nil {
+		return err
 	}
 	v.markInUse()
 	dir.wmu.Lock()
@@ -624,6 +629,54 @@ func (v *Volume) remove(comps []string, rmdir bool) error {
 	}); err != nil {
 		return err
 	}
+	return v.dropLink(n, t)
+}
+
+// entryNode returns the node that name in directory dir names,
+// referenced. Reserved inodes (but the root) are refused: the writer does
+// not move or free them.
+func (v *Volume) entryNode(dir *node, name string) (*node, error) {
+	ino, err := v.lookupIn(dir, name)
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return nil, fmt.Errorf("%w: %q", ErrNotFound, name)
+		}
+		return nil, err
+	}
+	if ino < v.sb.FirstIno && ino != rootIno {
+		return nil, fmt.Errorf("%w: %q is reserved inode %d", ErrUnsupported, name, ino)
+	}
+	return v.getNode(ino)
+}
+
+// checkEmpty fails with ErrNotEmpty unless directory n (named name) holds
+// only "." and "..".
+func (v *Volume) checkEmpty(n *node, name string) error {
+	empty, err := v.dirEmpty(n)
+	if err != nil {
+		return err
+	}
+	if !empty {
+		return fmt.Errorf("%w: %q", ErrNotEmpty, name)
+	}
+	return nil
+}
+
+// canFree says whether the writer can free n's blocks should its last
+// link go.
+func (v *Volume) canFree(n *node) error {
+	if n.wmap == nil && n.inode().Size > 0 && !v.isFastSymlink(n.inode()) {
+		return fmt.Errorf("%w: inode %d: freeing a file the writer cannot truncate (inline data?)", ErrUnsupported, n.ino)
+	}
+	return nil
+}
+
+// dropLink takes one of n's links away (all of them for a directory,
+// whose "." is the other) after a name of it was removed, at time t. The
+// last link gone, n is freed now or, if a File (or another caller) still
+// holds it, at its last release. The caller holds one reference to n.
+func (v *Volume) dropLink(n *node, t time.Time) error {
+	isDir := n.inode().IsDir()
 	n.wmu.Lock()
 	links := n.inode().Links
 	if isDir || links <= 1 {
@@ -631,7 +684,7 @@ func (v *Volume) remove(comps []string, rmdir bool) error {
 	} else {
 		links--
 	}
-	err = n.commitLocked(func(in *Inode) {
+	err := n.commitLocked(func(in *Inode) {
 		in.Links = links
 		in.Ctime = t
 	})
@@ -639,7 +692,6 @@ func (v *Volume) remove(comps []string, rmdir bool) error {
 	if err != nil || links > 0 {
 		return err
 	}
-	// The last link is gone: free it now, or at the last close.
 	v.mu.Lock()
 	if n.refs > 1 {
 		n.orphan = true
@@ -656,8 +708,8 @@ func (v *Volume) remove(comps []string, rmdir bool) error {
 		delete(v.nodes, n.ino)
 	}
 	v.mu.Unlock()
-	// Our reference (deferred putNode) finds it gone from the volume; its
-	// mapping has no pages left.
+	// The caller's reference finds it gone from the volume; its mapping
+	// has no pages left.
 	if cerr := n.m.Close(); err == nil {
 		err = cerr
 	}

@@ -193,8 +193,8 @@ func (v *Volume) getNode(ino uint32) (*node, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !in.inUse() {
-		return nil, fmt.Errorf("%w: inode %d is not in use (mode %#o, %d links)", ErrCorrupt, ino, in.Mode, in.Links)
+	if err := in.checkLive(); err != nil {
+		return nil, err
 	}
 	n, err := v.newNode(in)
 	if err != nil {

@@ -3,6 +3,7 @@ package ext
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -116,6 +117,9 @@ func FuzzSuperblock(f *testing.F) {
 		}
 		sb, err := ParseSuperblock(b)
 		if err != nil {
+			if !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrUnsupported) && !errors.Is(err, ErrNotExt) {
+				t.Fatalf("error of no class: %v", err)
+			}
 			return
 		}
 		if sb.BlockSize != 1024 && sb.BlockSize != 2048 && sb.BlockSize != 4096 {

@@ -144,6 +144,18 @@ func (in *Inode) IsDir() bool { return in.Mode&modeTypeMask == modeDir }
 // least one link. Directories with dir_nlink may have 1 for "many".
 func (in *Inode) inUse() bool { return in.Mode != 0 && in.Links != 0 }
 
+// checkLive says whether the inode can be what a directory entry names: in
+// use, and of a file type i_mode can spell.
+func (in *Inode) checkLive() error {
+	if !in.inUse() {
+		return fmt.Errorf("%w: inode %d is not in use (mode %#o, %d links)", ErrCorrupt, in.Ino, in.Mode, in.Links)
+	}
+	if in.Type() == TypeUnknown {
+		return fmt.Errorf("%w: inode %d: mode %#o is no file type", ErrCorrupt, in.Ino, in.Mode)
+	}
+	return nil
+}
+
 // FileMode converts i_mode to io/fs bits.
 func (in *Inode) FileMode() fs.FileMode {
 	m := fs.FileMode(in.Mode & 0o777)

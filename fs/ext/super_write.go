@@ -10,10 +10,23 @@ import (
 // Its free counts live in v.freeBlocks and v.freeInodes (under allocMu)
 // and reach the superblock at sync points, as the kernel's ext2 does: the
 // group descriptors, written with every allocation, are the authority in
-// between. The state's "cleanly unmounted" bit is cleared, and written
-// through to the device, before the first change of a session, and set
-// again by Close once everything else is on the device: a volume left
-// behind by a crash says it needs e2fsck.
+// between.
+//
+// The state: before the first change of a session the superblock is
+// marked as a read-write mount marks it (the "cleanly unmounted" bit
+// cleared, s_mnt_count up by one, s_mtime and s_wtime now) and written
+// through to the device; Close, once everything else is on the device,
+// puts s_state back as Open found it, as the kernel's unmount does. A
+// volume left behind by a crash thus says it needs e2fsck, and one that
+// was unclean at open (opened with AllowUnclean) still says so after a
+// clean Close, so e2fsck -n without -f still checks it.
+//
+// Marking at the first change rather than at open: a session that changes
+// nothing (a daemon that only served reads, a put refused before its
+// first write) leaves the device byte for byte as it was, and its crash
+// needs no e2fsck, since nothing can be half-written. Every change calls
+// markInUse before it touches anything (createFile, Mkdir, remove,
+// Rename, writeAt, truncate), so nothing reaches the device unmarked.
 
 // superPos is the device block holding the primary superblock and its
 // offset in that block.
@@ -40,12 +53,12 @@ func (v *Volume) updateSuper(fn func(r []byte)) error {
 	return nil
 }
 
-// flushSuper puts the current free counts (and, with clean, the "cleanly
-// unmounted" state) into the superblock, through the metadata mapping.
-func (v *Volume) flushSuper(clean bool) error {
+// flushSuper puts the current free counts (and, with closing, the state
+// found at open) into the superblock, through the metadata mapping.
+func (v *Volume) flushSuper(closing bool) error {
 	v.sbMu.Lock()
 	defer v.sbMu.Unlock()
-	if !v.inUse && !clean {
+	if !v.inUse && !closing {
 		return nil
 	}
 	v.allocMu.Lock()
@@ -59,17 +72,17 @@ func (v *Volume) flushSuper(clean bool) error {
 			le.PutUint32(r[0x158:], uint32(freeBlocks>>32))
 		}
 		le.PutUint32(r[0x10:], freeInodes)
-		le.PutUint32(r[0x30:], wtime)
+		le.PutUint32(r[sbWtimeOff:], wtime)
 		if v.needLargeFile.Load() {
 			le.PutUint32(r[0x64:], le.Uint32(r[0x64:])|uint32(ROCompatLargeFile))
 		}
-		if clean {
-			le.PutUint16(r[0x3A:], le.Uint16(r[0x3A:])|stateValid)
+		if closing {
+			le.PutUint16(r[sbStateOff:], v.openState)
 		}
 	})
 }
 
-// markInUse clears the superblock's "cleanly unmounted" state on the
+// markInUse marks the superblock as mounted read-write (see above) on the
 // device before the session's first change. Called at the start of every
 // change; cheap once done. Errors are logged: the change itself may still
 // succeed, and Sync reports the metadata write.
@@ -82,9 +95,11 @@ func (v *Volume) markInUse() {
 	v.inUse = true
 	le := binary.LittleEndian
 	err := v.updateSuper(func(r []byte) {
-		le.PutUint16(r[0x3A:], le.Uint16(r[0x3A:])&^stateValid)
-		mt, _ := encodeTime(now())
-		le.PutUint32(r[0x2C:], mt) // s_mtime: when it was last "mounted"
+		le.PutUint16(r[sbStateOff:], le.Uint16(r[sbStateOff:])&^stateValid)
+		le.PutUint16(r[sbMntCountOff:], le.Uint16(r[sbMntCountOff:])+1)
+		t, _ := encodeTime(now())
+		le.PutUint32(r[sbMtimeOff:], t) // when it was last "mounted"
+		le.PutUint32(r[sbWtimeOff:], t)
 	})
 	if err == nil {
 		blk, _ := v.superPos()

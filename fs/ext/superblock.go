@@ -17,6 +17,10 @@ const (
 
 	// Superblock offsets used in more than one place.
 	sbChecksumOff = 0x3FC
+	sbMtimeOff    = 0x2C
+	sbWtimeOff    = 0x30
+	sbMntCountOff = 0x34
+	sbStateOff    = 0x3A
 
 	// Revision levels: rev 0 has fixed 128-byte inodes and no feature
 	// fields; rev 1 (dynamic) has both.
@@ -132,9 +136,9 @@ func superblockCsum(raw []byte) uint32 { return crc32c(^uint32(0), raw[:sbChecks
 
 // ParseSuperblock decodes and checks a superblock (the 1024 bytes at device
 // offset 1024). It checks everything that can be checked without the
-// device: magic, checksum, features, geometry. Unknown INCOMPAT features
-// and block sizes above 4 KiB give ErrUnsupported; anything inconsistent
-// gives ErrCorrupt.
+// device: magic, checksum, features, geometry. A wrong magic gives
+// ErrNotExt, unknown INCOMPAT features and block sizes above 4 KiB give
+// ErrUnsupported; anything inconsistent gives ErrCorrupt.
 func ParseSuperblock(b []byte) (*Superblock, error) {
 	if len(b) < superblockSize {
 		return nil, fmt.Errorf("%w: superblock: %d bytes, want %d", ErrCorrupt, len(b), superblockSize)
@@ -145,7 +149,8 @@ func ParseSuperblock(b []byte) (*Superblock, error) {
 	r := s.Raw[:]
 	s.Magic = le.Uint16(r[0x38:])
 	if s.Magic != superMagic {
-		return nil, fmt.Errorf("%w: superblock: bad magic %#04x (not an ext2/3/4 volume)", ErrCorrupt, s.Magic)
+		return nil, &detailed{fmt.Sprintf("ext: not an ext2/3/4 volume (bad magic %#04x at byte %d, want %#04x)",
+			s.Magic, superblockOffset+0x38, superMagic), ErrNotExt}
 	}
 	s.InodesCount = le.Uint32(r[0x0:])
 	s.BlocksCount = uint64(le.Uint32(r[0x4:]))

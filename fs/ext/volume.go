@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"path"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,8 +21,11 @@ type Config struct {
 	Device *mpage.Device
 	// Cache is the page cache the volume's mappings share.
 	Cache *mpage.Cache
-	// DeviceSize is the device's size in bytes. A superblock claiming
-	// more blocks than fit is refused as corrupt. Zero skips the check.
+	// DeviceSize is the device's size in bytes. A device too small to
+	// hold a superblock (0 bytes included) is refused with ErrNotExt, a
+	// superblock claiming more blocks than fit as corrupt. A negative
+	// size means unknown and skips both checks (a device shorter than
+	// the superblock then fails its read with EIO).
 	DeviceSize int64
 	// ReadOnly opens the volume for reading only. Without it, Open
 	// refuses volumes that must not be written (ErrNeedsRecovery,
@@ -37,6 +41,20 @@ type Config struct {
 	// IdleFiles is how many closed files keep their mapping (and cached
 	// pages) for reuse; default 128.
 	IdleFiles int
+	// AllowUnclean lets a read-write open go ahead on a volume whose
+	// superblock says it was not cleanly unmounted or has recorded
+	// errors (e2fsck -p has not run since). Without it such an open
+	// fails with ErrUnclean; read-only opens never need it. Close leaves
+	// a volume that was unclean at open unclean, so e2fsck still checks
+	// it.
+	AllowUnclean bool
+	// SectorSize is the alignment the device needs for direct I/O: its
+	// logical block size (BLKSSZGET) when it is open with O_DIRECT; 0
+	// (meaning 512) for buffered I/O. Open reads the superblock in units
+	// of max(1024, SectorSize) and refuses (ErrSectorSize) a file system
+	// whose blocks are smaller than that; every later read and write is
+	// in file-system blocks, so nothing else needs it.
+	SectorSize int
 }
 
 // metaReadahead is the metadata mapping's readahead window in pages:
@@ -89,8 +107,14 @@ type Volume struct {
 	// sbMu guards the superblock's bytes (sb.Raw) and inUse.
 	sbMu sync.Mutex
 	// inUse: the superblock on the device says "not cleanly unmounted"
-	// (set before the first change of the session; Close clears it).
+	// (set before the first change of the session; Close restores the
+	// state found at open).
 	inUse bool
+	// openState is s_state as Open found it, and wasClean whether it said
+	// cleanly unmounted without recorded errors. Close puts openState
+	// back, so only a volume that was clean at open ends clean.
+	openState uint16
+	wasClean  bool
 	// needLargeFile: a file reached 2 GiB on a volume without large_file;
 	// the next superblock write sets the feature.
 	needLargeFile atomic.Bool
@@ -100,9 +124,10 @@ type Volume struct {
 
 // Open reads and checks the superblock and group descriptors of the volume
 // on cfg.Device. The superblock is read through a small bootstrap mapping
-// with 1 KiB blocks (the block size is not known before it), which is
-// closed again; everything after goes through the volume's metadata
-// mapping in the file system's block size.
+// with 1 KiB blocks, or the device's logical block size if larger (the
+// file system's block size is not known before it), which is closed
+// again; everything after goes through the volume's metadata mapping in
+// the file system's block size.
 func Open(cfg Config) (*Volume, error) {
 	if cfg.Device == nil || cfg.Cache == nil {
 		return nil, errors.New("ext: open: Config needs a Device and a Cache")
@@ -122,6 +147,9 @@ func Open(cfg Config) (*Volume, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkSectorSize(sb, cfg.SectorSize); err != nil {
+		return nil, err
+	}
 	v.sb = sb
 	v.blkbits = uint(10 + sb.LogBlockSize)
 	v.blockBufs.New = func() any { b := make([]byte, sb.BlockSize); return &b }
@@ -131,7 +159,7 @@ func Open(cfg Config) (*Volume, error) {
 		return nil, fmt.Errorf("%w: superblock: %d blocks of %d bytes", ErrUnsupported, sb.BlocksCount, sb.BlockSize)
 	}
 	size := int64(sb.BlocksCount) << v.blkbits
-	if cfg.DeviceSize > 0 && size > cfg.DeviceSize {
+	if cfg.DeviceSize >= 0 && size > cfg.DeviceSize {
 		return nil, fmt.Errorf("%w: superblock: %d blocks of %d bytes (%d bytes) do not fit the %d-byte device (truncated image?)",
 			ErrCorrupt, sb.BlocksCount, sb.BlockSize, size, cfg.DeviceSize)
 	}
@@ -177,16 +205,39 @@ func Open(cfg Config) (*Volume, error) {
 	return v, nil
 }
 
+// bootBlockSize is the block size of the bootstrap mapping the superblock
+// is read through: 1 KiB, the superblock's own unit, unless the device's
+// logical blocks are larger; then it is one logical block, and the
+// aligned read at offset 0 covers bytes 1024..2047 too.
+func bootBlockSize(sector int) (int, error) {
+	switch sector {
+	case 0, 512, 1024, 2048, 4096:
+		return max(superblockSize, sector), nil
+	}
+	return 0, &detailed{fmt.Sprintf("ext: device logical block size %d: the engine handles 512, 1024, 2048 and 4096", sector), ErrSectorSize}
+}
+
+// errTooSmall says that a device of size bytes cannot hold the
+// superblock.
+func errTooSmall(size int64) error {
+	return &detailed{fmt.Sprintf("ext: %d bytes: too small to be an ext2/3/4 volume (the superblock ends at byte %d)",
+		size, superblockOffset+superblockSize), ErrNotExt}
+}
+
 // readSuperblock reads the 1024 bytes at device offset 1024 through a
-// bootstrap mapping.
+// bootstrap mapping in units the device can serve with direct I/O.
 func readSuperblock(cfg Config) ([]byte, error) {
-	size := int64(superblockOffset + superblockSize)
-	if cfg.DeviceSize > 0 && cfg.DeviceSize < size {
-		return nil, fmt.Errorf("%w: device of %d bytes is too small to hold a superblock", ErrCorrupt, cfg.DeviceSize)
+	bs, err := bootBlockSize(cfg.SectorSize)
+	if err != nil {
+		return nil, err
+	}
+	need := int64(superblockOffset + superblockSize)
+	if cfg.DeviceSize >= 0 && cfg.DeviceSize < need {
+		return nil, errTooSmall(cfg.DeviceSize)
 	}
 	boot, err := mpage.NewMapping(mpage.MappingConfig{
 		Device: cfg.Device, Cache: cfg.Cache, Mapper: mpage.LinearMapper{},
-		BlockSize: 1024, Size: size, Name: "ext superblock",
+		BlockSize: bs, Size: max(need, int64(bs)), Name: "ext superblock",
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ext: open: %w", err)
@@ -203,6 +254,18 @@ func readSuperblock(cfg Config) ([]byte, error) {
 	return raw, nil
 }
 
+// checkSectorSize refuses a file system whose blocks are smaller than the
+// device's logical blocks: direct I/O of one such block is refused by the
+// device (EINVAL), and blocks are the unit of every later I/O.
+func checkSectorSize(sb *Superblock, sector int) error {
+	if sector <= sb.BlockSize {
+		return nil
+	}
+	return &detailed{fmt.Sprintf("ext: file system blocks of %d bytes are smaller than the device's %d-byte logical blocks, "+
+		"which direct I/O cannot split (open the device without O_DIRECT and SectorSize 0, or make the file system with -b %d)",
+		sb.BlockSize, sector, sector), ErrSectorSize}
+}
+
 // decideAccess settles read-only or read-write from the features and state,
 // refusing read-write where writing would do harm.
 func (v *Volume) decideAccess() error {
@@ -217,27 +280,49 @@ func (v *Volume) decideAccess() error {
 	if unknown := sb.ROCompat &^ knownROCompat; unknown != 0 && !v.cfg.ReadOnly {
 		return fmt.Errorf("%w: unknown RO_COMPAT features %s", ErrReadOnly, unknown)
 	}
-	if sb.State&stateValid == 0 || sb.State&stateErrors != 0 {
-		v.logf("ext: volume was not cleanly unmounted or has recorded errors (state %#x); run e2fsck", sb.State)
-	}
+	v.openState = sb.State
+	v.wasClean = sb.State&stateValid != 0 && sb.State&stateErrors == 0
 	switch feats := unwritableFeatures(sb); {
 	case v.cfg.ReadOnly:
 		v.roReason = "opened read-only"
 	case feats != "":
 		v.roReason = "features this package cannot write: " + feats
-	case sb.State&stateErrors != 0:
-		v.roReason = "the volume has recorded errors; run e2fsck"
 	case sb.BlocksCount > 1<<32 && !sb.HasIncompat(IncompatExtents):
 		// Block pointers of indirect-mapped files are 32 bits.
 		v.roReason = fmt.Sprintf("%d blocks: past what 32-bit block pointers address", sb.BlocksCount)
+	case !v.wasClean && !v.cfg.AllowUnclean:
+		return fmt.Errorf("%w: %s", ErrUnclean, describeState(sb.State))
 	default:
 		v.readOnly = false
+	}
+	switch {
+	case v.wasClean:
+	case v.readOnly:
+		v.logf("ext: %s; reading it as it is (run e2fsck -p to check it)", describeState(sb.State))
+	default:
+		v.logf("ext: %s; writing it anyway (AllowUnclean): it stays marked unclean for e2fsck", describeState(sb.State))
 	}
 	if v.readOnly && !v.cfg.ReadOnly {
 		v.logf("ext: serving the volume read-only: %s", v.roReason)
 	}
 	return nil
 }
+
+// describeState says what s_state tells of an unclean volume.
+func describeState(state uint16) string {
+	switch {
+	case state&stateErrors != 0:
+		return fmt.Sprintf("the volume has recorded errors (state %#x)", state)
+	case state&stateValid == 0:
+		return fmt.Sprintf("the volume was not cleanly unmounted (state %#x)", state)
+	}
+	return fmt.Sprintf("state %#x", state)
+}
+
+// WasClean reports whether the superblock said "cleanly unmounted, no
+// recorded errors" when the volume was opened. A volume that was not is
+// left marked unclean by Close, whatever happens in between.
+func (v *Volume) WasClean() bool { return v.wasClean }
 
 // errReadOnly is the error a write on a read-only volume returns.
 func (v *Volume) errReadOnly() error {
@@ -271,10 +356,11 @@ func (v *Volume) Group(g uint32) (GroupDesc, error) {
 }
 
 // Close drops every cached file and the metadata mapping. Files still open
-// fail with ErrClosed from then on. On a volume open for writing it first
-// syncs everything and then marks the superblock cleanly unmounted; if the
-// sync fails the volume is left marked in use (e2fsck will check it) and
-// the error returned.
+// fail with ErrClosed from then on. On a volume changed since it was
+// opened for writing it first syncs everything and then puts back the
+// superblock's state as Open found it: cleanly unmounted only if it was
+// then (WasClean). If the sync fails the volume is left marked in use
+// (e2fsck will check it) and the error returned.
 func (v *Volume) Close() error {
 	v.life.Lock()
 	defer v.life.Unlock()
@@ -418,6 +504,9 @@ type FileInfo struct {
 	UID    uint32
 	GID    uint32
 	Flags  uint32 // i_flags
+	// Generation is i_generation: an inode number reused for a new file
+	// gets a new one, so (Ino, Generation) names one file for its life.
+	Generation uint32
 	// ModTime, AccessTime, ChangeTime and CreateTime (zero when the inode
 	// has no room for it) carry nanoseconds where the inode has them.
 	ModTime, AccessTime, ChangeTime, CreateTime time.Time
@@ -430,7 +519,8 @@ func infoOf(name string, in *Inode) FileInfo {
 	return FileInfo{
 		Name: name, Ino: in.Ino, Type: in.Type(), Mode: in.FileMode(), Size: int64(in.Size),
 		Links: uint32(in.Links), Blocks: int64(in.Blocks), UID: in.UID, GID: in.GID, Flags: in.Flags,
-		ModTime: in.Mtime, AccessTime: in.Atime, ChangeTime: in.Ctime, CreateTime: in.Crtime,
+		Generation: in.Generation,
+		ModTime:    in.Mtime, AccessTime: in.Atime, ChangeTime: in.Ctime, CreateTime: in.Crtime,
 	}
 }
 
@@ -508,6 +598,11 @@ func (v *Volume) StatInode(ino uint32, name string) (FileInfo, error) {
 		return FileInfo{}, err
 	}
 	defer v.leave()
+	return v.statInode(ino, name)
+}
+
+// statInode is StatInode inside a public call.
+func (v *Volume) statInode(ino uint32, name string) (FileInfo, error) {
 	v.mu.Lock()
 	n, ok := v.nodes[ino]
 	v.mu.Unlock()
@@ -518,8 +613,8 @@ func (v *Volume) StatInode(ino uint32, name string) (FileInfo, error) {
 	if err != nil {
 		return FileInfo{}, err
 	}
-	if !in.inUse() {
-		return FileInfo{}, fmt.Errorf("%w: inode %d is not in use (mode %#o, %d links)", ErrCorrupt, ino, in.Mode, in.Links)
+	if err := in.checkLive(); err != nil {
+		return FileInfo{}, err
 	}
 	return infoOf(name, in), nil
 }
@@ -548,6 +643,42 @@ func (v *Volume) ReadDir(path string) ([]DirEntry, error) {
 		return nil
 	})
 	return out, err
+}
+
+// ReadDirInfo lists the directory at path (following symbolic links) as
+// ReadDir does, and describes every entry as Lstat would (a symbolic link
+// as itself), sorted by name. An entry whose inode cannot be read or is
+// corrupt (a checksum mismatch, an impossible mode) is left out of the
+// list and reported: the error joins one *fs.PathError per such entry
+// (op "stat", the entry's path, wrapping ErrCorrupt or the I/O error), so
+// a listing can show every entry it could describe and name the ones it
+// could not. A directory that cannot be listed at all gives nil and the
+// error.
+func (v *Volume) ReadDirInfo(dir string) ([]FileInfo, error) {
+	var infos []FileInfo
+	var bad []error
+	err := v.pathOp("readdir", dir, true, func(n *node, _ []string) error {
+		if !n.inode().IsDir() {
+			return ErrNotDir
+		}
+		ents, err := v.readDirNode(n)
+		if err != nil {
+			return err
+		}
+		for _, e := range ents {
+			fi, err := v.statInode(e.Inode, e.Name)
+			if err != nil {
+				bad = append(bad, &fs.PathError{Op: "stat", Path: path.Join(dir, e.Name), Err: err})
+				continue
+			}
+			infos = append(infos, fi)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return infos, errors.Join(bad...)
 }
 
 // Readlink returns the target of the symbolic link at path.

@@ -253,7 +253,9 @@ func (f *File) Truncate(size int64) error {
 // dirty pages are written and waited for, then those of every changed
 // directory (the entries naming it), then every dirty metadata block (its
 // inode, indirect blocks, bitmaps, group descriptors, the superblock),
-// then the device's cache is flushed. A write error (EIO,
+// then the device's cache is flushed. It waits for a name-space change in
+// progress (Create, Unlink, Mkdir, Rename) to finish, so the image it
+// leaves never holds half of one. A write error (EIO,
 // ENOSPC from the device) is returned, and again by later Syncs until the
 // data has reached the device.
 func (f *File) Sync() error {
@@ -267,6 +269,10 @@ func (f *File) Sync() error {
 	if f.v.readOnly {
 		return nil
 	}
+	// A name-space change in progress (a Create, a Rename) is not half
+	// written: the ns lock makes Sync wait for it to finish.
+	f.v.ns.RLock()
+	defer f.v.ns.RUnlock()
 	err := f.n.syncData()
 	// The directory entries that name the file live in directory data:
 	// write every changed directory too (a superset of the file's path,
@@ -402,6 +408,8 @@ func (v *Volume) Sync() error {
 	if v.readOnly {
 		return nil
 	}
+	v.ns.RLock() // as in File.Sync
+	defer v.ns.RUnlock()
 	return v.syncAll()
 }
 

@@ -202,11 +202,7 @@ func TestWriteSyncEIO(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			img := mkfs(t, "ext2", 1024, "", "16M")
 			var fr *faultring.Ring
-			v := mustOpenImage(t, img, openOpts{rw: true, ringFor: func(*os.File) uring.Ring {
-				inner, err := uring.Open(uring.BackendSync, uring.Options{Entries: 64, Logf: t.Logf})
-				if err != nil {
-					t.Fatal(err)
-				}
+			v := mustOpenImage(t, img, openOpts{rw: true, wrap: func(inner uring.Ring) uring.Ring {
 				fr = faultring.New(inner, 1)
 				return fr
 			}})

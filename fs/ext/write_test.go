@@ -176,6 +176,7 @@ var scenarios = []scenario{
 		}
 		w.verify()
 	}},
+	{name: "rename", src: renameSource, run: renameScenario},
 	{name: "many files", size: "32M", run: func(w *wenv, bs int) {
 		w.mkdir("/many")
 		for i := range manyFiles {

@@ -37,7 +37,16 @@ type wenv struct {
 
 func newWenv(t *testing.T, typ string, bs int, size, src string, extra ...string) *wenv {
 	t.Helper()
-	w := &wenv{t: t, typ: typ, img: mkfs(t, typ, bs, src, size, extra...), opts: openOpts{rw: true},
+	w := modelOf(t, typ, mkfs(t, typ, bs, src, size, extra...), src, openOpts{rw: true})
+	w.open()
+	return w
+}
+
+// modelOf is the model of img, just made by mke2fs from src, not yet
+// open; opts open it.
+func modelOf(t *testing.T, typ, img, src string, opts openOpts) *wenv {
+	t.Helper()
+	w := &wenv{t: t, typ: typ, img: img, opts: opts,
 		files: map[string][]byte{}, dirs: map[string]bool{"/": true, "/lost+found": true}, gone: map[string]bool{}, kernel: true}
 	if src != "" {
 		err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
@@ -62,7 +71,6 @@ func newWenv(t *testing.T, typ string, bs int, size, src string, extra ...string
 			t.Fatal(err)
 		}
 	}
-	w.open()
 	return w
 }
 
@@ -163,6 +171,60 @@ func (w *wenv) rmdir(p string) {
 	w.gone[p] = true
 }
 
+// rename renames oldp to newp and moves everything at and under oldp in
+// the model; what newp named is replaced.
+func (w *wenv) rename(oldp, newp string) {
+	w.t.Helper()
+	oldIno, _ := w.v.Lookup(oldp)
+	newIno, _ := w.v.Lookup(newp)
+	if err := w.v.Rename(oldp, newp); err != nil {
+		w.t.Fatalf("rename %s %s: %v", oldp, newp, err)
+	}
+	if oldIno == newIno {
+		return // two links of one inode: nothing changes
+	}
+	move := func(p string) (string, bool) {
+		if p == oldp {
+			return newp, true
+		}
+		if rest, ok := strings.CutPrefix(p, oldp+"/"); ok {
+			return newp + "/" + rest, true
+		}
+		return "", false
+	}
+	delete(w.files, newp)
+	delete(w.dirs, newp)
+	files, dirs := map[string][]byte{}, map[string]bool{}
+	for p, b := range w.files {
+		if np, ok := move(p); ok {
+			delete(w.files, p)
+			files[np] = b
+			w.gone[p] = true
+		}
+	}
+	for p := range w.dirs {
+		if np, ok := move(p); ok {
+			delete(w.dirs, p)
+			dirs[np] = true
+			w.gone[p] = true
+		}
+	}
+	if len(files)+len(dirs) == 0 {
+		// Not a regular file or directory (a link, a FIFO): only the
+		// old name's absence is modelled.
+		w.gone[oldp] = true
+	}
+	for p, b := range files {
+		w.files[p] = b
+		delete(w.gone, p)
+	}
+	for p := range dirs {
+		w.dirs[p] = true
+		delete(w.gone, p)
+	}
+	delete(w.gone, newp)
+}
+
 // children is what the model says directory d lists.
 func (w *wenv) children(d string) []string {
 	var out []string
@@ -227,6 +289,18 @@ func (w *wenv) verifyEngine(when string) {
 	for p := range w.gone {
 		if _, err := w.v.Lstat(p); !errors.Is(err, ErrNotFound) {
 			w.t.Fatalf("%s: %s should be gone: %v", when, p, err)
+		}
+	}
+	// A directory's links: its name, its ".", each subdirectory's "..".
+	for d := range w.dirs {
+		want := uint32(2)
+		for _, c := range w.children(d) {
+			if w.dirs[path.Join(d, c)] {
+				want++
+			}
+		}
+		if fi, err := w.v.Stat(d); err != nil || fi.Links != want {
+			w.t.Fatalf("%s: %s has %d links (%v), want %d", when, d, fi.Links, err, want)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/mpaged/mpaged/alloc"
+	"github.com/mpaged/mpaged/engine"
 	"github.com/mpaged/mpaged/mpage"
 )
 
@@ -32,12 +33,14 @@ type EnvConfig struct {
 	NoRecord        bool // Recorder does not record (benchmarks)
 }
 
-// Env is a page cache, a device over a Recorder, a file Mapping over a
-// ScriptedMapper, and a metadata Mapping (a LinearMapper over the whole
-// device, no readahead) through which the mapper reads indirect blocks.
+// Env is an engine (package engine: frames, page cache, device) over a
+// Recorder, a file Mapping over a ScriptedMapper, and a metadata Mapping
+// (a LinearMapper over the whole device, no readahead) through which the
+// mapper reads indirect blocks.
 type Env struct {
 	T         testing.TB
 	BlockSize int
+	Engine    *engine.Engine
 	Pool      *alloc.FramePool
 	Cache     *mpage.Cache
 	Stats     *mpage.Stats
@@ -89,26 +92,16 @@ func NewEnvWith(t testing.TB, cfg EnvConfig) *Env {
 			}
 		}
 	}
-	e := &Env{T: t, BlockSize: cfg.BlockSize, Stats: new(mpage.Stats)}
-	var err error
-	// Frames: room for the cache limit plus what readahead and in-flight
-	// writes may hold past it.
-	maxBytes := max(2*cfg.CacheBytes, 8<<20) + 4<<20
-	maxBytes = (maxBytes + 1<<20 - 1) &^ (1<<20 - 1)
-	e.Pool, err = alloc.NewFramePool(alloc.PoolConfig{ArenaBytes: 1 << 20, MaxBytes: maxBytes, Logf: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.Cache, err = mpage.NewCache(mpage.CacheConfig{Frames: e.Pool, LimitBytes: cfg.CacheBytes, DirtyRatio: cfg.DirtyRatio, Stats: e.Stats})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := &Env{T: t, BlockSize: cfg.BlockSize}
 	e.Ring = NewRecorder(disk, RecorderOptions{Entries: cfg.Entries, NoRecord: cfg.NoRecord})
-	e.Dev, err = mpage.NewDevice(mpage.DeviceConfig{Ring: e.Ring, File: e.Ring.File(), Bios: cfg.Bios,
-		MaxBioVecs: cfg.MaxBioVecs, CongestionDepth: cfg.CongestionDepth, Stats: e.Stats})
+	var err error
+	e.Engine, err = engine.Open(engine.Config{Ring: e.Ring, File: e.Ring.File(), Size: cfg.DiskBytes, Write: true,
+		CacheBytes: cfg.CacheBytes, DirtyRatio: cfg.DirtyRatio, Bios: cfg.Bios,
+		MaxBioVecs: cfg.MaxBioVecs, CongestionDepth: cfg.CongestionDepth, Logf: t.Logf})
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.Pool, e.Cache, e.Stats, e.Dev = e.Engine.Frames, e.Engine.Cache, e.Engine.Stats, e.Engine.Device
 	if e.Mapper, err = NewScriptedMapper(cfg.Script); err != nil {
 		t.Fatal(err)
 	}
@@ -174,8 +167,7 @@ func (e *Env) close() {
 		m.SetSize(size)
 	}
 	e.Ring.Drain()
-	_ = e.Ring.Close()
-	if err := e.Pool.Close(); err != nil {
-		e.T.Logf("mpagetest: frame pool: %v", err)
+	if err := e.Engine.Close(); err != nil {
+		e.T.Logf("mpagetest: engine: %v", err)
 	}
 }

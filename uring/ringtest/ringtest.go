@@ -39,6 +39,7 @@ func Run(t *testing.T, newRing NewRing) {
 		{"ShortTransferResubmit", testShortTransfer},
 		{"ErrorsAreErrno", testErrno},
 		{"FsyncAndNop", testFsyncNop},
+		{"TimingLatency", testTiming},
 		{"InvalidRequests", testInvalid},
 		{"Backpressure", testBackpressure},
 		{"CloseDrains", testCloseDrains},
@@ -520,6 +521,44 @@ func testFsyncNop(t *testing.T, newRing NewRing) {
 		if got := Do(t, r, req); got.Err != nil || got.Res != 0 {
 			t.Errorf("%s: res %d err %v", req.Op, got.Res, got.Err)
 		}
+	}
+}
+
+// testTiming: with Options.Timing every completion is stamped and counted
+// in its op class's latency histogram; without it nothing is.
+func testTiming(t *testing.T, newRing NewRing) {
+	for _, timing := range []bool{false, true} {
+		t.Run(fmt.Sprint(timing), func(t *testing.T) {
+			r := openRing(t, newRing, uring.Options{Timing: timing})
+			f, _ := OpenDirect(t, filepath.Join(t.TempDir(), "data"), os.O_RDWR|os.O_CREATE)
+			defer f.Close()
+			h := Register(t, r, int(f.Fd()))
+			buf := Aligned(t, 4096)
+			reqs := []*uring.Request{
+				{Op: uring.OpWritev, File: h, Vecs: [][]byte{buf}, BufIndex: uring.NoBuffer},
+				{Op: uring.OpReadv, File: h, Vecs: [][]byte{buf}, BufIndex: uring.NoBuffer},
+				{Op: uring.OpReadv, File: h, Vecs: [][]byte{buf}, BufIndex: uring.NoBuffer},
+				{Op: uring.OpFsync, File: h, BufIndex: uring.NoBuffer},
+			}
+			for _, q := range reqs {
+				if got := Do(t, r, q); got.Err != nil {
+					t.Fatalf("%s: %v", q.Op, got.Err)
+				}
+				if stamped := !q.Submitted.IsZero() && !q.Completed.Before(q.Submitted); stamped != timing {
+					t.Errorf("%s: submitted %v completed %v with timing %v", q.Op, q.Submitted, q.Completed, timing)
+				}
+			}
+			want := [uring.NumLatencyOps]uint64{2, 1, 1} // read, write, other
+			if !timing {
+				want = [uring.NumLatencyOps]uint64{}
+			}
+			lat := r.Stats().Latency
+			for op := range uring.NumLatencyOps {
+				if got := lat[op].Count(); got != want[op] {
+					t.Errorf("%s latencies counted: %d, want %d", uring.LatencyOpNames[op], got, want[op])
+				}
+			}
+		})
 	}
 }
 

@@ -1,6 +1,6 @@
 //go:build iouringgo
 
-package main
+package engine
 
 import (
 	"github.com/mpaged/mpaged/uring"

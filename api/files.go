@@ -1,0 +1,325 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mpaged/mpaged/fs/ext"
+)
+
+// volumePath is the volume path a /v1 URL names: "/" plus the decoded
+// rest of the URL path after the route's prefix ("/" for none).
+func volumePath(r *http.Request) string {
+	return "/" + r.PathValue("path")
+}
+
+// etag names one version of a file: inode and generation say which file,
+// size and mtime (with nanoseconds where the inode keeps them) which
+// version of it. Like nginx's, it cannot tell apart two same-size
+// versions written within one mtime tick.
+func etag(fi ext.FileInfo) string {
+	return fmt.Sprintf(`"%x-%x-%x-%x"`, fi.Ino, fi.Generation, fi.Size, fi.ModTime.UnixNano())
+}
+
+// getFile serves a file's bytes (net/http's ServeContent: Range with 206
+// and multi-range, 416, ETag and the conditional headers, HEAD) straight
+// from the page cache in chunks, or a directory's listing.
+func (s *Server) getFile(w http.ResponseWriter, r *http.Request) {
+	p := volumePath(r)
+	fi, err := s.vol.Stat(p)
+	if err != nil {
+		writeError(w, statusOf(err))
+		return
+	}
+	if fi.IsDir() {
+		s.listDir(w, r, p, fi)
+		return
+	}
+	f, err := s.vol.OpenFile(p)
+	if err != nil {
+		writeError(w, statusOf(err))
+		return
+	}
+	defer f.Close()
+	// The file may have changed between Stat and open: describe what
+	// was opened.
+	fi = f.Stat()
+	w.Header().Set("ETag", etag(fi))
+	if path.Ext(p) == "" {
+		// No extension to go by: do not let ServeContent read the
+		// head of the file to sniff a type.
+		w.Header().Set("Content-Type", "application/octet-stream")
+	}
+	jw := &jsonErrors{ResponseWriter: &idleWriter{ResponseWriter: w, rc: http.NewResponseController(w), idle: s.cfg.IdleTimeout}}
+	http.ServeContent(jw, r, path.Base(p), fi.ModTime, io.NewSectionReader(f, 0, fi.Size))
+}
+
+// dirEntry is one line of a directory listing.
+type dirEntry struct {
+	Name    string    `json:"name"`
+	Type    string    `json:"type"`
+	Size    int64     `json:"size"`
+	Mode    string    `json:"mode"`
+	ModTime time.Time `json:"mtime"`
+	Inode   uint32    `json:"inode"`
+}
+
+// dirError is an entry that could not be described (a corrupt inode):
+// the rest of the listing is still given.
+type dirError struct {
+	Name  string `json:"name"`
+	Error string `json:"error"`
+}
+
+type dirListing struct {
+	Path    string     `json:"path"`
+	Entries []dirEntry `json:"entries"`
+	Errors  []dirError `json:"errors,omitempty"`
+}
+
+func (s *Server) listDir(w http.ResponseWriter, r *http.Request, p string, fi ext.FileInfo) {
+	infos, bad := s.vol.ReadDirInfo(p)
+	out := dirListing{Path: p, Entries: make([]dirEntry, 0, len(infos))}
+	for _, e := range unjoin(bad) {
+		var pe *fs.PathError
+		if !errors.As(e, &pe) || pe.Op != "stat" {
+			writeError(w, statusOf(bad)) // the directory itself failed
+			return
+		}
+		out.Errors = append(out.Errors, dirError{Name: path.Base(pe.Path), Error: e.Error()})
+	}
+	for _, efi := range infos {
+		out.Entries = append(out.Entries, dirEntry{Name: efi.Name, Type: efi.Type.String(), Size: efi.Size,
+			Mode: efi.Mode.String(), ModTime: efi.ModTime, Inode: efi.Ino})
+	}
+	w.Header().Set("ETag", etag(fi))
+	w.Header().Set("Cache-Control", "no-cache")
+	if r.Method == http.MethodHead {
+		w.Header().Set("Content-Type", "application/json")
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// unjoin lists the errors inside an errors.Join (none for nil).
+func unjoin(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// putFile creates or replaces a file: atomically through a temporary
+// file and a rename, or in place with ?offset=N.
+func (s *Server) putFile(w http.ResponseWriter, r *http.Request) {
+	if e := s.writable(); e != nil {
+		writeError(w, e)
+		return
+	}
+	p := volumePath(r)
+	if strings.HasSuffix(p, "/") {
+		writeError(w, apiError(http.StatusConflict, "is_a_directory", p+": a PUT names a file, not a directory"))
+		return
+	}
+	q, e := parsePutQuery(r)
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	if e := s.checkBodyLength(r); e != nil {
+		writeError(w, e)
+		return
+	}
+	cur, exists, e := s.statForWrite(p)
+	if e == nil {
+		e = checkPreconditions(r, cur, exists)
+	}
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	body := &idleReader{r: http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes), rc: http.NewResponseController(w), idle: s.cfg.IdleTimeout}
+	var fi ext.FileInfo
+	var err error
+	if q.inPlace {
+		fi, err = s.writeInPlace(p, q, body)
+	} else {
+		fi, err = s.replace(p, cur, exists, q.sync, body)
+	}
+	if err != nil {
+		writeError(w, s.bodyError(r, p, err))
+		return
+	}
+	w.Header().Set("ETag", etag(fi))
+	if exists {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	w.Header().Set("Location", r.URL.Path)
+	writeJSON(w, http.StatusCreated, map[string]any{"path": p, "size": fi.Size})
+}
+
+// putQuery is what a PUT's query string asks for.
+type putQuery struct {
+	inPlace bool
+	offset  int64
+	sync    bool
+}
+
+func parsePutQuery(r *http.Request) (putQuery, *Error) {
+	var q putQuery
+	v := r.URL.Query()
+	if o := v.Get("offset"); o != "" || v.Has("offset") {
+		n, err := strconv.ParseInt(o, 10, 64)
+		if err != nil || n < 0 {
+			return q, apiError(http.StatusBadRequest, "bad_offset", fmt.Sprintf("offset %q: want a byte offset >= 0", o))
+		}
+		q.inPlace, q.offset = true, n
+	}
+	sync, e := boolParam(r, "sync")
+	q.sync = sync
+	return q, e
+}
+
+// boolParam reads ?name=1|0|true|false (absent: false).
+func boolParam(r *http.Request, name string) (bool, *Error) {
+	v := r.URL.Query()
+	if !v.Has(name) {
+		return false, nil
+	}
+	switch v.Get(name) {
+	case "", "1", "true", "yes":
+		return true, nil
+	case "0", "false", "no":
+		return false, nil
+	}
+	return false, apiError(http.StatusBadRequest, "bad_parameter", fmt.Sprintf("%s=%q: want 1 or 0", name, v.Get(name)))
+}
+
+// checkBodyLength wants a declared length (Content-Length or chunked)
+// within the limit.
+func (s *Server) checkBodyLength(r *http.Request) *Error {
+	if r.Header.Get("Content-Length") == "" && len(r.TransferEncoding) == 0 {
+		return apiError(http.StatusLengthRequired, "length_required", "a PUT needs Content-Length (or a chunked body)")
+	}
+	if r.ContentLength > s.cfg.MaxBodyBytes {
+		return apiError(http.StatusRequestEntityTooLarge, "too_large",
+			fmt.Sprintf("body of %d bytes is over the limit of %d", r.ContentLength, s.cfg.MaxBodyBytes))
+	}
+	return nil
+}
+
+// statForWrite says whether p exists (a regular file); a directory or a
+// missing parent is a conflict.
+func (s *Server) statForWrite(p string) (ext.FileInfo, bool, *Error) {
+	fi, err := s.vol.Stat(p)
+	switch {
+	case err == nil && fi.IsDir():
+		return fi, true, apiError(http.StatusConflict, "is_a_directory", p+" is a directory")
+	case err == nil:
+		return fi, true, nil
+	case isNotFound(err):
+		dir := path.Dir(p)
+		dfi, derr := s.vol.Stat(dir)
+		if derr != nil || !dfi.IsDir() {
+			return fi, false, apiError(http.StatusConflict, "no_parent", "the directory "+dir+" does not exist")
+		}
+		return fi, false, nil
+	}
+	return fi, false, statusOf(err)
+}
+
+func isNotFound(err error) bool {
+	e := statusOf(err)
+	return e.Status == http.StatusNotFound
+}
+
+// checkPreconditions applies If-Match and If-None-Match to a write.
+func checkPreconditions(r *http.Request, cur ext.FileInfo, exists bool) *Error {
+	failed := apiError(http.StatusPreconditionFailed, "precondition_failed", "the file does not match the request's precondition")
+	if im := r.Header.Get("If-Match"); im != "" {
+		if !exists || !etagListHas(im, etag(cur)) {
+			return failed
+		}
+	}
+	if inm := r.Header.Get("If-None-Match"); inm != "" && exists {
+		if strings.TrimSpace(inm) == "*" || etagListHas(inm, etag(cur)) {
+			return failed
+		}
+	}
+	return nil
+}
+
+// etagListHas reports whether a header's ETag list holds tag (or "*").
+// Writes use the strong comparison: a weak tag never matches.
+func etagListHas(list, tag string) bool {
+	for _, t := range strings.Split(list, ",") {
+		t = strings.TrimSpace(t)
+		if t == "*" || t == tag {
+			return true
+		}
+	}
+	return false
+}
+
+// bodyError names what went wrong while a body was copied: the client's
+// side (too large, gone) or the volume's.
+func (s *Server) bodyError(r *http.Request, p string, err error) *Error {
+	var mbe *http.MaxBytesError
+	switch {
+	case asMaxBytes(err, &mbe):
+		return apiError(http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("body over the limit of %d bytes", mbe.Limit))
+	case isClientError(err):
+		s.log.Warn("put: body not complete; nothing replaced", "path", p, "remote", r.RemoteAddr, "err", err)
+		return apiError(http.StatusBadRequest, "incomplete_body", "the request body ended early: "+err.Error())
+	}
+	return statusOf(err)
+}
+
+// deleteFile unlinks a file or removes an empty directory.
+func (s *Server) deleteFile(w http.ResponseWriter, r *http.Request) {
+	if e := s.writable(); e != nil {
+		writeError(w, e)
+		return
+	}
+	p := volumePath(r)
+	if p == "/" {
+		writeError(w, apiError(http.StatusConflict, "invalid_operation", "the root directory cannot be removed"))
+		return
+	}
+	fi, err := s.vol.Lstat(p)
+	if err == nil {
+		if e := checkPreconditions(r, fi, true); e != nil {
+			writeError(w, e)
+			return
+		}
+		if fi.IsDir() {
+			err = s.vol.Rmdir(p)
+		} else {
+			err = s.vol.Unlink(p)
+		}
+	}
+	if err != nil {
+		writeError(w, statusOf(err))
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// writable refuses writes to a read-only volume or during shutdown.
+func (s *Server) writable() *Error {
+	if ro, why := s.readOnly(); ro {
+		return apiError(http.StatusServiceUnavailable, "read_only", "the volume is served read-only: "+why)
+	}
+	return nil
+}

@@ -1,0 +1,283 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/dustin/go-humanize"
+
+	"github.com/mpaged/mpaged/api"
+	"github.com/mpaged/mpaged/engine"
+	"github.com/mpaged/mpaged/fs/ext"
+	"github.com/mpaged/mpaged/metrics"
+)
+
+// daemon is a served volume and everything under and above it.
+type daemon struct {
+	sf     *serveFlags
+	log    *slog.Logger
+	path   string
+	engCfg engine.Config
+	eng    *engine.Engine
+	vol    *ext.Volume
+	api    *api.Server
+	met    *metrics.Metrics
+	// roReason, when set, is why a writable volume is served read-only
+	// (it could not be checked or repaired).
+	roReason string
+}
+
+func newDaemon(sf *serveFlags, log *slog.Logger) (_ *daemon, err error) {
+	d := &daemon{sf: sf, log: log, path: sf.volume}
+	d.met = metrics.New(metrics.Options{Version: versionString(), Backend: sf.ring,
+		Logf: func(f string, a ...any) { log.Warn(fmt.Sprintf(f, a...)) }})
+	cacheBytes, err := sizeFlag("cache", sf.cache, 1<<20)
+	if err != nil {
+		return nil, err
+	}
+	maxBody, err := sizeFlag("max-body", sf.maxBody, 0)
+	if err != nil {
+		return nil, err
+	}
+	rules, err := parseInject(sf.inject)
+	if err != nil {
+		return nil, err
+	}
+	token, err := readToken(sf.tokenFile)
+	if err != nil {
+		return nil, err
+	}
+	if d.path == "" {
+		if d.path, err = ensureDefaultVolume(sf.createSize, log); err != nil {
+			return nil, err
+		}
+	}
+	d.engCfg = engine.Config{Path: d.path, Backend: sf.ring, CacheBytes: cacheBytes, Timing: true,
+		WrapRing: wrapFaults(rules, log), Logf: func(f string, a ...any) { log.Info(fmt.Sprintf(f, a...)) }}
+	if err := d.openChecked(); err != nil {
+		return nil, err
+	}
+	d.api = api.New(api.Config{Volume: d.vol, Token: token, MaxBodyBytes: maxBody, MaxConcurrent: sf.maxConcurrent,
+		ReadOnlyReason: d.roReason, Logger: log, Instrument: d.met.Instrument, Metrics: d.met.Handler()})
+	ro, _ := d.vol.ReadOnly()
+	d.met.SetReadOnly(ro || d.roReason != "")
+	d.met.SetClean(d.vol.WasClean())
+	return d, nil
+}
+
+// readToken reads --token-file: its first line, trimmed.
+func readToken(path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("--token-file: %w", err)
+	}
+	tok, _, _ := strings.Cut(string(b), "\n")
+	if tok = strings.TrimSpace(tok); tok == "" {
+		return "", fmt.Errorf("--token-file %s: empty", path)
+	}
+	return tok, nil
+}
+
+// ensureDefaultVolume creates ./mpaged-data/volume.img (sparse, ext4
+// without a journal) unless it exists.
+func ensureDefaultVolume(createSize string, log *slog.Logger) (string, error) {
+	path := defaultVolume
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+	size, err := sizeFlag("create-size", createSize, 16<<20)
+	if err != nil {
+		return "", err
+	}
+	mkfs, err := exec.LookPath("mke2fs")
+	if err != nil {
+		if mkfs, err = lookSbin("mke2fs"); err != nil {
+			return "", fmt.Errorf("creating %s: mke2fs not found: install e2fsprogs (make deps does), or pass --volume", path)
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return "", err
+	}
+	tmp := path + ".new"
+	f, err := os.Create(tmp)
+	if err == nil {
+		err = f.Truncate(size)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err == nil {
+		var out []byte
+		out, err = exec.Command(mkfs, "-q", "-F", "-t", "ext4", "-O", "^has_journal", "-L", "mpaged", "-E", "nodiscard", tmp).CombinedOutput()
+		if err != nil {
+			err = fmt.Errorf("mke2fs: %w: %s", err, strings.TrimSpace(string(out)))
+		}
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return "", fmt.Errorf("creating %s: %w", path, err)
+	}
+	log.Info("created the default volume", "path", path, "size", humanize.IBytes(uint64(size)), "format", "ext4 without a journal", "sparse", true)
+	return path, nil
+}
+
+func lookSbin(name string) (string, error) {
+	for _, dir := range []string{"/usr/sbin", "/sbin"} {
+		p := filepath.Join(dir, name)
+		if st, err := os.Stat(p); err == nil && st.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s not found", name)
+}
+
+// openChecked opens the volume for serving. A writable volume that was
+// not cleanly unmounted is checked with e2fsck -p first (--fsck auto), or
+// always (--fsck force); one that cannot be repaired, or checked, is
+// served read-only with the reason.
+func (d *daemon) openChecked() error {
+	if d.sf.readOnly {
+		return d.open(false, false)
+	}
+	if d.sf.fsck == "force" {
+		if err := d.fsck("-pf"); err != nil {
+			d.log.Error("e2fsck could not repair the volume: serving it read-only", "err", err)
+			d.roReason = "e2fsck could not repair it: " + err.Error()
+			return d.open(false, true)
+		}
+	}
+	err := d.open(true, false)
+	if !errors.Is(err, ext.ErrUnclean) {
+		return err
+	}
+	switch {
+	case d.sf.fsck == "never":
+		d.roReason = "it was not cleanly unmounted and --fsck never forbids checking it (run e2fsck -p)"
+	default:
+		d.log.Warn("the volume was not cleanly unmounted: running e2fsck -p")
+		if ferr := d.fsck("-p"); ferr != nil {
+			d.roReason = "it was not cleanly unmounted and e2fsck could not repair it: " + ferr.Error()
+		} else if err = d.open(true, false); err == nil {
+			return nil
+		} else if !errors.Is(err, ext.ErrUnclean) {
+			return err
+		} else {
+			d.roReason = "it is still marked unclean after e2fsck -p"
+		}
+	}
+	d.log.Error("serving the volume read-only", "reason", d.roReason)
+	return d.open(false, true)
+}
+
+// open assembles the engine and opens the volume on it.
+func (d *daemon) open(write, allowUnclean bool) error {
+	cfg := d.engCfg
+	cfg.Write = write
+	eng, err := engine.Open(cfg)
+	if err != nil {
+		return err
+	}
+	vol, err := ext.Open(ext.Config{Device: eng.Device, Cache: eng.Cache, DeviceSize: eng.Info.Size,
+		SectorSize: eng.Info.SectorSize, ReadOnly: !write, AllowUnclean: allowUnclean,
+		Logf: func(f string, a ...any) { d.log.Info(fmt.Sprintf(f, a...)) }})
+	if err != nil {
+		eng.Close()
+		return fmt.Errorf("volume %s: %w", d.path, err)
+	}
+	d.eng, d.vol = eng, vol
+	d.met.SetEngine(eng)
+	ro, why := vol.ReadOnly()
+	d.log.Info("volume open", "path", d.path, "size", humanize.IBytes(uint64(eng.Info.Size)),
+		"block_size", vol.BlockSize(), "read_only", ro, "why", why, "ring", eng.Ring.Features().Backend,
+		"o_direct", eng.Info.Direct, "cache", humanize.IBytes(uint64(cfg.CacheBytes)))
+	return nil
+}
+
+// fsck runs e2fsck with flag on the (closed) volume.
+func (d *daemon) fsck(flag string) error {
+	e2fsck, err := exec.LookPath("e2fsck")
+	if err != nil {
+		if e2fsck, err = lookSbin("e2fsck"); err != nil {
+			return errors.New("e2fsck is not installed (e2fsprogs)")
+		}
+	}
+	out, err := exec.Command(e2fsck, flag, d.path).CombinedOutput()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		return fmt.Errorf("e2fsck: %w", err)
+	}
+	d.log.Info("e2fsck "+flag, "exit", code, "output", strings.TrimSpace(string(out)))
+	// 1: errors corrected; 2: corrected, reboot advised (a mounted root).
+	if code&^3 != 0 {
+		return fmt.Errorf("e2fsck %s exited %d: %s", flag, code, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// run serves until a signal, then shuts down.
+func (d *daemon) run(ln net.Listener, sigs <-chan os.Signal, stdout io.Writer) error {
+	srv := d.api.NewHTTPServer()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	url := urlOf(ln)
+	d.met.SetReady(true)
+	d.log.Info("serving", "url", url)
+	if strings.HasPrefix(url, "http") {
+		fmt.Fprintf(stdout, "mpaged: serving %s on %s\n  try: curl %s/v1/files/\n", d.path, url, url)
+	} else {
+		fmt.Fprintf(stdout, "mpaged: serving %s on %s\n  try: curl --unix-socket %s http://mpaged/v1/files/\n", d.path, url, ln.Addr())
+	}
+	select {
+	case err := <-served:
+		d.close()
+		return fmt.Errorf("http: %w", err)
+	case sig := <-sigs:
+		d.log.Info("signal: shutting down (a second signal exits at once, leaving the volume unclean)", "signal", sig.String())
+	}
+	go func() {
+		sig := <-sigs
+		d.log.Error("second signal: exiting now; the volume stays marked unclean", "signal", sig.String())
+		os.Exit(1)
+	}()
+	if err := d.shutdown(srv, d.sf.shutdownTimeout); err != nil {
+		return err
+	}
+	if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("http: %w", err)
+	}
+	d.log.Info("stopped cleanly")
+	return nil
+}
+
+// close syncs and closes the volume (marking it clean), then the engine.
+func (d *daemon) close() error {
+	var errs []error
+	if d.vol != nil {
+		if err := d.vol.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("volume: %w", err))
+		}
+	}
+	if d.eng != nil {
+		if err := d.eng.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("engine: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,302 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/json"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/mpaged/mpaged/internal/testenv"
+)
+
+// TestServeEndToEnd: `mpaged serve` with no --volume makes its default
+// volume, answers the API, and on SIGTERM writes everything back, leaves
+// a volume e2fsck finds clean, and serves the same bytes after a restart.
+func TestServeEndToEnd(t *testing.T) {
+	testenv.RequireTool(t, "mke2fs")
+	testenv.RequireTool(t, "e2fsck")
+	dir := t.TempDir()
+	d := startDaemon(t, dir, "--cache", "16MiB")
+	img := filepath.Join(dir, "mpaged-data", "volume.img")
+	if st, err := os.Stat(img); err != nil || st.Size() != 1<<30 {
+		t.Fatalf("default volume: %v %v", st, err)
+	}
+	d.must(200, "GET", "/healthz", nil)
+	d.must(200, "GET", "/readyz", nil)
+
+	data := make([]byte, 3<<20+123)
+	rand.NewChaCha8([32]byte{1}).Read(data)
+	d.must(201, "POST", "/v1/mkdir/docs/2026?parents=1", nil)
+	d.must(201, "PUT", "/v1/files/docs/2026/report.bin", bytes.NewReader(data))
+	if got := d.must(200, "GET", "/v1/files/docs/2026/report.bin", nil); !bytes.Equal(got, data) {
+		t.Fatal("GET returned other bytes than PUT sent")
+	}
+	resp, got := d.call("GET", "/v1/files/docs/2026/report.bin", nil, "Range", "bytes=1048570-1048585")
+	if resp.StatusCode != 206 || !bytes.Equal(got, data[1048570:1048586]) {
+		t.Fatalf("range: %d %x", resp.StatusCode, got)
+	}
+	d.must(304, "GET", "/v1/files/docs/2026/report.bin", nil, "If-None-Match", resp.Header.Get("ETag"))
+	d.must(201, "PUT", "/v1/files/docs/gone", strings.NewReader("temporary"))
+	d.must(204, "DELETE", "/v1/files/docs/gone", nil)
+	d.must(404, "GET", "/v1/files/docs/gone", nil)
+	var listing struct{ Entries []struct{ Name string } }
+	if err := json.Unmarshal(d.must(200, "GET", "/v1/files/docs/2026", nil), &listing); err != nil || len(listing.Entries) != 1 {
+		t.Fatalf("listing: %v %+v", err, listing)
+	}
+	d.must(200, "POST", "/v1/fsync/docs/2026/report.bin", nil)
+	// Dirty, not synced: SIGTERM must write it back.
+	d.must(204, "PUT", "/v1/files/docs/2026/report.bin?offset=100", strings.NewReader("written just before SIGTERM"))
+	copy(data[100:], "written just before SIGTERM")
+	d.must(201, "PUT", "/v1/files/unsynced", strings.NewReader("not synced by the client"))
+	if code := d.stop(syscall.SIGTERM); code != 0 {
+		t.Fatalf("SIGTERM: exit %d\n%s", code, d.stderr.String())
+	}
+	if out, err := testenv.Output("e2fsck", "-fn", img); err != nil {
+		t.Fatalf("e2fsck -fn after shutdown: %v\n%s", err, out)
+	}
+	d = startDaemon(t, dir)
+	if got := d.must(200, "GET", "/v1/files/docs/2026/report.bin", nil); !bytes.Equal(got, data) {
+		t.Fatal("after restart: other bytes")
+	}
+	if got := d.must(200, "GET", "/v1/files/unsynced", nil); string(got) != "not synced by the client" {
+		t.Fatalf("after restart: %q", got)
+	}
+	if strings.Contains(d.stderr.String(), "created the default volume") {
+		t.Error("the restart created the default volume again")
+	}
+	if code := d.stop(syscall.SIGINT); code != 0 {
+		t.Fatalf("SIGINT: exit %d", code)
+	}
+}
+
+// TestServeRefusesSecondWriter: a second daemon on the same volume, and a
+// one-shot write beside a running daemon, are refused with one line.
+func TestServeRefusesSecondWriter(t *testing.T) {
+	testenv.RequireTool(t, "mke2fs")
+	dir := t.TempDir()
+	startDaemon(t, dir)
+	img := filepath.Join(dir, "mpaged-data", "volume.img")
+	out, err := exec2(dir, "serve", "--volume", img, "--listen", "127.0.0.1:0")
+	if err == nil || !strings.Contains(out, "in use") {
+		t.Errorf("second serve: %v\n%s", err, out)
+	}
+	code, _, errs := putCmd([]byte("x"), "--volume", img, "/x")
+	if code != 1 || !strings.Contains(errs, "in use") || strings.Count(errs, "\n") != 1 {
+		t.Errorf("put beside serve: exit %d: %q", code, errs)
+	}
+	// Reading beside it works, with a warning.
+	code, _, errs = runCmd("ls", "--volume", img, "/")
+	if code != 0 || !strings.Contains(errs, "open for writing by another process") {
+		t.Errorf("ls beside serve: exit %d: %q", code, errs)
+	}
+}
+
+// exec2 runs the built binary and returns its combined output.
+func exec2(dir string, args ...string) (string, error) {
+	cmd := exec.Command(binPath, args...)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// TestServeKernelMounted: a volume the kernel has mounted is not written.
+func TestServeKernelMounted(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTool(t, "mount")
+	img := ext2Image(t, "16M")
+	dev := testenv.AttachLoop(t, img)
+	mnt := t.TempDir()
+	testenv.Run(t, "mount", "-t", "ext2", dev, mnt)
+	t.Cleanup(func() { testenv.Unmount(mnt) })
+	mpagedBinary(t)
+	for _, args := range [][]string{
+		{"serve", "--volume", img, "--listen", "127.0.0.1:0"},
+		{"mkdir", "--volume", img, "/new"},
+		{"mkdir", "--volume", dev, "/new"},
+	} {
+		out, err := exec2(t.TempDir(), args...)
+		if err == nil || !strings.Contains(out, "mounted at "+mnt) {
+			t.Errorf("%v on a mounted volume: %v\n%s", args, err, out)
+		}
+	}
+}
+
+// TestServeUncleanVolume: a daemon killed with dirty data leaves the
+// volume unclean; the next start runs e2fsck -p and serves read-write;
+// with --fsck never it serves read-only and says why.
+func TestServeUncleanVolume(t *testing.T) {
+	testenv.RequireTool(t, "mke2fs")
+	testenv.RequireTool(t, "e2fsck")
+	dir := t.TempDir()
+	d := startDaemon(t, dir)
+	d.must(201, "PUT", "/v1/files/a?sync=1", strings.NewReader("synced before the kill"))
+	d.stop(syscall.SIGKILL)
+
+	d = startDaemon(t, dir, "--fsck", "never")
+	var ready struct {
+		ReadOnly bool   `json:"read_only"`
+		Reason   string `json:"read_only_reason"`
+	}
+	json.Unmarshal(d.must(200, "GET", "/readyz", nil), &ready)
+	if !ready.ReadOnly || !strings.Contains(ready.Reason, "not cleanly unmounted") {
+		t.Errorf("--fsck never on an unclean volume: %+v", ready)
+	}
+	d.must(503, "PUT", "/v1/files/b", strings.NewReader("refused"))
+	if got := d.must(200, "GET", "/v1/files/a", nil); string(got) != "synced before the kill" {
+		t.Errorf("read-only: %q", got)
+	}
+	d.stop(syscall.SIGTERM)
+
+	d = startDaemon(t, dir)
+	if !strings.Contains(d.stderr.String(), "e2fsck -p") {
+		t.Errorf("no e2fsck run logged:\n%s", d.stderr.String())
+	}
+	d.must(201, "PUT", "/v1/files/b", strings.NewReader("writable again"))
+	if code := d.stop(syscall.SIGTERM); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	if out, err := testenv.Output("e2fsck", "-n", filepath.Join(dir, "mpaged-data", "volume.img")); err != nil || !strings.Contains(out, "clean") {
+		t.Errorf("e2fsck -n after a clean shutdown: %v\n%s", err, out)
+	}
+}
+
+// TestServeStreamsLargeFile: a 1 GiB file goes in and out through the
+// daemon while its resident memory stays under the cache plus a fixed
+// overhead: bodies stream, nothing holds a whole file.
+func TestServeStreamsLargeFile(t *testing.T) {
+	testenv.RequireTool(t, "mke2fs")
+	const size = 1 << 30
+	const cache = 64 << 20
+	// What the daemon may hold beyond the cache: the frame pool's headroom
+	// (engine.FrameBytes: a quarter of the cache, at least 8 MiB), the Go
+	// runtime and heap, HTTP buffers.
+	const overhead = 64 << 20
+	dir := t.TempDir()
+	d := startDaemon(t, dir, "--cache", "64MiB", "--create-size", "1536MiB")
+	var maxRSS int64
+	watch := func() {
+		if r := d.rss(); r > maxRSS {
+			maxRSS = r
+		}
+	}
+	src := &patternReader{n: size, watch: watch}
+	req, _ := http.NewRequest("PUT", d.url+"/v1/files/big", src)
+	req.ContentLength = size
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 201 {
+		t.Fatalf("PUT 1 GiB: %v %v", err, resp)
+	}
+	resp.Body.Close()
+	want := src.sum.Sum(nil)
+	for _, pass := range []string{"cold", "warm"} {
+		resp, err := http.Get(d.url + "/v1/files/big")
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("GET: %v %v", err, resp)
+		}
+		h := sha256.New()
+		n, err := io.Copy(h, &watchReader{r: resp.Body, watch: watch})
+		resp.Body.Close()
+		if err != nil || n != size || !bytes.Equal(h.Sum(nil), want) {
+			t.Fatalf("%s GET: %d bytes, %v, checksum equal %v", pass, n, err, bytes.Equal(h.Sum(nil), want))
+		}
+	}
+	t.Logf("daemon RSS peak %d MiB (cache %d MiB, bound %d MiB)", maxRSS>>20, cache>>20, (cache+overhead)>>20)
+	if maxRSS > cache+overhead {
+		t.Errorf("RSS peaked at %d MiB: over the cache (%d MiB) plus %d MiB", maxRSS>>20, cache>>20, overhead>>20)
+	}
+	d.stop(syscall.SIGTERM)
+}
+
+// patternReader yields n pseudo-random bytes, hashing them, and samples
+// the daemon's memory every 16 MiB.
+type patternReader struct {
+	n, off int64
+	sum    hashWriter
+	rng    *rand.ChaCha8
+	watch  func()
+}
+
+type hashWriter interface {
+	io.Writer
+	Sum([]byte) []byte
+}
+
+func (p *patternReader) Read(b []byte) (int, error) {
+	if p.rng == nil {
+		p.rng = rand.NewChaCha8([32]byte{7})
+		p.sum = sha256.New()
+	}
+	if p.off >= p.n {
+		return 0, io.EOF
+	}
+	b = b[:min(int64(len(b)), p.n-p.off)]
+	p.rng.Read(b)
+	p.sum.Write(b)
+	if p.off>>24 != (p.off+int64(len(b)))>>24 {
+		p.watch()
+	}
+	p.off += int64(len(b))
+	return len(b), nil
+}
+
+type watchReader struct {
+	r     io.Reader
+	n     int64
+	watch func()
+}
+
+func (w *watchReader) Read(b []byte) (int, error) {
+	n, err := w.r.Read(b)
+	if w.n>>24 != (w.n+int64(n))>>24 {
+		w.watch()
+	}
+	w.n += int64(n)
+	return n, err
+}
+
+// TestServeErrorsAreJSON: the daemon's errors, over the wire, are JSON
+// with their status (the api package tests each one in depth).
+func TestServeErrorsAreJSON(t *testing.T) {
+	testenv.RequireTool(t, "mke2fs")
+	dir := t.TempDir()
+	tok := filepath.Join(dir, "token")
+	os.WriteFile(tok, []byte("let-me-in\n"), 0o600)
+	d := startDaemon(t, dir, "--token-file", tok, "--max-body", "1KiB")
+	auth := []string{"Authorization", "Bearer let-me-in"}
+	for _, tc := range []struct {
+		method, path string
+		body         string
+		hdr          []string
+		status       int
+		code         string
+	}{
+		{"GET", "/v1/files/x", "", nil, 401, "unauthorized"},
+		{"GET", "/v1/files/x", "", auth, 404, "not_found"},
+		{"PATCH", "/v1/files/x", "", auth, 405, "method_not_allowed"},
+		{"PUT", "/v1/files/nodir/x", "x", auth, 409, "no_parent"},
+		{"PUT", "/v1/files/x", strings.Repeat("x", 2000), auth, 413, "too_large"},
+		{"PUT", "/v1/files/x?offset=z", "x", auth, 400, "bad_offset"},
+		{"GET", "/v1/files/lost+found/../x", "", auth, 404, "not_found"},
+	} {
+		resp, b := d.call(tc.method, tc.path, strings.NewReader(tc.body), tc.hdr...)
+		var eb struct{ Error, Code string }
+		if resp.StatusCode != tc.status || json.Unmarshal(b, &eb) != nil || eb.Code != tc.code || eb.Error == "" {
+			t.Errorf("%s %s: %d %s, want %d %s", tc.method, tc.path, resp.StatusCode, b, tc.status, tc.code)
+		}
+	}
+	d.must(201, "PUT", "/v1/files/x", strings.NewReader("ok"), auth...)
+	d.must(412, "PUT", "/v1/files/x", strings.NewReader("no"), append(auth, "If-None-Match", "*")...)
+	d.must(416, "GET", "/v1/files/x", nil, append(auth, "Range", "bytes=10-20")...)
+	d.must(200, "GET", "/metrics", nil)
+	if !strings.Contains(string(d.must(200, "GET", "/metrics", nil)), `mpaged_http_requests_total{code="401",handler="files",method="get"}`) {
+		t.Error("/metrics does not count the 401")
+	}
+}

@@ -88,6 +88,8 @@ func TestBenchUsageErrors(t *testing.T) {
 	for _, args := range [][]string{
 		{"bench", "--workloads", "zigzag"},
 		{"bench", "--format", "xml"},
+		{"bench", "--size", "lots"},
+		{"bench", "--depth", "-3"},
 		{"bench", "extra"},
 	} {
 		var stdout, stderr bytes.Buffer

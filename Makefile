@@ -11,7 +11,7 @@ FUZZTIME  ?= 100000x
 # Fuzz targets run briefly by make test: package:target.
 FUZZ      := ./alloc:FuzzParsePSI ./uring/faultring:FuzzParseRule ./fs/ext:FuzzSuperblock ./fs/ext:FuzzGroupDesc ./fs/ext:FuzzInode ./fs/ext:FuzzExtentHeader ./fs/ext:FuzzDirEntries
 
-.PHONY: all build run test deps fmt-check vet unit tagged invariants fuzz bench clean
+.PHONY: all build run test deps fmt-check vet unit tagged invariants fuzz bench bench-compare clean
 
 all: build
 
@@ -35,6 +35,8 @@ vet:
 	$(GO) vet ./...
 	$(GO) vet -tags iouringgo ./...
 
+# unit and tagged include cmd/mpaged's TestBenchQuick: `mpaged bench --quick`
+# on a zram (else loop) device, every runner, report, JSON and chart.
 unit:
 	$(GO) test -race -count=1 ./...
 
@@ -59,5 +61,12 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./uring/ ./alloc/ ./mpage/
 	$(GO) test -run '^$$' -bench . -benchmem $(TAGGED) ./uring/iouringgo/
 
+# The full comparison (about a minute): every workload and runner on a
+# zram device made for the run (else a loop device), interleaved, three
+# repetitions; the table, JSON and chart land in bench-out/.
+bench-compare: build
+	mkdir -p bench-out
+	./$(BIN) bench --json bench-out/bench.json --svg bench-out/bench.svg | tee bench-out/bench.txt
+
 clean:
-	rm -rf bin
+	rm -rf bin bench-out

@@ -9,6 +9,7 @@
 //	mpaged mkdir|rm --volume IMG [--stats] [--force] /path...
 //	mpaged demo  [--volume PATH] [--size SIZE] [--ring native|iouring-go|sync]
 //	mpaged probe [--ring ...]
+//	mpaged bench [--target zram|loop|PATH] [--quick] [flags]
 //	mpaged version
 //
 // serve is the daemon (see package api for its HTTP interface); demo
@@ -42,6 +43,7 @@ var commands = []command{
 	{"put", "write stdin to a file (ext2, or ext4 without a journal), then sync", runPut},
 	{"mkdir", "make directories (ext2, or ext4 without a journal)", runMkdir},
 	{"rm", "remove files and empty directories (ext2, or ext4 without a journal)", runRm},
+	{"bench", "measure the engine against fio on a zram, loop or named device", runBench},
 	{"version", "print the version", runVersion},
 }
 

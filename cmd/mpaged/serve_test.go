@@ -2,11 +2,13 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,6 +16,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/mpaged/mpaged/internal/testenv"
 )
@@ -345,4 +348,48 @@ func TestConcurrentPuts(t *testing.T) {
 		t.Error("no put succeeded")
 	}
 	fsck(t, img)
+}
+
+// TestServeUnixSocket: --listen unix:PATH serves on a socket file (mode
+// 0660), replaces a stale one, and refuses one a live daemon listens on.
+func TestServeUnixSocket(t *testing.T) {
+	testenv.RequireTool(t, "mke2fs")
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "mpaged.sock")
+	os.WriteFile(sock, nil, 0o600) // stale: nobody listens
+	cmd := exec.Command(mpagedBinary(t), "serve", "--listen", "unix:"+sock)
+	cmd.Dir = dir
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("exit: %v\n%s", err, out.String())
+		}
+	}()
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := client.Get("http://mpaged/healthz")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no answer on %s: %v\n%s", sock, err, out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if st, err := os.Stat(sock); err != nil || st.Mode().Perm() != 0o660 || st.Mode().Type() != os.ModeSocket {
+		t.Errorf("socket file: %v %v", st.Mode(), err)
+	}
+	if o, err := exec2(t.TempDir(), "serve", "--volume", filepath.Join(dir, "mpaged-data", "volume.img"), "--read-only", "--listen", "unix:"+sock); err == nil ||
+		!strings.Contains(o, "another process is listening") {
+		t.Errorf("second daemon on a live socket: %v\n%s", err, o)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -75,6 +76,7 @@ func (l *logLines) get() []string {
 }
 
 // newFlushEnv builds a flushEnv; owners[i], if any, is file i's Owner.
+// The Flusher runs on the fake clock unless fcfg.Now says otherwise.
 // Files are truncated and closed, and the Flusher stopped, when the test
 // ends.
 func newFlushEnv(t *testing.T, n int, ecfg mpagetest.EnvConfig, fcfg mpage.FlusherConfig, owners ...any) *flushEnv {
@@ -82,12 +84,11 @@ func newFlushEnv(t *testing.T, n int, ecfg mpagetest.EnvConfig, fcfg mpage.Flush
 	ecfg.NoPattern = true
 	e := &flushEnv{Env: mpagetest.NewEnvWith(t, ecfg), t: t, clock: newFakeClock(), logs: &logLines{}}
 	for i := range n {
-		cfg := mpage.MappingConfig{Device: e.Dev, Cache: e.Cache, BlockSize: 4096, Name: fmt.Sprintf("file %d", i),
-			Mapper: mpage.LinearMapper{Start: uint64(i * flushFileBlocks), Blocks: flushFileBlocks}}
+		var owner any
 		if i < len(owners) {
-			cfg.Owner = owners[i]
+			owner = owners[i]
 		}
-		m, err := mpage.NewMapping(cfg)
+		m, err := mpage.NewMapping(e.fileConfig(i, owner, 0))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -104,7 +105,10 @@ func newFlushEnv(t *testing.T, n int, ecfg mpagetest.EnvConfig, fcfg mpage.Flush
 			}
 		}
 	})
-	fcfg.Cache, fcfg.Now, fcfg.Logf = e.Cache, e.clock.Now, e.logs.logf
+	fcfg.Cache, fcfg.Logf = e.Cache, e.logs.logf
+	if fcfg.Now == nil {
+		fcfg.Now = e.clock.Now
+	}
 	if fcfg.Interval == 0 {
 		fcfg.Interval = time.Second
 	}
@@ -119,6 +123,12 @@ func newFlushEnv(t *testing.T, n int, ecfg mpagetest.EnvConfig, fcfg mpage.Flush
 		}
 	})
 	return e
+}
+
+// fileConfig describes file i: its span of the device, linearly.
+func (e *flushEnv) fileConfig(i int, owner any, size int64) mpage.MappingConfig {
+	return mpage.MappingConfig{Device: e.Dev, Cache: e.Cache, BlockSize: 4096, Name: fmt.Sprintf("file %d", i),
+		Mapper: mpage.LinearMapper{Start: uint64(i * flushFileBlocks), Blocks: flushFileBlocks}, Owner: owner, Size: size}
 }
 
 // dirty writes pages [first, first+n) of file i with a pattern of seed.
@@ -702,4 +712,131 @@ func TestDirtyTaggingAllocs(t *testing.T) {
 	if n := testing.AllocsPerRun(1000, cycle); n != 0 {
 		t.Fatalf("%v allocations per write and writeback of a page", n)
 	}
+}
+
+// TestFlusherConcurrent runs the Flusher's goroutine (real clock, a pass
+// every millisecond, data expiring after two) under -race against writers
+// that write, truncate, and sync, close and reopen their files, in a cache
+// small enough for throttling, eviction and background writeback. Every
+// page a writer left must be on the device and in the cache at the end.
+func TestFlusherConcurrent(t *testing.T) {
+	const (
+		writers = 4
+		iters   = 200
+	)
+	passes := make(chan struct{}, 1)
+	e := newFlushEnv(t, writers, mpagetest.EnvConfig{CacheBytes: 512 << 10, NoRecord: true},
+		mpage.FlusherConfig{Now: time.Now, Interval: time.Millisecond, ExpireAge: 2 * time.Millisecond, PagesPerPass: 16,
+			OnPass: func(mpage.PassStats) {
+				select {
+				case passes <- struct{}{}:
+				default:
+				}
+			}})
+	e.f.Start()
+	// model[w][p] is the version page p of file w must hold at the end;
+	// 0: unknown (never written, or cut off by a truncation and not
+	// written since: the device may hold anything there).
+	model := make([][stressPages]int, writers)
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := flushWriter(e, w, iters, &model[w]); err != nil {
+				errs <- fmt.Errorf("writer %d: %w", w, err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	// One more pass, known to run: a kick after the writers are done.
+	for len(passes) > 0 {
+		<-passes
+	}
+	e.f.Kick()
+	select {
+	case <-passes:
+	case <-time.After(time.Minute): // a guard against hanging, not a timing assertion
+		t.Fatal("no pass after a kick")
+	}
+	if err := e.f.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for w, m := range e.files {
+		if err := m.WriteAndWait(0, -1); err != nil {
+			t.Fatal(err)
+		}
+		e.Drain()
+		end := int(m.Size() / mpage.PageSize)
+		cached := mustRead(t, m, end*mpage.PageSize, 0)
+		for p, v := range model[w][:end] {
+			if v == 0 {
+				continue
+			}
+			dev := e.Disk()[int64(w)*flushFileBytes+int64(p)*mpage.PageSize:][:mpage.PageSize]
+			want := bytes.Repeat([]byte{byte(v)}, mpage.PageSize)
+			if !bytes.Equal(dev, want) || !bytes.Equal(cached[p*mpage.PageSize:][:mpage.PageSize], want) {
+				t.Fatalf("file %d page %d: device %#x, cache %#x, want %#x", w, p, dev[0], cached[p*mpage.PageSize], v)
+			}
+		}
+	}
+	st := e.Stats.Snapshot()
+	t.Logf("flusher: %d passes, %d expired and %d background pages, %d congested; throttle waits %d, evictions %d",
+		st.FlusherPasses, st.FlusherExpiredPages, st.FlusherBackgroundPages, st.FlusherCongested, st.ThrottleWaits, st.Evictions)
+	if st.FlusherErrors != 0 || len(e.logs.get()) != 0 {
+		t.Fatalf("%d flusher errors: %q", st.FlusherErrors, e.logs.get())
+	}
+}
+
+// stressPages is the size of a TestFlusherConcurrent file in pages.
+const stressPages = 64
+
+// flushWriter is one writer of TestFlusherConcurrent: runs of whole pages
+// of version v, now and then a truncation, or a sync, close and reopen of
+// its file (a new Mapping over the same blocks).
+func flushWriter(e *flushEnv, w, iters int, model *[stressPages]int) error {
+	rng := rand.New(rand.NewPCG(uint64(w), 7))
+	buf := make([]byte, 4*mpage.PageSize)
+	for v := 1; v <= iters; v++ {
+		m := e.files[w]
+		switch r := rng.IntN(40); {
+		case r == 0:
+			n := rng.IntN(len(model))
+			if err := m.Truncate(int64(n) * mpage.PageSize); err != nil {
+				return err
+			}
+			clear(model[n:])
+		case r == 1:
+			if err := m.WriteAndWait(0, -1); err != nil {
+				return err
+			}
+			if err := m.Close(); err != nil {
+				return err
+			}
+			nm, err := mpage.NewMapping(e.fileConfig(w, nil, m.Size()))
+			if err != nil {
+				return err
+			}
+			e.files[w] = nm
+		default:
+			p, k := rng.IntN(len(model)), 1+rng.IntN(4)
+			k = min(k, len(model)-p)
+			b := buf[:k*mpage.PageSize]
+			for i := range b {
+				b[i] = byte(v)
+			}
+			if _, err := m.WriteAt(b, int64(p)*mpage.PageSize); err != nil {
+				return err
+			}
+			for i := range k {
+				model[p+i] = v
+			}
+		}
+	}
+	return nil
 }

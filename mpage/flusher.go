@@ -37,7 +37,10 @@ import (
 // (the writeback index) and the pass ends when the device is congested.
 // After a mapping's pages, its Owner's InodeWriter (if any) writes the
 // per-file metadata that writeback allocation changed; that lands in a
-// metadata mapping, which a later visit writes like any other.
+// metadata mapping, which a later visit writes like any other. An owner
+// whose inode changed when no page of it was left dirty (another writer's
+// writeback allocated) says so with Mapping.MarkInodeDirty, which lists
+// the mapping as a dirty page would (the kernel's I_DIRTY_SYNC).
 //
 // What it promises: dirty data, once written by nobody else, is sent to
 // the device about ExpireAge to ExpireAge+Interval after it was first
@@ -430,13 +433,19 @@ func (f *Flusher) visit(m *Mapping, now time.Time, why flushReason, ps *PassStat
 		ps.More = true // expired data may be left
 	}
 	if iw := m.inode; iw != nil {
+		marked := m.ClearInodeDirty()
 		wrote, ierr := iw.WriteInode()
 		if wrote {
 			ps.Inodes++
 			f.stats.FlusherInodeWrites.Add(1)
 		}
-		if ierr != nil && err == nil {
-			err = fmt.Errorf("mpage: %s: write inode: %w", m.name, ierr)
+		if ierr != nil {
+			if marked {
+				m.MarkInodeDirty() // still to write: stay listed
+			}
+			if err == nil {
+				err = fmt.Errorf("mpage: %s: write inode: %w", m.name, ierr)
+			}
 		}
 	}
 	if err == nil {

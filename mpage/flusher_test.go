@@ -649,6 +649,55 @@ func TestFlusherInodeWriter(t *testing.T) {
 	}
 }
 
+// countOwner is an InodeWriter that counts its calls and always writes.
+type countOwner struct{ calls int }
+
+func (o *countOwner) WriteInode() (bool, error) {
+	o.calls++
+	return true, nil
+}
+
+// TestFlusherInodeMark: MarkInodeDirty lists a mapping that has no dirty
+// page (its owner's inode changed by someone else's writeback) until the
+// Flusher has called WriteInode; a failed inode write keeps it listed.
+// Without an InodeWriter the mark means nothing.
+func TestFlusherInodeMark(t *testing.T) {
+	good, bad := &countOwner{}, &errOwner{}
+	e := newFlushEnv(t, 3, mpagetest.EnvConfig{}, mpage.FlusherConfig{Interval: time.Minute}, good, bad)
+	t0 := e.clock.Now()
+	for _, m := range e.files {
+		m.MarkInodeDirty()
+	}
+	if _, listed := e.files[2].DirtiedWhen(); listed {
+		t.Fatal("a mapping without an InodeWriter was listed by its mark")
+	}
+	e.clock.Advance(time.Second)
+	e.dirty(0, 0, 2, 1)
+	if err := e.files[0].WriteAndWait(0, -1); err != nil {
+		t.Fatal(err)
+	}
+	if when, listed := e.files[0].DirtiedWhen(); !listed || !when.Equal(t0) || e.Cache.DirtyMappings() != 2 {
+		t.Fatalf("file 0 after its pages were written: listed %v at %v (want %v), %d dirty mappings; want it kept by the mark",
+			listed, when, t0, e.Cache.DirtyMappings())
+	}
+	e.clock.Advance(time.Minute)
+	ps := e.f.RunPass()
+	if good.calls != 1 || bad.calls != 1 || ps.Inodes != 1 || ps.Errors != 1 || ps.Expired != 0 {
+		t.Fatalf("pass %+v, inode writes %d good and %d failing; want 1 and 1", ps, good.calls, bad.calls)
+	}
+	if _, listed := e.files[0].DirtiedWhen(); listed {
+		t.Fatal("file 0 still listed after its inode was written")
+	}
+	if _, listed := e.files[1].DirtiedWhen(); !listed {
+		t.Fatal("file 1 left the list though its inode write failed")
+	}
+	e.clock.Advance(2 * time.Minute) // past its back-off
+	e.f.RunPass()
+	if bad.calls != 2 || good.calls != 1 {
+		t.Fatalf("second pass: %d good and %d failing inode writes, want 1 and 2", good.calls, bad.calls)
+	}
+}
+
 // TestFlusherCongestion: a congested device stops the pass before it
 // writes; the next pass, uncongested, writes.
 func TestFlusherCongestion(t *testing.T) {

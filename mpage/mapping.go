@@ -72,6 +72,9 @@ type Mapping struct {
 	failed  int   // pages whose last write failed (writeErr set)
 	lastErr error // the most recent write error, while failed > 0
 	closed  bool
+	// inodeDirty: MarkInodeDirty was called and the Flusher has not yet
+	// taken the mark. It keeps the mapping on the dirty list.
+	inodeDirty bool
 
 	// The cache's list of dirty mappings (Cache.dmu guards these): the
 	// links, whether the mapping is on it, and when it went from clean to
@@ -162,8 +165,8 @@ func (m *Mapping) Pages() int {
 	return m.pages.Len()
 }
 
-// DirtiedWhen is when the mapping last went from no dirty pages to some,
-// by the cache's clock; false while it has none.
+// DirtiedWhen is when the mapping last went from clean (no dirty pages,
+// no inode mark) to dirty, by the cache's clock; false while it is clean.
 func (m *Mapping) DirtiedWhen() (time.Time, bool) {
 	c := m.cache
 	c.dmu.Lock()
@@ -303,19 +306,56 @@ func (m *Mapping) tagDirty(p *Page) {
 func (m *Mapping) addDirtyTag(p *Page) {
 	m.dirty.ReplaceOrInsert(p)
 	m.cache.dirtyPages.Add(1)
-	if m.dirty.Len() == 1 {
+	if m.dirty.Len() == 1 && !m.inodeDirty {
 		m.cache.linkDirty(m)
 	}
 }
 
 // dropDirtyTag takes p, just cleared of Dirty, out of the dirty tree; the
-// last one takes the mapping off the dirty list. The caller holds mu.
+// last one takes the mapping off the dirty list, unless its inode is
+// dirty. The caller holds mu.
 func (m *Mapping) dropDirtyTag(p *Page) {
 	m.dirty.Delete(p)
 	m.cache.dirtyPages.Add(-1)
-	if m.dirty.Len() == 0 {
+	if m.dirty.Len() == 0 && !m.inodeDirty {
 		m.cache.unlinkDirty(m)
 	}
+}
+
+// MarkInodeDirty says the Owner has per-file metadata to write (the
+// kernel's I_DIRTY_SYNC): an InodeWriter's block map or size changed by
+// writeback allocation that someone else's writeback did. Like a dirty
+// page, it keeps the mapping on the cache's dirty list (stamped now if it
+// was clean) until the Flusher has called WriteInode. A no-op for
+// mappings whose Owner is not an InodeWriter.
+func (m *Mapping) MarkInodeDirty() {
+	if m.inode == nil {
+		return
+	}
+	m.mu.Lock()
+	if !m.inodeDirty && !m.closed {
+		m.inodeDirty = true
+		if m.dirty.Len() == 0 {
+			m.cache.linkDirty(m)
+		}
+	}
+	m.mu.Unlock()
+}
+
+// ClearInodeDirty withdraws the inode mark: the Flusher calls it before
+// WriteInode, an owner that writes its inode itself (a sync) may call it
+// before it reads what it writes, so that a mark made meanwhile stands.
+// The mapping leaves the dirty list if no page is dirty either. It
+// reports whether the mark was set.
+func (m *Mapping) ClearInodeDirty() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	was := m.inodeDirty
+	m.inodeDirty = false
+	if was && m.dirty.Len() == 0 {
+		m.cache.unlinkDirty(m)
+	}
+	return was
 }
 
 // SetPageDirty marks a locked, uptodate page dirty after its Data changed.
@@ -519,8 +559,10 @@ func (m *Mapping) Close() error {
 		return fmt.Errorf("mpage: close %s: %d dirty and %d writeback pages", m.name, d, w)
 	}
 	m.closed = true
-	// Not on the dirty list with no dirty pages; made sure of, since the
-	// list would keep a closed mapping alive.
+	// A closed mapping leaves the dirty list whatever its inode mark says
+	// (its owner writes the inode itself when closing): the list would
+	// keep it alive.
+	m.inodeDirty = false
 	m.cache.unlinkDirty(m)
 	m.mu.Unlock()
 	var batch [16]*Page

@@ -36,7 +36,8 @@ type node struct {
 	// nil for inline and data-less inodes and on read-only volumes.
 	wmap writeMapper
 	// inodeDirty: the mapper allocated blocks (i_block, i_blocks) since
-	// the inode was last committed; Sync commits it again.
+	// the inode was last committed; Sync, or the background flusher's
+	// WriteInode, commits it again. Set through markInodeDirty.
 	inodeDirty atomic.Bool
 	// orphan: unlinked (no links left) while open; the last release frees
 	// its blocks and inode. Guarded by v.mu.
@@ -299,6 +300,15 @@ func (v *Volume) releaseNode(n *node, evict bool) {
 		}
 		v.releaseNode(flush, false)
 	}
+}
+
+// markInodeDirty notes that n's inode must be committed again, and tells
+// the engine so (the mapping stays on the cache's dirty list for the
+// background flusher even when no page of it is dirty: the allocation may
+// have been made by another writer's writeback).
+func (n *node) markInodeDirty() {
+	n.inodeDirty.Store(true)
+	n.m.MarkInodeDirty()
 }
 
 // WriteInode implements mpage.InodeWriter: the background flusher calls it

@@ -45,10 +45,11 @@ func (v *Volume) waitWriteback() {
 // TestFlusherWritesBack: files written through a writable volume and never
 // synced reach the image by background writeback alone, data and metadata:
 // a second engine opening the image read-only (while the writer still has
-// it) finds every file with its size and bytes, and every directory. One
-// file is written straight into its mapping, so its blocks are allocated
-// by the flusher's writeback and its inode is committed by WriteInode.
-// After the writer's Close, e2fsck -fn finds nothing.
+// it) finds every file with its size and bytes, and every directory. Two
+// files are written straight into their mappings, so writeback allocates
+// their blocks and WriteInode commits their inodes: one written back by
+// the flusher, one by another writeback (its inode mark lists it). After
+// the writer's Close, e2fsck -fn finds nothing.
 func TestFlusherWritesBack(t *testing.T) {
 	for _, c := range []struct {
 		typ   string
@@ -80,18 +81,39 @@ func TestFlusherWritesBack(t *testing.T) {
 			}
 			f.Close()
 			w.files["/wb"] = data
+			// /wb2's pages are written by someone else's writeback (a
+			// throttled writer's): the allocation leaves its inode to
+			// commit with no page of it dirty, and the inode mark keeps
+			// it listed for the flusher.
+			f2, err := w.v.Create("/wb2", 0o644)
+			if err != nil {
+				t.Fatal(err)
+			}
+			data2 := randBytes(5, 7*c.bs+10)
+			m2 := f2.Mapping()
+			if _, err := m2.WriteAt(data2, 0); err != nil {
+				t.Fatal(err)
+			}
+			if err := m2.WritePages(&mpage.WritebackControl{SyncMode: mpage.SyncNone}); err != nil {
+				t.Fatal(err)
+			}
+			if _, listed := m2.DirtiedWhen(); !listed || m2.DirtyPages() != 0 {
+				t.Fatalf("/wb2 after its writeback: listed %v with %d dirty pages; want listed by the inode mark", listed, m2.DirtyPages())
+			}
+			f2.Close()
+			w.files["/wb2"] = data2
 
 			passes := 0
-			for ; w.v.cache.Stats().Dirty > 0; passes++ {
+			for ; w.v.cache.Stats().DirtyMappings > 0; passes++ {
 				if passes == 20 {
-					t.Fatalf("%d dirty pages left after %d passes", w.v.cache.Stats().Dirty, passes)
+					t.Fatalf("cache still dirty after %d passes: %+v", passes, w.v.cache.Stats())
 				}
 				clock.Advance(6 * time.Second)
 				fl.RunPass()
 				w.v.waitWriteback()
 			}
 			st := w.v.stats.Snapshot()
-			if st.FlusherInodeWrites == 0 || st.FlusherExpiredPages == 0 || st.FlusherErrors != 0 {
+			if st.FlusherInodeWrites < 2 || st.FlusherExpiredPages == 0 || st.FlusherErrors != 0 {
 				t.Fatalf("after %d passes: %d inode writes, %d expired pages, %d errors", passes,
 					st.FlusherInodeWrites, st.FlusherExpiredPages, st.FlusherErrors)
 			}

@@ -107,7 +107,8 @@ type FlusherConfig struct {
 	// Logf receives write errors, rate-limited. Nil discards them.
 	Logf func(format string, args ...any)
 	// OnPass, if set, is called after each pass the Flusher's goroutine
-	// runs, with what the pass did (debug logs; tests).
+	// runs, with what the pass did (debug logs; tests). It runs on that
+	// goroutine: it must not call Stop, which waits for it.
 	OnPass func(PassStats)
 }
 

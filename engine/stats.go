@@ -68,6 +68,8 @@ func (s Snapshot) WriteText(w io.Writer) {
 	}
 	fmt.Fprintf(w, "stats: cache hits %d, misses %d, hole pages %d, readahead pages %d, evictions %d\n",
 		e.CacheHits, e.CacheMisses, e.HolePages, e.ReadaheadPages, e.Evictions)
+	fmt.Fprintf(w, "stats: flusher passes %d (%d congested), pages written expired %d, background %d, inode writes %d, errors %d; dirty mappings %d\n",
+		e.FlusherPasses, e.FlusherCongested, e.FlusherExpiredPages, e.FlusherBackgroundPages, e.FlusherInodeWrites, e.FlusherErrors, s.Cache.DirtyMappings)
 	fmt.Fprintf(w, "stats: alloc in use %d bytes, degraded %d, failed %d, reserve used %d\n",
 		s.Bios.InUseBytes, s.Bios.Degraded, s.Bios.Failed, s.Bios.ReserveUsed)
 	r := s.Ring

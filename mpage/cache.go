@@ -3,6 +3,7 @@ package mpage
 import (
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,6 +28,10 @@ type CacheConfig struct {
 	// NoFrameWait bounds how long newPage waits for writeback to free
 	// memory when every page is dirty or busy. Default 10s.
 	NoFrameWait time.Duration
+	// Now is the clock that stamps when a mapping became dirty (what the
+	// Flusher ages dirty data by). Default time.Now; a Flusher with its
+	// own Now replaces it.
+	Now func() time.Time
 }
 
 // Cache is a page cache shared by the mappings of one or more volumes: it
@@ -47,6 +52,27 @@ type Cache struct {
 
 	dirtyPages     atomic.Int64
 	writebackPages atomic.Int64
+
+	// dmu guards the list of mappings with dirty pages, oldest dirtied
+	// first (intrusive, through Mapping.dprev/dnext). Taken after a
+	// Mapping's mu, and alone by the Flusher.
+	dmu           sync.Mutex
+	dirtyHead     *Mapping
+	dirtyTail     *Mapping
+	dirtyMappings int
+	clock         atomic.Pointer[func() time.Time]
+
+	// flusher is the background Flusher attached to the cache, kicked
+	// when dirty pages pass bgThresh (math.MaxInt64 without one).
+	flusher  atomic.Pointer[Flusher]
+	bgThresh atomic.Int64
+	// flushMu serialises writeback passes (of whichever Flusher) and
+	// guards every Mapping's flush state, flushPass (the number of the
+	// pass in progress) and flushTurn (of the last mapping written, for
+	// round robin). Taken before any Mapping lock.
+	flushMu   sync.Mutex
+	flushPass uint64
+	flushTurn uint64
 
 	// Writers over the dirty limit and allocators out of memory sleep on
 	// progress until a writeback ends.
@@ -87,6 +113,12 @@ func NewCache(cfg CacheConfig) (*Cache, error) {
 		c.noFrameWait = 10 * time.Second
 	}
 	c.progress.L = &c.pmu
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	c.clock.Store(&now)
+	c.bgThresh.Store(math.MaxInt64)
 	return c, nil
 }
 
@@ -96,6 +128,8 @@ type CacheStats struct {
 	Dirty, Writeback      int64
 	DirtyLimit            int64
 	FramesInUse, FramesMx int64
+	// DirtyMappings is how many mappings have dirty pages.
+	DirtyMappings int
 }
 
 // Stats reports occupancy.
@@ -105,7 +139,66 @@ func (c *Cache) Stats() CacheStats {
 	c.mu.Unlock()
 	fs := c.frames.Stats()
 	return CacheStats{Pages: n, Limit: c.limit, Dirty: c.dirtyPages.Load(), Writeback: c.writebackPages.Load(),
-		DirtyLimit: c.dirtyLimit, FramesInUse: fs.InUse, FramesMx: fs.Frames}
+		DirtyLimit: c.dirtyLimit, FramesInUse: fs.InUse, FramesMx: fs.Frames, DirtyMappings: c.DirtyMappings()}
+}
+
+// DirtyMappings is how many mappings have dirty pages.
+func (c *Cache) DirtyMappings() int {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	return c.dirtyMappings
+}
+
+// now reads the cache's clock.
+func (c *Cache) now() time.Time { return (*c.clock.Load())() }
+
+// linkDirty appends m, which just got its first dirty page, to the dirty
+// list and stamps it. The stamp is taken under dmu, so the list stays in
+// stamp order with a clock that does not go back (the Flusher stops at the
+// first mapping too young to expire). The caller holds m.mu.
+func (c *Cache) linkDirty(m *Mapping) {
+	c.dmu.Lock()
+	if !m.onDirty {
+		m.onDirty = true
+		m.dirtiedWhen = c.now()
+		m.dprev, m.dnext = c.dirtyTail, nil
+		if c.dirtyTail != nil {
+			c.dirtyTail.dnext = m
+		} else {
+			c.dirtyHead = m
+		}
+		c.dirtyTail = m
+		c.dirtyMappings++
+	}
+	c.dmu.Unlock()
+}
+
+// unlinkDirty takes m off the dirty list if it is on it. The caller holds
+// m.mu.
+func (c *Cache) unlinkDirty(m *Mapping) {
+	c.dmu.Lock()
+	if m.onDirty {
+		if m.dprev != nil {
+			m.dprev.dnext = m.dnext
+		} else {
+			c.dirtyHead = m.dnext
+		}
+		if m.dnext != nil {
+			m.dnext.dprev = m.dprev
+		} else {
+			c.dirtyTail = m.dprev
+		}
+		m.dprev, m.dnext, m.onDirty = nil, nil, false
+		c.dirtyMappings--
+	}
+	c.dmu.Unlock()
+}
+
+// kickFlusher wakes the attached Flusher, if any.
+func (c *Cache) kickFlusher() {
+	if f := c.flusher.Load(); f != nil {
+		f.Kick()
+	}
 }
 
 // newPage returns an unlinked page with a frame, evicting clean pages when
@@ -318,8 +411,13 @@ func (c *Cache) overDirty() bool {
 
 // balanceDirty throttles a writer of m while the cache is over its dirty
 // limit: it writes m's dirty pages itself, then waits for writeback to end,
-// as the kernel's balance_dirty_pages does.
+// as the kernel's balance_dirty_pages does. Past the Flusher's background
+// threshold, below that limit, it first kicks the Flusher, so background
+// writeback starts before writers have to wait.
 func (c *Cache) balanceDirty(m *Mapping) {
+	if c.dirtyPages.Load() > c.bgThresh.Load() {
+		c.kickFlusher()
+	}
 	for waited := 0; c.overDirty(); waited++ {
 		c.stats.ThrottleWaits.Add(1)
 		wbc := WritebackControl{SyncMode: SyncNone, NrToWrite: int64(m.dev.maxVecs)}

@@ -32,6 +32,15 @@
 // reserve); a read takes a 1-vec Bio from the reserve, or waits for a Bio in
 // flight to be freed, and keeps its pages whole.
 //
+// Background writeback (Flusher, flusher.go) is the kernel's flusher: the
+// Cache keeps the mappings that have dirty pages in the order they became
+// dirty, stamped with that time, and a Flusher's passes write those dirty
+// for ExpireAge, then, while the cache is past its background threshold
+// (below the dirty limit where writers throttle), the rest round robin,
+// each mapping at most PagesPerPass pages a pass, nonblocking, followed by
+// its owner's InodeWriter. It is not fsync: it neither waits nor flushes
+// the device, and keeps no order.
+//
 // Completions run on the ring's completion side and never block beyond a
 // short lock: reads set Uptodate or Error and unlock each page, writes end
 // writeback, the last page of a Bio first (a forward reader or fsync woken

@@ -18,4 +18,7 @@ var (
 	// ErrShortRead means the device returned fewer bytes than a Bio asked
 	// for: the region lies past the end of the device.
 	ErrShortRead = errors.New("mpage: short read from device")
+	// ErrFlusherAttached is returned by NewFlusher when the cache already
+	// has a Flusher that has not been stopped.
+	ErrFlusherAttached = errors.New("mpage: the cache already has a flusher")
 )

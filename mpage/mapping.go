@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/google/btree"
 
@@ -21,6 +22,21 @@ type MappingConfig struct {
 	Size int64
 	// Name labels errors ("inode 12").
 	Name string
+	// Owner is the file system's object behind the mapping (its inode).
+	// If it implements InodeWriter, the background Flusher calls it after
+	// writing the mapping's pages. Optional.
+	Owner any
+}
+
+// InodeWriter is implemented by a mapping's Owner that keeps per-file
+// metadata outside the page cache (an inode whose block map or size
+// writeback allocation changed): WriteInode puts it where the next
+// writeback finds it, normally the dirty pages of a metadata mapping, and
+// says whether there was anything to write. It is the kernel's
+// write_inode. The Flusher calls it with no mpage lock held; it may block
+// on the owner's own locks.
+type InodeWriter interface {
+	WriteInode() (written bool, err error)
 }
 
 // Mapping is one file's page cache: its pages ordered by index with dirty
@@ -31,7 +47,8 @@ type MappingConfig struct {
 // writeback index. Page flags are atomic; a page's Data and per-block state
 // belong to whoever holds the page Locked (or, for Data, has it under
 // Writeback). Lock order: a page lock may be held when taking mu; mu is
-// never held while sleeping on a page. mu comes before Cache.mu.
+// never held while sleeping on a page. mu comes before Cache.mu and
+// Cache.dmu (the dirty-mapping list).
 type Mapping struct {
 	dev     *Device
 	cache   *Cache
@@ -42,6 +59,7 @@ type Mapping struct {
 	// Optional mapper hooks, found once.
 	forget   BlockForgetter
 	boundary BoundaryWriter
+	inode    InodeWriter // the Owner's write_inode, or nil
 
 	mu             sync.Mutex
 	pages          *btree.BTreeG[*Page]
@@ -54,6 +72,19 @@ type Mapping struct {
 	failed  int   // pages whose last write failed (writeErr set)
 	lastErr error // the most recent write error, while failed > 0
 	closed  bool
+	// inodeDirty: MarkInodeDirty was called and the Flusher has not yet
+	// taken the mark. It keeps the mapping on the dirty list.
+	inodeDirty bool
+
+	// The cache's list of dirty mappings (Cache.dmu guards these): the
+	// links, whether the mapping is on it, and when it went from clean to
+	// dirty (the kernel's dirtied_when; dirtying more pages does not move
+	// it).
+	dprev, dnext *Mapping
+	onDirty      bool
+	dirtiedWhen  time.Time
+	// flush is the Flusher's per-mapping state, guarded by its pass lock.
+	flush flushState
 
 	ra readahead
 }
@@ -91,6 +122,7 @@ func NewMapping(cfg MappingConfig) (*Mapping, error) {
 	m.size.Store(cfg.Size)
 	m.forget, _ = cfg.Mapper.(BlockForgetter)
 	m.boundary, _ = cfg.Mapper.(BoundaryWriter)
+	m.inode, _ = cfg.Owner.(InodeWriter)
 	m.ra.init()
 	return m, nil
 }
@@ -131,6 +163,15 @@ func (m *Mapping) Pages() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.pages.Len()
+}
+
+// DirtiedWhen is when the mapping last went from clean (no dirty pages,
+// no inode mark) to dirty, by the cache's clock; false while it is clean.
+func (m *Mapping) DirtiedWhen() (time.Time, bool) {
+	c := m.cache
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	return m.dirtiedWhen, m.onDirty
 }
 
 // DirtyPages is the number of pages tagged dirty.
@@ -253,10 +294,68 @@ func (m *Mapping) tagDirty(p *Page) {
 	}
 	m.mu.Lock()
 	if !p.testAndSet(Dirty) && p.mapping == m {
-		m.dirty.ReplaceOrInsert(p)
-		m.cache.dirtyPages.Add(1)
+		m.addDirtyTag(p)
 	}
 	m.mu.Unlock()
+}
+
+// addDirtyTag puts p, just set Dirty, in the dirty tree and counts it; the
+// mapping's first dirty page puts the mapping on the cache's dirty list.
+// The caller holds mu. This is the write path: no allocation, and the
+// cache's list lock only on the clean-to-dirty flip.
+func (m *Mapping) addDirtyTag(p *Page) {
+	m.dirty.ReplaceOrInsert(p)
+	m.cache.dirtyPages.Add(1)
+	if m.dirty.Len() == 1 && !m.inodeDirty {
+		m.cache.linkDirty(m)
+	}
+}
+
+// dropDirtyTag takes p, just cleared of Dirty, out of the dirty tree; the
+// last one takes the mapping off the dirty list, unless its inode is
+// dirty. The caller holds mu.
+func (m *Mapping) dropDirtyTag(p *Page) {
+	m.dirty.Delete(p)
+	m.cache.dirtyPages.Add(-1)
+	if m.dirty.Len() == 0 && !m.inodeDirty {
+		m.cache.unlinkDirty(m)
+	}
+}
+
+// MarkInodeDirty says the Owner has per-file metadata to write (the
+// kernel's I_DIRTY_SYNC): an InodeWriter's block map or size changed by
+// writeback allocation that someone else's writeback did. Like a dirty
+// page, it keeps the mapping on the cache's dirty list (stamped now if it
+// was clean) until the Flusher has called WriteInode. A no-op for
+// mappings whose Owner is not an InodeWriter.
+func (m *Mapping) MarkInodeDirty() {
+	if m.inode == nil {
+		return
+	}
+	m.mu.Lock()
+	if !m.inodeDirty && !m.closed {
+		m.inodeDirty = true
+		if m.dirty.Len() == 0 {
+			m.cache.linkDirty(m)
+		}
+	}
+	m.mu.Unlock()
+}
+
+// ClearInodeDirty withdraws the inode mark: the Flusher calls it before
+// WriteInode, an owner that writes its inode itself (a sync) may call it
+// before it reads what it writes, so that a mark made meanwhile stands.
+// The mapping leaves the dirty list if no page is dirty either. It
+// reports whether the mark was set.
+func (m *Mapping) ClearInodeDirty() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	was := m.inodeDirty
+	m.inodeDirty = false
+	if was && m.dirty.Len() == 0 {
+		m.cache.unlinkDirty(m)
+	}
+	return was
 }
 
 // SetPageDirty marks a locked, uptodate page dirty after its Data changed.
@@ -270,8 +369,7 @@ func (m *Mapping) clearDirtyForIO(p *Page) bool {
 	if !p.testAndClear(Dirty) {
 		return false
 	}
-	m.dirty.Delete(p)
-	m.cache.dirtyPages.Add(-1)
+	m.dropDirtyTag(p)
 	return true
 }
 
@@ -311,8 +409,7 @@ func (m *Mapping) writeFailed(p *Page, err error) {
 	}
 	m.lastErr = err
 	if !p.testAndSet(Dirty) && p.mapping == m {
-		m.dirty.ReplaceOrInsert(p)
-		m.cache.dirtyPages.Add(1)
+		m.addDirtyTag(p)
 	}
 	m.mu.Unlock()
 }
@@ -437,8 +534,7 @@ func (m *Mapping) remove(p *Page) {
 	m.mu.Lock()
 	m.pages.Delete(p)
 	if p.testAndClear(Dirty) {
-		m.dirty.Delete(p)
-		m.cache.dirtyPages.Add(-1)
+		m.dropDirtyTag(p)
 	}
 	if p.testAndClear(writeErr) {
 		// The data that failed to reach the device is gone with the
@@ -463,6 +559,11 @@ func (m *Mapping) Close() error {
 		return fmt.Errorf("mpage: close %s: %d dirty and %d writeback pages", m.name, d, w)
 	}
 	m.closed = true
+	// A closed mapping leaves the dirty list whatever its inode mark says
+	// (its owner writes the inode itself when closing): the list would
+	// keep it alive.
+	m.inodeDirty = false
+	m.cache.unlinkDirty(m)
 	m.mu.Unlock()
 	var batch [16]*Page
 	for {

@@ -82,6 +82,18 @@ type Stats struct {
 	ThrottleWaits  atomic.Uint64
 	WriteRetries   atomic.Uint64 // pages redirtied after a failed write
 	WritebackErrno [2]atomic.Uint64
+
+	// The background Flusher: passes run, pages it sent by why (dirty
+	// longer than ExpireAge, or the cache past its background threshold),
+	// inodes its InodeWriter calls wrote, mappings it found failing
+	// (a write error or a failed inode write; each backs the mapping off),
+	// and passes cut short by a congested device.
+	FlusherPasses          atomic.Uint64
+	FlusherExpiredPages    atomic.Uint64
+	FlusherBackgroundPages atomic.Uint64
+	FlusherInodeWrites     atomic.Uint64
+	FlusherErrors          atomic.Uint64
+	FlusherCongested       atomic.Uint64
 }
 
 // Errno indexes of WritebackErrno.
@@ -114,6 +126,9 @@ type StatsSnapshot struct {
 	HolePages, Evictions, ReadaheadPages                 uint64
 	CacheHits, CacheMisses, ThrottleWaits, WriteRetries  uint64
 	WritebackErrno                                       [2]uint64
+	FlusherPasses, FlusherExpiredPages                   uint64
+	FlusherBackgroundPages, FlusherInodeWrites           uint64
+	FlusherErrors, FlusherCongested                      uint64
 }
 
 // Snapshot copies the counters.
@@ -142,6 +157,12 @@ func (s *Stats) Snapshot() StatsSnapshot {
 	out.WriteRetries = s.WriteRetries.Load()
 	out.WritebackErrno[0] = s.WritebackErrno[0].Load()
 	out.WritebackErrno[1] = s.WritebackErrno[1].Load()
+	out.FlusherPasses = s.FlusherPasses.Load()
+	out.FlusherExpiredPages = s.FlusherExpiredPages.Load()
+	out.FlusherBackgroundPages = s.FlusherBackgroundPages.Load()
+	out.FlusherInodeWrites = s.FlusherInodeWrites.Load()
+	out.FlusherErrors = s.FlusherErrors.Load()
+	out.FlusherCongested = s.FlusherCongested.Load()
 	return out
 }
 

@@ -104,6 +104,20 @@
 // and reporting (errors.Join of *fs.PathError, ErrCorrupt) the entries
 // whose inodes are damaged, so a listing shows what it can.
 //
+// Background writeback: on a writable volume every file and directory
+// mapping has its node as Owner, an mpage.InodeWriter, so an mpage.Flusher
+// on the volume's cache writes its pages and then commits the inode if
+// writeback allocation changed it (WriteInode: the volume's lifetime lock
+// shared, then the node's wmu, as any writer; an allocation also marks the
+// mapping with MarkInodeDirty, so it stays listed for the flusher when
+// another writeback wrote its pages); the metadata mapping is written like
+// any other dirty mapping. Data, directories and inodes thus
+// reach the device without a Sync, and a read-only opener of the image
+// sees them once the writes complete. It is not Sync: there is no device
+// flush, no order between data and the metadata pointing at it, and the
+// superblock's free counts are written only by Sync and Close, so a crash
+// still needs e2fsck. Stop the Flusher before closing the volume.
+//
 // Concurrency: a Volume and its Files are safe for concurrent use. Public
 // calls hold the volume's lifetime lock shared, so Close waits for calls in
 // progress and later calls fail with ErrClosed. Name-space changes

@@ -36,7 +36,8 @@ type node struct {
 	// nil for inline and data-less inodes and on read-only volumes.
 	wmap writeMapper
 	// inodeDirty: the mapper allocated blocks (i_block, i_blocks) since
-	// the inode was last committed; Sync commits it again.
+	// the inode was last committed; Sync, or the background flusher's
+	// WriteInode, commits it again. Set through markInodeDirty.
 	inodeDirty atomic.Bool
 	// orphan: unlinked (no links left) while open; the last release frees
 	// its blocks and inode. Guarded by v.mu.
@@ -160,17 +161,20 @@ func (v *Volume) newNode(in *Inode) (*node, error) {
 		return nil, fmt.Errorf("%w: inode %d: size %d", ErrCorrupt, in.Ino, size)
 	}
 	dm := &diagMapper{inner: mapper}
-	if !v.readOnly {
-		dm.v = v
-	}
-	m, err := mpage.NewMapping(mpage.MappingConfig{
+	n := &node{v: v, ino: in.Ino, mapper: dm, wmap: wmap}
+	cfg := mpage.MappingConfig{
 		Device: v.cfg.Device, Cache: v.cfg.Cache, Mapper: dm,
 		BlockSize: sb.BlockSize, Size: int64(size), Name: fmt.Sprintf("inode %d", in.Ino),
-	})
+	}
+	if !v.readOnly {
+		dm.v = v
+		cfg.Owner = n // the background flusher's write_inode
+	}
+	m, err := mpage.NewMapping(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("ext: inode %d: %w", in.Ino, err)
 	}
-	n := &node{v: v, ino: in.Ino, m: m, mapper: dm, wmap: wmap}
+	n.m = m
 	n.cur.Store(in)
 	if wmap != nil {
 		wmap.setNode(n)
@@ -297,6 +301,45 @@ func (v *Volume) releaseNode(n *node, evict bool) {
 		v.releaseNode(flush, false)
 	}
 }
+
+// markInodeDirty notes that n's inode must be committed again, and tells
+// the engine so (the mapping stays on the cache's dirty list for the
+// background flusher even when no page of it is dirty: the allocation may
+// have been made by another writer's writeback).
+func (n *node) markInodeDirty() {
+	n.inodeDirty.Store(true)
+	n.m.MarkInodeDirty()
+}
+
+// WriteInode implements mpage.InodeWriter: the background flusher calls it
+// after writing the node's pages, and an inode that writeback allocation
+// changed (i_block, i_blocks: inodeDirty) is committed into the metadata
+// mapping, whose own writeback takes it to the device. It reports whether
+// it committed. The flusher holds no page or mapping lock here, so the
+// node's locks are taken as any writer takes them: the volume's lifetime
+// lock shared, then wmu. On a closed volume there is nothing to do (Close
+// committed everything it could).
+func (n *node) WriteInode() (bool, error) {
+	if !n.inodeDirty.Load() {
+		return false, nil
+	}
+	v := n.v
+	if err := v.enter(); err != nil {
+		return false, nil
+	}
+	defer v.leave()
+	n.wmu.Lock()
+	defer n.wmu.Unlock()
+	if !n.inodeDirty.Load() {
+		return false, nil
+	}
+	if err := n.commitLocked(nil); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+var _ mpage.InodeWriter = (*node)(nil)
 
 // unsynced reports whether the node holds changes not yet handed to the
 // metadata mapping or the device: dirty data pages or an inode to commit.

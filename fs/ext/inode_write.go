@@ -164,6 +164,9 @@ func (v *Volume) newInode(ino uint32, mode uint16, now time.Time) *Inode {
 func (n *node) commitLocked(mod func(in *Inode)) error {
 	cur := n.inode()
 	in := *cur
+	// The engine's mark first, then ours: an allocation marking both
+	// from here on is either in the snapshot below or committed again.
+	n.m.ClearInodeDirty()
 	n.inodeDirty.Store(false)
 	if n.wmap != nil {
 		// For inodes the writer maps, the mapping's size is i_size (it
@@ -182,7 +185,7 @@ func (n *node) commitLocked(mod func(in *Inode)) error {
 	}
 	raw, err := v.writeInode(&in)
 	if err != nil {
-		n.inodeDirty.Store(true)
+		n.markInodeDirty()
 		return err
 	}
 	in.Raw = raw

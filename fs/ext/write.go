@@ -105,7 +105,7 @@ func (n *node) writeAt(b []byte, off int64) (int, error) {
 	oldSize := n.m.Size()
 	mapped, fresh, aerr := n.allocate(first, last)
 	if len(fresh) > 0 {
-		n.inodeDirty.Store(true)
+		n.markInodeDirty()
 	}
 	end := min(off+int64(len(b)), int64(first+mapped)*bs)
 	if end <= off {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +19,7 @@ import (
 	"github.com/mpaged/mpaged/engine"
 	"github.com/mpaged/mpaged/fs/ext"
 	"github.com/mpaged/mpaged/metrics"
+	"github.com/mpaged/mpaged/mpage"
 )
 
 // daemon is a served volume and everything under and above it.
@@ -30,6 +32,7 @@ type daemon struct {
 	vol    *ext.Volume
 	api    *api.Server
 	met    *metrics.Metrics
+	flush  *mpage.Flusher
 	// roReason, when set, is why a writable volume is served read-only
 	// (it could not be checked or repaired).
 	roReason string
@@ -200,10 +203,32 @@ func (d *daemon) open(write, allowUnclean bool) error {
 	}
 	d.eng, d.vol = eng, vol
 	d.met.SetEngine(eng)
+	if write {
+		if err := d.startFlusher(); err != nil {
+			vol.Close()
+			eng.Close()
+			d.eng, d.vol = nil, nil
+			return err
+		}
+	}
 	ro, why := vol.ReadOnly()
 	d.log.Info("volume open", "path", d.path, "size", humanize.IBytes(uint64(eng.Info.Size)),
 		"block_size", vol.BlockSize(), "read_only", ro, "why", why, "ring", eng.Ring.Features().Backend,
 		"o_direct", eng.Info.Direct, "cache", humanize.IBytes(uint64(cfg.CacheBytes)))
+	return nil
+}
+
+// startFlusher starts background writeback: data dirty longer than
+// --dirty-expire, or past the background share of the cache, is written
+// (with the inodes and metadata that reach it) without waiting for a sync.
+func (d *daemon) startFlusher() error {
+	fl, err := mpage.NewFlusher(mpage.FlusherConfig{Cache: d.eng.Cache, Interval: d.sf.writebackInterval,
+		ExpireAge: d.sf.dirtyExpire, Logf: func(f string, a ...any) { d.log.Warn(fmt.Sprintf(f, a...)) }})
+	if err != nil {
+		return err
+	}
+	fl.Start()
+	d.flush = fl
 	return nil
 }
 
@@ -266,9 +291,16 @@ func (d *daemon) run(ln net.Listener, sigs <-chan os.Signal, stdout io.Writer) e
 	return nil
 }
 
-// close syncs and closes the volume (marking it clean), then the engine.
+// close stops background writeback (waiting for a pass in progress: the
+// volume must not close under it), syncs and closes the volume (marking
+// it clean), then the engine.
 func (d *daemon) close() error {
 	var errs []error
+	if d.flush != nil {
+		if err := d.flush.Stop(context.Background()); err != nil {
+			errs = append(errs, fmt.Errorf("background writeback: %w", err))
+		}
+	}
 	if d.vol != nil {
 		if err := d.vol.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("volume: %w", err))

@@ -17,6 +17,7 @@ import (
 
 	"github.com/dustin/go-humanize"
 
+	"github.com/mpaged/mpaged/mpage"
 	"github.com/mpaged/mpaged/uring"
 	"github.com/mpaged/mpaged/uring/faultring"
 )
@@ -33,6 +34,7 @@ type serveFlags struct {
 	maxBody                                 string
 	maxConcurrent                           int
 	shutdownTimeout                         time.Duration
+	writebackInterval, dirtyExpire          time.Duration
 }
 
 func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
@@ -51,6 +53,8 @@ func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
 	fs.StringVar(&sf.maxBody, "max-body", "64GiB", "largest PUT body")
 	fs.IntVar(&sf.maxConcurrent, "max-concurrent", 64, "requests served at once; more wait their turn")
 	fs.DurationVar(&sf.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight requests may run after SIGTERM")
+	fs.DurationVar(&sf.writebackInterval, "writeback-interval", mpage.DefaultFlushInterval, "how often background writeback runs")
+	fs.DurationVar(&sf.dirtyExpire, "dirty-expire", mpage.DefaultExpireAge, "data dirty this long is written back in the background (not a durability promise: fsync is)")
 	operands, err := fs.parse(args, stdout)
 	if err != nil {
 		return nil, err
@@ -67,6 +71,9 @@ func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
 	case "text", "json":
 	default:
 		return nil, fmt.Errorf("%w: --log-format %q: want text or json", errUsage, sf.logFormat)
+	}
+	if sf.writebackInterval <= 0 || sf.dirtyExpire <= 0 {
+		return nil, fmt.Errorf("%w: --writeback-interval and --dirty-expire must be positive", errUsage)
 	}
 	if sf.maxConcurrent < 1 {
 		return nil, fmt.Errorf("%w: --max-concurrent %d: want at least 1", errUsage, sf.maxConcurrent)

@@ -393,3 +393,34 @@ func TestServeUnixSocket(t *testing.T) {
 		t.Errorf("second daemon on a live socket: %v\n%s", err, o)
 	}
 }
+
+// TestServeBackgroundWriteback: data written without any fsync reaches
+// the device by itself once it has been dirty for --dirty-expire: a
+// second process reading the volume (no lock for readers) sees it, and
+// /metrics counts the pages the flusher wrote.
+func TestServeBackgroundWriteback(t *testing.T) {
+	testenv.RequireTool(t, "mke2fs")
+	dir := t.TempDir()
+	d := startDaemon(t, dir, "--dirty-expire", "300ms", "--writeback-interval", "100ms")
+	img := filepath.Join(dir, "mpaged-data", "volume.img")
+	d.must(201, "PUT", "/v1/files/f", strings.NewReader("start"))
+	tail := strings.Repeat("appended without fsync; ", 1000)
+	d.must(204, "PUT", "/v1/files/f?offset=5", strings.NewReader(tail))
+	want := "start" + tail
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		code, got, _ := runCmd("cat", "--volume", img, "/f")
+		if code == 0 && got == want {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the device never saw the data: %d bytes of %d", len(got), len(want))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	m := string(d.must(200, "GET", "/metrics", nil))
+	if !strings.Contains(m, "mpaged_flusher_expired_pages_total ") || strings.Contains(m, "mpaged_flusher_expired_pages_total 0\n") {
+		t.Error("the flusher's pages are not counted in /metrics")
+	}
+	d.stop(syscall.SIGTERM)
+}

@@ -13,7 +13,8 @@ const (
 	// reaches zero (the seed's mpage_alloc). Without it Alloc tries once.
 	MemAlloc Flags = 1 << iota
 	// UseReserve: when not even the smallest try fits the budget, take a
-	// 1-vec bio from the reserve, so writeback always makes progress.
+	// 1-vec bio from the reserve, so I/O that must go on (writeback,
+	// reads a metadata lookup depends on) always makes progress.
 	UseReserve
 	// Wait: block until a Free makes room rather than return nothing. Never
 	// from a completion handler: the Free it waits for may be its own.

@@ -26,9 +26,11 @@
 // fits or the count reaches zero (zero means the caller falls back to the
 // per-block path, "confused"). Linux could never reach that loop, because
 // its allocator sleeps instead of failing; here the budget is real, so the
-// degraded path is live. UseReserve adds a last resort for writeback, a
-// small reserve of 1-vec bios outside the budget, so writeback progresses
-// even when the budget is exhausted. Wait blocks until a Free makes room.
+// degraded path is live. UseReserve adds a last resort, a small reserve
+// of 1-vec bios outside the budget, so writeback and reads progress even
+// when the budget is exhausted (mpage uses it for the per-block path and
+// for reads nested in a block mapper's metadata read). Wait blocks until
+// a Free makes room.
 //
 // A PressureMonitor reads PSI (/proc/pressure/memory, or the cgroup's
 // memory.pressure, see CgroupPSIPath) and scales the budget down: by 2 at

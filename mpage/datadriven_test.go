@@ -3,6 +3,7 @@ package mpage_test
 import (
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,6 +40,9 @@ type ddState struct {
 
 	endedMu sync.Mutex
 	ended   []string // "read 3", "write 0": pages as Bio completions ended them
+
+	// reader is the env's Reader (astart, apoll, await).
+	reader *mpage.Reader
 }
 
 // startAsync runs fn on its own goroutine; poll and join observe it.
@@ -284,7 +288,35 @@ func (s *ddState) run(t *testing.T, d *datadriven.TestData) string {
 		}
 		return "error: " + err.Error()
 	case "truncate":
-		return "ok" + errSuffix(e.Mapping.Truncate(int64(intArg(t, d, 0))))
+		size := int64(intArg(t, d, 0))
+		truncate := func() string { return "ok" + errSuffix(e.Mapping.Truncate(size)) }
+		if d.HasArg("async") {
+			return s.startAsync(truncate)
+		}
+		return truncate()
+	case "astart":
+		// Start asynchronous reads of the pages named, through the
+		// env's Reader.
+		for _, a := range d.CmdArgs {
+			if a.Key == "want" {
+				continue
+			}
+			want := 1
+			if w, ok := d.Arg("want"); ok {
+				want = atoi(t, w.SingleVal(t))
+			}
+			idx := uint64(atoi(t, a.Key))
+			if err := s.reader.Start(idx, want, idx); err != nil {
+				return "error: " + err.Error()
+			}
+		}
+		return fmt.Sprintf("in flight %d", s.reader.InFlight())
+	case "apoll":
+		// The reads that have completed, without waiting.
+		return s.readResults(s.reader.TryWait)
+	case "await":
+		// Every read in flight, waiting for each.
+		return s.readResults(s.reader.Wait)
 	case "meta-write":
 		blk := int64(intArg(t, d, 0))
 		buf := make([]byte, e.BlockSize)
@@ -329,6 +361,7 @@ func (s *ddState) newEnv(t *testing.T, d *datadriven.TestData) string {
 	}
 	s.env = mpagetest.NewEnvWith(t, cfg)
 	s.env.Ring.SetSync(syncMode)
+	s.reader = s.env.Mapping.NewReader(64)
 	s.ended = nil
 	mpage.SetPageEndedHook(s.env.Dev, func(p *mpage.Page, d mpage.Dir) {
 		s.endedMu.Lock()
@@ -377,6 +410,35 @@ func (s *ddState) writepages(wbc *mpage.WritebackControl) string {
 		out += " congested"
 	}
 	return out + errSuffix(err)
+}
+
+// readResults prints the results next returns until it has none, in the
+// order they came, and releases their pages.
+func (s *ddState) readResults(next func() (mpage.ReadResult, bool)) string {
+	var b strings.Builder
+	for {
+		res, ok := next()
+		if !ok {
+			break
+		}
+		if res.Tag != res.Index {
+			s.t.Fatalf("read of page %d came back with tag %d", res.Index, res.Tag)
+		}
+		if res.Err != nil {
+			fmt.Fprintf(&b, "page %d: error %s\n", res.Index, errnoName(res.Err))
+			continue
+		}
+		p := res.Page
+		if p.Index != res.Index || !p.Has(mpage.Uptodate) {
+			s.t.Fatalf("read of page %d returned page %d, flags %v", res.Index, p.Index, p.Flags())
+		}
+		fmt.Fprintf(&b, "page %d: [%s]\n", res.Index, blockBytes(p.Data, s.env.BlockSize))
+		p.Release()
+	}
+	if b.Len() == 0 {
+		return "none"
+	}
+	return b.String()
 }
 
 // pages lists every cached page: index, flags, and per block its byte if
@@ -510,6 +572,8 @@ func errnoName(err error) string {
 		return "EIO"
 	case errors.Is(err, syscall.ENOSPC):
 		return "ENOSPC"
+	case errors.Is(err, io.EOF):
+		return "EOF"
 	}
 	return err.Error()
 }

@@ -21,6 +21,16 @@
 // pushes the Bio before the mapper's next call needs metadata I/O, so data
 // blocks 0..11 of an ext2 file reach the device before the indirect block.
 //
+// Asynchronous reads (ReadPageAsync, and Reader, a completion queue on
+// top) let one goroutine keep many page reads in flight: a read takes
+// ReadAt's path through the cache and readahead (one state machine,
+// pageRead, serves both), but where ReadAt sleeps on a locked page it
+// queues a waiter in the page wait table, whose wake runs on the unlocker's
+// side (the ring's completion, usually) and must not block, like the
+// kernel's wait queue entries with a wake function that async buffered
+// reads use. A read that needs to sleep again (the retry of a failed read)
+// is handed back to its submitter.
+//
 // The write path (WritePages with a WritebackControl, WritePage; WriteAt and
 // WriteAndWait on top) maps with allocation, honours New (stale metadata
 // for the block is forgotten) and Boundary (the metadata block after it is
@@ -49,7 +59,8 @@
 // mapping's error is reported by every WriteAndWait until the data has
 // reached the device.
 // Sleepers on a page (lock, writeback) wait on a hashed table of condition
-// variables, not a goroutine or channel per page.
+// variables, not a goroutine or channel per page; asynchronous waiters on
+// a list in the same table's bucket.
 //
 // Concurrency: Mapping and Cache methods are safe for concurrent use. Page
 // Data belongs to the holder of the page lock; see Mapping for lock order.

@@ -21,4 +21,7 @@ var (
 	// ErrFlusherAttached is returned by NewFlusher when the cache already
 	// has a Flusher that has not been stopped.
 	ErrFlusherAttached = errors.New("mpage: the cache already has a flusher")
+	// ErrBusy is returned by Reader.Start when the Reader has as many
+	// reads in flight as it can keep.
+	ErrBusy = errors.New("mpage: busy")
 )

@@ -44,62 +44,14 @@ func (m *Mapping) ReadAt(b []byte, off int64) (int, error) {
 // readPage returns page idx uptodate and referenced, reading it (and what
 // readahead adds) if needed. want is how many pages the reader still needs.
 func (m *Mapping) readPage(idx uint64, want int) (*Page, error) {
-	st := m.dev.stats
-	p := m.FindPage(idx)
-	if p == nil {
-		st.CacheMisses.Add(1)
-		m.onMiss(idx, want)
-		p = m.FindPage(idx)
-	} else {
-		st.CacheHits.Add(1)
-		if p.Has(Readahead) {
-			m.onMarker(p)
-		}
-	}
-	m.noteAccess(idx)
-	for attempt := 0; ; attempt++ {
-		if p == nil {
-			// Readahead could not keep it (memory) or it was evicted:
-			// read this page alone.
-			var err error
-			if p, _, err = m.GrabPage(idx); err != nil {
-				return nil, err
-			}
-			p.Unlock()
-		}
-		if p.Has(Uptodate) {
-			return p, nil
-		}
-		p.WaitUnlocked()
-		if p.Has(Uptodate) {
-			return p, nil
-		}
-		if attempt > 0 && p.Has(Error) {
-			p.Release()
-			return nil, fmt.Errorf("mpage: %s: read page %d: %w", m.name, idx, syscall.EIO)
-		}
-		// Not uptodate: a failed readahead or a page created without a
-		// read. Read it ourselves, once.
-		p.Lock()
-		if p.mapping != m {
-			p.Unlock()
-			p.Release()
-			p = nil
-			continue
-		}
-		if p.Has(Uptodate) {
-			p.Unlock()
-			return p, nil
-		}
-		p.clear(Error)
-		m.ReadPage(p)
-		p.WaitUnlocked()
-		if p.Has(Uptodate) {
-			return p, nil
-		}
-		if p.Has(Error) {
-			p.Release()
-			return nil, fmt.Errorf("mpage: %s: read page %d: %w", m.name, idx, syscall.EIO)
+	var op pageRead
+	op.start(m, idx, want)
+	for {
+		switch op.step(true) {
+		case stepDone:
+			return op.p, op.err
+		case stepWait:
+			op.p.WaitUnlocked()
 		}
 	}
 }

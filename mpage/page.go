@@ -129,6 +129,27 @@ const waitBuckets = 256
 type waitBucket struct {
 	mu   sync.Mutex
 	cond sync.Cond
+	// async lists the callbacks waiting for a page of this bucket to be
+	// unlocked (ReadPageAsync): a waiter that may not sleep, the seeds'
+	// wait queue entry with a wake function. Guarded by mu.
+	async *pageWaiter
+}
+
+// pageWaiter is an asynchronous wait for a page's lock to be released,
+// embedded in whatever waits (a PageRead), so waiting allocates nothing.
+// It is on one bucket's list from waitUnlockedAsync until the Unlock that
+// runs its wake, which is called once, without the bucket lock, on the
+// unlocker's goroutine (often the ring's completion side): it must not
+// block.
+type pageWaiter struct {
+	page *Page
+	wake pageWaker
+	next *pageWaiter
+}
+
+// pageWaker is what an asynchronous waiter runs once its page is unlocked.
+type pageWaker interface {
+	pageUnlocked(p *Page)
 }
 
 var waitTable = func() *[waitBuckets]waitBucket {
@@ -168,7 +189,8 @@ func (p *Page) waitUntilClear(f PageFlags) {
 	b.mu.Unlock()
 }
 
-// clearAndWake clears f and wakes sleepers if any may be waiting.
+// clearAndWake clears f and wakes sleepers if any may be waiting, and runs
+// the asynchronous waiters of the page once it is unlocked.
 func (p *Page) clearAndWake(f PageFlags) {
 	old := PageFlags(p.flags.And(^uint32(f)))
 	if old&waiters == 0 {
@@ -178,7 +200,68 @@ func (p *Page) clearAndWake(f PageFlags) {
 	b.mu.Lock()
 	p.clear(waiters)
 	b.cond.Broadcast()
+	var woken *pageWaiter
+	if b.async != nil {
+		woken = b.takeAsync(p)
+	}
 	b.mu.Unlock()
+	for w := woken; w != nil; {
+		next := w.next
+		w.next = nil
+		w.wake.pageUnlocked(p)
+		w = next
+	}
+}
+
+// takeAsync unlinks and returns p's asynchronous waiters if p is unlocked
+// now; if it is not (this wake was for Writeback), they stay and p keeps
+// its waiters bit, so the Unlock to come finds them. Under b.mu.
+func (b *waitBucket) takeAsync(p *Page) *pageWaiter {
+	if p.Has(Locked) {
+		for w := b.async; w != nil; w = w.next {
+			if w.page == p {
+				p.set(waiters)
+				break
+			}
+		}
+		return nil
+	}
+	var woken *pageWaiter
+	link := &b.async
+	for w := *link; w != nil; w = *link {
+		if w.page != p {
+			link = &w.next
+			continue
+		}
+		*link = w.next
+		w.next = woken // order among one page's waiters does not matter
+		woken = w
+	}
+	return woken
+}
+
+// waitUnlockedAsync queues w to have its wake run when p is unlocked, and
+// reports true; false (w not queued) when p is unlocked already. The
+// caller holds a reference on p until the wake has run.
+func (p *Page) waitUnlockedAsync(w *pageWaiter) bool {
+	if !p.Has(Locked) {
+		return false
+	}
+	b := p.bucket()
+	b.mu.Lock()
+	// As waitUntilClear: waiters is set before the check, under the
+	// bucket lock, so an Unlock after the check must take the lock and
+	// find w queued.
+	p.set(waiters)
+	if !p.Has(Locked) {
+		b.mu.Unlock()
+		return false
+	}
+	w.page = p
+	w.next = b.async
+	b.async = w
+	b.mu.Unlock()
+	return true
 }
 
 // Lock takes the page lock, sleeping while another holder has it.

@@ -1,6 +1,7 @@
 package mpage_test
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -154,6 +155,15 @@ func TestConcurrentStress(t *testing.T) {
 					}
 				}()
 			}
+			wg.Add(1)
+			go func() { // an asynchronous reader: many pages in flight
+				defer wg.Done()
+				if err := stressAsyncReader(m, stop, fileBytes/mpage.PageSize, func(c int) (uint32, uint32) {
+					return committed[c].Load(), started[c].Load()
+				}); err != nil {
+					fail("async reader: %v", err)
+				}
+			}()
 			wg.Add(2)
 			go func() { // background writeback
 				defer wg.Done()
@@ -222,6 +232,68 @@ func TestConcurrentStress(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// stressAsyncReader reads random pages through a Reader, 16 in flight,
+// until stop, and checks every 512-byte chunk of each page against
+// versions(chunk): its committed version when the read started and its
+// started version when it completed bound what the page may hold.
+func stressAsyncReader(m *mpage.Mapping, stop <-chan struct{}, pages int, versions func(c int) (lo, hi uint32)) error {
+	const chunk, perPage = 512, mpage.PageSize / 512
+	rd := m.NewReader(16)
+	rng := rand.New(rand.NewPCG(7, 7))
+	// lo[page] are the versions of the page's chunks when its last read
+	// started: a later read of the same page raises them, which a read
+	// in flight still meets (a version never goes down).
+	lo := make([][perPage]uint32, pages)
+	var data [mpage.PageSize]byte
+	defer drainReader(rd)
+	for {
+		select {
+		case <-stop:
+			return nil
+		default:
+		}
+		for rd.InFlight() < rd.Depth() {
+			idx := rng.IntN(pages)
+			for i := range perPage {
+				lo[idx][i], _ = versions(idx*perPage + i)
+			}
+			if err := rd.Start(uint64(idx), 1, uint64(idx)); err != nil {
+				return err
+			}
+		}
+		res, _ := rd.Wait()
+		if res.Err != nil {
+			return fmt.Errorf("page %d: %w", res.Index, res.Err)
+		}
+		// Copy first, as ReadAt does: writers may change the page
+		// meanwhile, and the versions they started bound what the copy
+		// holds only when read after it.
+		copy(data[:], res.Page.Data)
+		res.Page.Release()
+		for i := range perPage {
+			_, hi := versions(int(res.Index)*perPage + i)
+			for _, v := range data[i*chunk : (i+1)*chunk] {
+				if uint32(v) < lo[res.Index][i] || uint32(v) > hi {
+					return fmt.Errorf("page %d chunk %d holds %d, want %d..%d", res.Index, i, v, lo[res.Index][i], hi)
+				}
+			}
+		}
+	}
+}
+
+// drainReader waits for every read rd has in flight and drops its pages.
+func drainReader(rd *mpage.Reader) {
+	for {
+		res, ok := rd.Wait()
+		if !ok {
+			return
+		}
+		if res.Page != nil {
+			res.Page.Release()
+		}
 	}
 }
 
@@ -303,6 +375,34 @@ func TestConcurrentTruncate(t *testing.T) {
 			return err
 		})
 	}
+	wg.Add(1)
+	go func() { // an asynchronous reader: many pages in flight
+		defer wg.Done()
+		rd := m.NewReader(8)
+		defer drainReader(rd)
+		rng := rand.New(rand.NewPCG(40, 3))
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for rd.InFlight() < rd.Depth() {
+				if err := rd.Start(uint64(rng.IntN(fileBytes/mpage.PageSize)), 1, 0); err != nil {
+					fail("async read: %v", err)
+					return
+				}
+			}
+			res, _ := rd.Wait()
+			if res.Err != nil && !errors.Is(res.Err, io.EOF) {
+				fail("async read of page %d: %v", res.Index, res.Err)
+				return
+			}
+			if res.Page != nil {
+				res.Page.Release()
+			}
+		}
+	}()
 	worker(20, func(rng *rand.Rand) error {
 		wbc := mpage.WritebackControl{SyncMode: mpage.SyncNone, NrToWrite: 64}
 		return m.WritePages(&wbc)

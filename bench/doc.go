@@ -35,9 +35,11 @@
 // interval. TestLikeForLike checks that fio and the engine read the same
 // bytes from the target.
 //
-// Depth, phase 1: the engine has no call that keeps many page reads in
-// flight from one goroutine, so a random workload at depth D runs D
-// goroutines each calling ReadAt (or WriteAt). Sequential workloads run one
-// reader and leave the depth to readahead. An asynchronous read API replaces
-// the goroutines in phase 2.
+// Depth: a random workload with reads at depth D runs one goroutine that
+// keeps D page reads in flight through an mpage.Reader (the engine's
+// asynchronous reads), copying each page out as ReadAt would; the writes of
+// a mix go through WriteAt in between. engine-native-readat runs the same
+// with D goroutines each calling ReadAt, the way phase 1 did. randwrite
+// runs D goroutines calling WriteAt. Sequential workloads run one reader
+// or writer and leave the depth to readahead and writeback.
 package bench

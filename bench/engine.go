@@ -18,11 +18,13 @@ import (
 
 // engineRunner runs workloads through the engine's page cache on a raw
 // volume: ReadAt (readahead, ReadPages) and WriteAt (WritePages on
-// writeback, then a sync).
+// writeback, then a sync); random reads through an mpage.Reader from one
+// goroutine, or with readAt through ReadAt from Depth goroutines.
 type engineRunner struct {
 	name      string
 	backend   string
 	multipage bool
+	readAt    bool
 	env       *Env
 }
 
@@ -30,11 +32,30 @@ func newEngineRunner(name, backend string, multipage bool) *engineRunner {
 	return &engineRunner{name: name, backend: backend, multipage: multipage}
 }
 
+// newReadAtRunner is the engine with random reads made by Depth
+// goroutines, each with one ReadAt in flight (phase 1's way).
+func newReadAtRunner(name, backend string) *engineRunner {
+	return &engineRunner{name: name, backend: backend, multipage: true, readAt: true}
+}
+
 func (r *engineRunner) Name() string { return r.name }
 
 // Applies: every workload; with multipage off only the sequential ones,
-// where coalescing can happen at all.
-func (r *engineRunner) Applies(w Workload) bool { return r.multipage || w.Pattern == Sequential }
+// where coalescing can happen at all; with readAt only the random ones
+// with reads, where it reads differently.
+func (r *engineRunner) Applies(w Workload) bool {
+	switch {
+	case r.readAt:
+		return w.Pattern == Random && w.Reads()
+	case !r.multipage:
+		return w.Pattern == Sequential
+	}
+	return true
+}
+
+// fileOnly hides a PageFile's page cache: the workload then reads with
+// ReadAt.
+type fileOnly struct{ File }
 
 // Setup checks that the engine opens on the target with this backend; each
 // run opens its own (see run).
@@ -99,7 +120,10 @@ func (r *engineRunner) run(ctx context.Context, w Workload, visit func(int64, []
 			err = fmt.Errorf("%w: %s: close: %v", ErrRunner, r.name, cerr)
 		}
 	}()
-	f := st.vol.File()
+	var f File = st.vol.File()
+	if r.readAt {
+		f = fileOnly{f}
+	}
 	var before, after engineSnapshot
 	var profile string
 	var stopProfile func() error

@@ -126,6 +126,7 @@ var runnerDefs = []runnerDef{
 	{"engine-iouring-go", func() Runner { return newEngineRunner("engine-iouring-go", backendIouringGo, true) }, true},
 	{"engine-sync", func() Runner { return newEngineRunner("engine-sync", backendSync, true) }, false},
 	{"engine-native-1page", func() Runner { return newEngineRunner("engine-native-1page", backendNative, false) }, false},
+	{"engine-native-readat", func() Runner { return newReadAtRunner("engine-native-readat", backendNative) }, false},
 	{"fio-io_uring", func() Runner { return newFioRunner("fio-io_uring", "io_uring", 0) }, false},
 	{"fio-libaio", func() Runner { return newFioRunner("fio-libaio", "libaio", 0) }, false},
 	{"fio-io_uring-1m", func() Runner { return newFioRunner("fio-io_uring-1m", "io_uring", 1<<20) }, false},

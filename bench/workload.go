@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/mpaged/mpaged/mpage"
 )
 
 // Pattern is how a workload walks its region.
@@ -100,11 +102,13 @@ func (c Config) workloads() []Workload {
 func (w Workload) Reads() bool  { return w.ReadPercent > 0 }
 func (w Workload) Writes() bool { return w.ReadPercent < 100 }
 
-// Workers is how many goroutines Run uses: one stream for sequential
-// workloads (readahead and writeback give the depth), Depth for random
-// ones (phase 1: one blocking call per goroutine in flight).
-func (w Workload) Workers() int {
-	if w.Pattern == Sequential {
+// Workers is how many goroutines Run uses on f: one stream for sequential
+// workloads (readahead and writeback give the depth); for random ones one
+// goroutine keeping Depth reads in flight through an mpage.Reader when f
+// is a PageFile, else Depth goroutines, each with one blocking call in
+// flight.
+func (w Workload) Workers(f File) int {
+	if w.Pattern == Sequential || w.asyncOn(f) != nil {
 		return 1
 	}
 	return max(w.Depth, 1)
@@ -116,6 +120,23 @@ type File interface {
 	io.ReaderAt
 	io.WriterAt
 	Sync() error
+}
+
+// PageFile is an engine file whose page cache random workloads read
+// asynchronously (mpage.Reader): fs/raw's File.
+type PageFile interface {
+	File
+	Mapping() *mpage.Mapping
+}
+
+// asyncOn is the mapping a random workload with reads of one page each
+// reads through asynchronously, or nil.
+func (w Workload) asyncOn(f File) *mpage.Mapping {
+	pf, ok := f.(PageFile)
+	if !ok || w.Pattern != Random || !w.Reads() || w.BlockSize != mpage.PageSize {
+		return nil
+	}
+	return pf.Mapping()
 }
 
 // Hooks let a runner bracket the timed part of Run and tests see the data.
@@ -159,9 +180,12 @@ func (w Workload) Run(ctx context.Context, f File, h Hooks) (Measurement, error)
 	}
 	gen := newOffsets(w)
 	rec := &latencyRecorder{read: newLatencyHistogram(), write: newLatencyHistogram()}
-	workers := make([]*worker, w.Workers())
+	workers := make([]*worker, w.Workers(f))
 	for i := range workers {
 		workers[i] = newWorker(w, i, gen, rec, h.Visit)
+	}
+	if m := w.asyncOn(f); m != nil {
+		workers[0].async = newAsyncReads(m, w.Depth)
 	}
 	var stop atomic.Bool
 	if h.Begin != nil {
@@ -314,6 +338,8 @@ type worker struct {
 	readOps, writeOps     int64
 	readBytes, writeBytes int64
 	err                   error
+	// async, if set, is how the worker reads: its reads in flight.
+	async *asyncReads
 }
 
 func newWorker(w Workload, i int, gen *offsets, rec *latencyRecorder, visit func(int64, []byte)) *worker {
@@ -332,12 +358,16 @@ func newWorker(w Workload, i int, gen *offsets, rec *latencyRecorder, visit func
 }
 
 func (wk *worker) run(f File, stop *atomic.Bool) {
+	if wk.async != nil {
+		wk.runAsync(f, stop)
+		return
+	}
 	for !stop.Load() {
 		off, ok := wk.gen.take()
 		if !ok {
 			return
 		}
-		read := wk.w.ReadPercent == 100 || (wk.w.ReadPercent > 0 && wk.rng.IntN(100) < wk.w.ReadPercent)
+		read := wk.nextIsRead()
 		t0 := time.Now()
 		var n int
 		var err error
@@ -346,29 +376,43 @@ func (wk *worker) run(f File, stop *atomic.Bool) {
 		} else {
 			n, err = f.WriteAt(wk.buf, off)
 		}
-		lat := int64(time.Since(t0))
-		if err != nil && !(read && n == len(wk.buf) && errors.Is(err, io.EOF)) {
-			op := "write"
-			if read {
-				op = "read"
-			}
-			wk.err = fmt.Errorf("%w: %s: %s of %d bytes at %d: %w", ErrRunner, wk.w.Name, op, len(wk.buf), off, err)
-			stop.Store(true)
+		if !wk.done(read, off, n, err, t0, stop) {
 			return
 		}
-		if read {
-			wk.readOps++
-			wk.readBytes += int64(n)
-			wk.readSamples = wk.sample(wk.readSamples, lat, wk.rec.read)
-			if wk.visit != nil {
-				wk.visit(off, wk.buf[:n])
-			}
-		} else {
-			wk.writeOps++
-			wk.writeBytes += int64(n)
-			wk.writeSamples = wk.sample(wk.writeSamples, lat, wk.rec.write)
+		if read && wk.visit != nil {
+			wk.visit(off, wk.buf[:n])
 		}
 	}
+}
+
+// nextIsRead draws the direction of the next operation.
+func (wk *worker) nextIsRead() bool {
+	return wk.w.ReadPercent == 100 || (wk.w.ReadPercent > 0 && wk.rng.IntN(100) < wk.w.ReadPercent)
+}
+
+// done counts an operation that started at t0 and moved n bytes, or
+// records its error and stops the run (false).
+func (wk *worker) done(read bool, off int64, n int, err error, t0 time.Time, stop *atomic.Bool) bool {
+	lat := int64(time.Since(t0))
+	if err != nil && !(read && n == len(wk.buf) && errors.Is(err, io.EOF)) {
+		op := "write"
+		if read {
+			op = "read"
+		}
+		wk.err = fmt.Errorf("%w: %s: %s of %d bytes at %d: %w", ErrRunner, wk.w.Name, op, len(wk.buf), off, err)
+		stop.Store(true)
+		return false
+	}
+	if read {
+		wk.readOps++
+		wk.readBytes += int64(n)
+		wk.readSamples = wk.sample(wk.readSamples, lat, wk.rec.read)
+	} else {
+		wk.writeOps++
+		wk.writeBytes += int64(n)
+		wk.writeSamples = wk.sample(wk.writeSamples, lat, wk.rec.write)
+	}
+	return true
 }
 
 func (wk *worker) sample(s []int64, v int64, h *hdrhistogram.Histogram) []int64 {

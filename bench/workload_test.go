@@ -10,6 +10,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mpaged/mpaged/fs/raw"
+	"github.com/mpaged/mpaged/mpage/mpagetest"
+	"github.com/mpaged/mpaged/uring"
 )
 
 // memFile is a File in memory that counts what it is asked.
@@ -223,5 +227,81 @@ func TestRunAllocatesNothingPerOp(t *testing.T) {
 		if per := float64(after.Mallocs-before.Mallocs) / float64(m.Ops()); per > 0.01 {
 			t.Errorf("%s: %.4f allocations per op in the harness, want ~0", name, per)
 		}
+	}
+}
+
+// pageFile is a raw volume's file over an in-memory engine (the recorder
+// ring), whose device holds mpagetest.Pattern: a PageFile.
+func pageFile(t *testing.T, size int64) (*raw.File, *mpagetest.Env) {
+	e := mpagetest.NewEnvWith(t, mpagetest.EnvConfig{BlockSize: 4096, DiskBytes: size, CacheBytes: size / 4, NoRecord: true})
+	vol, err := raw.Open(raw.Config{Device: e.Dev, Cache: e.Cache, Size: size, Name: "bench"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := vol.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return vol.File(), e
+}
+
+// Random workloads on a PageFile read from one goroutine through an
+// mpage.Reader, Depth reads in flight: one pass visits every block once
+// and sees what the device holds; a mix also writes, and syncs.
+func TestRunAsyncOnPageFile(t *testing.T) {
+	for _, name := range []string{"randread", "mix"} {
+		t.Run(name, func(t *testing.T) {
+			w := testWorkload(name)
+			w.Region = 4 << 20
+			f, e := pageFile(t, w.Region)
+			if n := w.Workers(f); n != 1 {
+				t.Fatalf("%d workers on a PageFile, want 1", n)
+			}
+			if n := w.Workers(fileOnly{f}); n != w.Depth {
+				t.Fatalf("%d workers on a plain File, want %d", n, w.Depth)
+			}
+			var mu sync.Mutex
+			seen := map[int64]int{}
+			hooks := Hooks{Visit: func(off int64, b []byte) {
+				if len(b) != 4096 || b[0] != mpagetest.Pattern(off, 4096) || b[4095] != b[0] {
+					t.Errorf("read at %d: got %#x..%#x, want %#x", off, b[0], b[len(b)-1], mpagetest.Pattern(off, 4096))
+				}
+				mu.Lock()
+				seen[off]++
+				mu.Unlock()
+			}}
+			m, err := w.Run(context.Background(), f, hooks)
+			if err != nil {
+				t.Fatal(err)
+			}
+			blocks := w.Region / 4096
+			if m.Ops() != blocks || int64(len(seen)) != m.ReadOps {
+				t.Fatalf("%d ops, %d reads of %d distinct blocks; want %d ops, each block once", m.Ops(), m.ReadOps, len(seen), blocks)
+			}
+			if m.ReadLatency.TotalCount() != m.ReadOps || m.WriteLatency.TotalCount() != m.WriteOps {
+				t.Fatal("latency samples do not match the ops")
+			}
+			// Every read went through the page cache once (a hit when an
+			// earlier read's readahead brought its page in).
+			if st := e.Stats.Snapshot(); st.CacheMisses+st.CacheHits != uint64(m.ReadOps) || st.CacheMisses == 0 {
+				t.Fatalf("%d cache misses and %d hits for %d reads", st.CacheMisses, st.CacheHits, m.ReadOps)
+			}
+			if w.Writes() && (m.WriteOps == 0 || f.Mapping().DirtyPages() != 0) {
+				t.Fatalf("%d writes, %d dirty pages after the run's sync", m.WriteOps, f.Mapping().DirtyPages())
+			}
+		})
+	}
+}
+
+// A read that fails on the device fails the async run with ErrRunner.
+func TestRunAsyncReportsIOErrors(t *testing.T) {
+	w := testWorkload("randread")
+	w.Region = 1 << 20
+	f, e := pageFile(t, w.Region)
+	e.Ring.Fail(mpagetest.Rule{Op: uring.OpReadv, Off: 5 * 4096, Errno: syscall.EIO})
+	_, err := w.Run(context.Background(), f, Hooks{})
+	if !errors.Is(err, ErrRunner) || !errors.Is(err, syscall.EIO) {
+		t.Fatalf("Run = %v, want ErrRunner wrapping EIO", err)
 	}
 }

@@ -31,7 +31,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&cfg.Duration, "duration", 0, "length of one run (default 500ms; quick 100ms)")
 	fs.IntVar(&cfg.Repetitions, "repetitions", 0, "repetitions of each workload, runners interleaved (default 3; quick 1)")
 	fs.StringVar(&workloads, "workloads", "", "comma-separated: seqread,randread,seqwrite,randwrite,mix (default all)")
-	fs.StringVar(&runners, "runners", "", "comma-separated runners (default all this build has): engine-native, engine-iouring-go, engine-sync, engine-native-1page, fio-io_uring, fio-libaio, fio-io_uring-1m")
+	fs.StringVar(&runners, "runners", "", "comma-separated runners (default all this build has): engine-native, engine-iouring-go, engine-sync, engine-native-1page, engine-native-readat, fio-io_uring, fio-libaio, fio-io_uring-1m")
 	fs.Var(byteSize{&cfg.CacheBytes}, "cache", "engine page cache (default 64MiB; quick 8MiB)")
 	fs.BoolVar(&cfg.Quick, "quick", false, "a run of a few seconds (what make test runs)")
 	fs.StringVar(&cfg.JSONPath, "json", "", "write the report as JSON to FILE")

@@ -214,16 +214,21 @@ func (p *Page) clearAndWake(f PageFlags) {
 }
 
 // takeAsync unlinks and returns p's asynchronous waiters if p is unlocked
-// now; if it is not (this wake was for Writeback), they stay and p keeps
-// its waiters bit, so the Unlock to come finds them. Under b.mu.
+// now; if it is not (this wake was for Writeback, or p was locked again),
+// they stay and p keeps its waiters bit, so the Unlock to come finds them.
+// Under b.mu.
 func (b *waitBucket) takeAsync(p *Page) *pageWaiter {
+	found := false
+	for w := b.async; w != nil && !found; w = w.next {
+		found = w.page == p
+	}
+	if !found {
+		return nil
+	}
+	// waiters before the check, as a sleeper sets it: an Unlock after
+	// the check sees it and comes for them; one before, we see.
+	p.set(waiters)
 	if p.Has(Locked) {
-		for w := b.async; w != nil; w = w.next {
-			if w.page == p {
-				p.set(waiters)
-				break
-			}
-		}
 		return nil
 	}
 	var woken *pageWaiter

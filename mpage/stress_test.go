@@ -6,6 +6,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -436,6 +437,8 @@ func TestConcurrentTruncate(t *testing.T) {
 			}
 		}
 		fmt.Fprintf(os.Stderr, "stuck: size %d, ring in flight %d, held %d, cache %+v\n", m.Size(), e.Ring.InFlight(), e.Ring.Held(), e.Cache.Stats())
+		buf := make([]byte, 1<<20)
+		fmt.Fprintf(os.Stderr, "%s\n", buf[:runtime.Stack(buf, true)])
 		t.Fatal("workers did not stop: deadlock?")
 	}
 	if failed.Load() {

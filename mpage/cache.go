@@ -8,8 +8,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/google/btree"
-
 	"github.com/mpaged/mpaged/alloc"
 )
 
@@ -43,7 +41,8 @@ type Cache struct {
 	dirtyLimit  int64
 	stats       *Stats
 	noFrameWait time.Duration
-	freelist    *btree.FreeListG[*Page]
+	// nodes are the page-index nodes of every mapping of the cache.
+	nodes radixPool
 
 	mu    sync.Mutex
 	hand  *Page // CLOCK hand; pages form a circular list through prev/next
@@ -100,7 +99,6 @@ func NewCache(cfg CacheConfig) (*Cache, error) {
 		limit:       int(max(limit/PageSize, 16)),
 		stats:       cfg.Stats,
 		noFrameWait: cfg.NoFrameWait,
-		freelist:    btree.NewFreeListG[*Page](1024),
 	}
 	c.dirtyLimit = int64(float64(c.limit) * ratio)
 	if c.dirtyLimit < 4 {
@@ -363,8 +361,7 @@ func (c *Cache) evictPage(p *Page) bool {
 		p.Unlock()
 		return false
 	}
-	m.pages.Delete(p)
-	p.mapping = nil
+	m.deletePage(p)
 	m.mu.Unlock()
 	c.unlink(p)
 	p.clear(Locked)

@@ -160,7 +160,7 @@ func (m *Mapping) WaitWriteback(start, end int64) {
 	index, last := uint64(start>>PageShift), uint64(end>>PageShift)
 	var batch [pagevecSize]*Page
 	for index <= last {
-		n := m.lookupTag(m.writeback, index, last, batch[:])
+		n := m.lookupTag(markWriteback, index, last, batch[:])
 		if n == 0 {
 			return
 		}

@@ -6,8 +6,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/google/btree"
-
 	"github.com/mpaged/mpaged/internal/invariants"
 )
 
@@ -61,17 +59,15 @@ type Mapping struct {
 	boundary BoundaryWriter
 	inode    InodeWriter // the Owner's write_inode, or nil
 
-	mu             sync.Mutex
-	pages          *btree.BTreeG[*Page]
-	dirty          *btree.BTreeG[*Page]
-	writeback      *btree.BTreeG[*Page]
-	writebackIndex uint64
-	// key is the search key for index lookups: a local one escapes to
-	// the heap through the btree, a whole Page per lookup.
-	key     Page
-	failed  int   // pages whose last write failed (writeErr set)
-	lastErr error // the most recent write error, while failed > 0
-	closed  bool
+	mu sync.Mutex
+	// pages is the page index; a page's dirty and writeback tags are
+	// marks in it, counted in nPages, nDirty and nWriteback.
+	pages                      pageTree
+	nPages, nDirty, nWriteback int
+	writebackIndex             uint64
+	failed                     int   // pages whose last write failed (writeErr set)
+	lastErr                    error // the most recent write error, while failed > 0
+	closed                     bool
 	// inodeDirty: MarkInodeDirty was called and the Flusher has not yet
 	// taken the mark. It keeps the mapping on the dirty list.
 	inodeDirty bool
@@ -88,8 +84,6 @@ type Mapping struct {
 
 	ra readahead
 }
-
-func byIndex(a, b *Page) bool { return a.Index < b.Index }
 
 // NewMapping creates an empty mapping.
 func NewMapping(cfg MappingConfig) (*Mapping, error) {
@@ -112,12 +106,9 @@ func NewMapping(cfg MappingConfig) (*Mapping, error) {
 	if cfg.Size < 0 {
 		return nil, fmt.Errorf("mpage: mapping %s: %w: size %d", cfg.Name, ErrRange, cfg.Size)
 	}
-	fl := cfg.Cache.freelist
 	m := &Mapping{
 		dev: cfg.Device, cache: cfg.Cache, mapper: cfg.Mapper, blkbits: bits, name: cfg.Name,
-		pages:     btree.NewWithFreeListG(16, byIndex, fl),
-		dirty:     btree.NewWithFreeListG(16, byIndex, fl),
-		writeback: btree.NewWithFreeListG(16, byIndex, fl),
+		pages: pageTree{nodes: &cfg.Cache.nodes},
 	}
 	m.size.Store(cfg.Size)
 	m.forget, _ = cfg.Mapper.(BlockForgetter)
@@ -162,7 +153,7 @@ func (m *Mapping) WritebackIndex() uint64 {
 func (m *Mapping) Pages() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.pages.Len()
+	return m.nPages
 }
 
 // DirtiedWhen is when the mapping last went from clean (no dirty pages,
@@ -178,20 +169,19 @@ func (m *Mapping) DirtiedWhen() (time.Time, bool) {
 func (m *Mapping) DirtyPages() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.dirty.Len()
+	return m.nDirty
 }
 
 // FindPage returns the cached page at index with a reference the caller
 // must drop with Release, or nil.
 func (m *Mapping) FindPage(index uint64) *Page {
 	m.mu.Lock()
-	m.key.Index = index
-	p, ok := m.pages.Get(&m.key)
-	if ok {
+	p := m.pages.get(index)
+	if p != nil {
 		p.refs.Add(1)
 	}
 	m.mu.Unlock()
-	if !ok {
+	if p == nil {
 		return nil
 	}
 	p.set(Referenced)
@@ -255,11 +245,11 @@ func (m *Mapping) insert(p *Page) (bool, error) {
 	if m.closed {
 		return false, fmt.Errorf("mpage: %s: %w", m.name, ErrClosed)
 	}
-	if _, ok := m.pages.Get(p); ok {
+	if !m.pages.insert(p) {
 		return false, nil
 	}
 	p.mapping = m
-	m.pages.ReplaceOrInsert(p)
+	m.nPages++
 	m.cache.link(p)
 	return true, nil
 }
@@ -304,9 +294,12 @@ func (m *Mapping) tagDirty(p *Page) {
 // The caller holds mu. This is the write path: no allocation, and the
 // cache's list lock only on the clean-to-dirty flip.
 func (m *Mapping) addDirtyTag(p *Page) {
-	m.dirty.ReplaceOrInsert(p)
+	if !m.pages.setMark(p, markDirty) {
+		return
+	}
+	m.nDirty++
 	m.cache.dirtyPages.Add(1)
-	if m.dirty.Len() == 1 && !m.inodeDirty {
+	if m.nDirty == 1 && !m.inodeDirty {
 		m.cache.linkDirty(m)
 	}
 }
@@ -315,9 +308,12 @@ func (m *Mapping) addDirtyTag(p *Page) {
 // last one takes the mapping off the dirty list, unless its inode is
 // dirty. The caller holds mu.
 func (m *Mapping) dropDirtyTag(p *Page) {
-	m.dirty.Delete(p)
+	if !m.pages.clearMark(p, markDirty) {
+		return
+	}
+	m.nDirty--
 	m.cache.dirtyPages.Add(-1)
-	if m.dirty.Len() == 0 && !m.inodeDirty {
+	if m.nDirty == 0 && !m.inodeDirty {
 		m.cache.unlinkDirty(m)
 	}
 }
@@ -335,7 +331,7 @@ func (m *Mapping) MarkInodeDirty() {
 	m.mu.Lock()
 	if !m.inodeDirty && !m.closed {
 		m.inodeDirty = true
-		if m.dirty.Len() == 0 {
+		if m.nDirty == 0 {
 			m.cache.linkDirty(m)
 		}
 	}
@@ -352,7 +348,7 @@ func (m *Mapping) ClearInodeDirty() bool {
 	defer m.mu.Unlock()
 	was := m.inodeDirty
 	m.inodeDirty = false
-	if was && m.dirty.Len() == 0 {
+	if was && m.nDirty == 0 {
 		m.cache.unlinkDirty(m)
 	}
 	return was
@@ -384,14 +380,18 @@ func (m *Mapping) setWriteback(p *Page) {
 		m.mu.Unlock()
 		panic("mpage: writeback started on a page already under writeback")
 	}
-	m.writeback.ReplaceOrInsert(p)
+	if m.pages.setMark(p, markWriteback) {
+		m.nWriteback++
+	}
 	m.mu.Unlock()
 	m.cache.writebackPages.Add(1)
 }
 
 func (m *Mapping) untagWriteback(p *Page) {
 	m.mu.Lock()
-	m.writeback.Delete(p)
+	if m.pages.clearMark(p, markWriteback) {
+		m.nWriteback--
+	}
 	m.mu.Unlock()
 	m.cache.writebackPages.Add(-1)
 	m.cache.wakeThrottled()
@@ -436,21 +436,15 @@ func (m *Mapping) Err() error {
 	return nil
 }
 
-// lookupTag collects up to len(out) pages from the tree starting at index,
-// with references, and returns them and how many.
-func (m *Mapping) lookupTag(tree *btree.BTreeG[*Page], index, end uint64, out []*Page) int {
-	n := 0
+// lookupTag collects up to len(out) pages carrying mark (markPresent: any
+// page) in [index, end], in index order, with references, and returns
+// how many.
+func (m *Mapping) lookupTag(mark int, index, end uint64, out []*Page) int {
 	m.mu.Lock()
-	m.key.Index = index
-	tree.AscendGreaterOrEqual(&m.key, func(p *Page) bool {
-		if p.Index > end {
-			return false
-		}
+	n := m.pages.gang(index, end, mark, out)
+	for _, p := range out[:n] {
 		p.refs.Add(1)
-		out[n] = p
-		n++
-		return n < len(out)
-	})
+	}
 	m.mu.Unlock()
 	return n
 }
@@ -472,7 +466,7 @@ func (m *Mapping) Truncate(size int64) error {
 	}
 	var batch [16]*Page
 	for {
-		n := m.lookupTag(m.pages, first, ^uint64(0), batch[:])
+		n := m.lookupTag(markPresent, first, ^uint64(0), batch[:])
 		if n == 0 {
 			return nil
 		}
@@ -532,7 +526,6 @@ func (m *Mapping) truncatePartial(idx uint64, off int, size int64) error {
 // frame back. The caller's reference stays valid until Release.
 func (m *Mapping) remove(p *Page) {
 	m.mu.Lock()
-	m.pages.Delete(p)
 	if p.testAndClear(Dirty) {
 		m.dropDirtyTag(p)
 	}
@@ -543,18 +536,30 @@ func (m *Mapping) remove(p *Page) {
 			m.failed, m.lastErr = 0, nil
 		}
 	}
-	p.mapping = nil
+	m.deletePage(p)
 	m.mu.Unlock()
 	m.cache.unlink(p)
 	p.detached.Store(true)
+}
+
+// deletePage takes p, untagged, out of the index. The caller holds mu.
+func (m *Mapping) deletePage(p *Page) {
+	if invariants.Enabled {
+		invariants.Check(!m.pages.marked(p, markDirty) && !m.pages.marked(p, markWriteback), "page %d: removed from its mapping still tagged (flags %v)", p.Index, p.Flags())
+	}
+	if !m.pages.delete(p) {
+		panic("mpage: removal of a page not in its mapping's index")
+	}
+	m.nPages--
+	p.mapping = nil
 }
 
 // Close drops every clean page; it fails if pages are still dirty or under
 // writeback (write them back first).
 func (m *Mapping) Close() error {
 	m.mu.Lock()
-	if m.dirty.Len() > 0 || m.writeback.Len() > 0 {
-		d, w := m.dirty.Len(), m.writeback.Len()
+	if m.nDirty > 0 || m.nWriteback > 0 {
+		d, w := m.nDirty, m.nWriteback
 		m.mu.Unlock()
 		return fmt.Errorf("mpage: close %s: %d dirty and %d writeback pages", m.name, d, w)
 	}
@@ -567,7 +572,7 @@ func (m *Mapping) Close() error {
 	m.mu.Unlock()
 	var batch [16]*Page
 	for {
-		n := m.lookupTag(m.pages, 0, ^uint64(0), batch[:])
+		n := m.lookupTag(markPresent, 0, ^uint64(0), batch[:])
 		if n == 0 {
 			return nil
 		}

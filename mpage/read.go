@@ -111,10 +111,9 @@ func (m *Mapping) ReadPages(start uint64, nr int, asyncMarker int) (int, error) 
 // for writeback: the pages locked in it must not wait on us.
 func (m *Mapping) newReadPage(idx uint64, rc *readCtx) (*Page, error) {
 	m.mu.Lock()
-	m.key.Index = idx
-	_, ok := m.pages.Get(&m.key)
+	cached := m.pages.get(idx) != nil
 	m.mu.Unlock()
-	if ok {
+	if cached {
 		return nil, nil
 	}
 	p, err := m.cache.tryNewPage()

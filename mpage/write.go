@@ -122,7 +122,7 @@ func (m *Mapping) WritePages(wbc *WritebackControl) error {
 	var batch [pagevecSize]*Page
 	for {
 		for !done && index <= end {
-			n := m.lookupTag(m.dirty, index, end, batch[:])
+			n := m.lookupTag(markDirty, index, end, batch[:])
 			if n == 0 {
 				break
 			}

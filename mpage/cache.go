@@ -1,7 +1,6 @@
 package mpage
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"sync"
@@ -199,91 +198,22 @@ func (c *Cache) kickFlusher() {
 	}
 }
 
-// newPage returns an unlinked page with a frame, evicting clean pages when
-// the cache is at its limit or the frame pool is empty.
-func (c *Cache) newPage() (*Page, error) { return c.allocPage(true) }
-
-// tryNewPage is newPage without the wait for writeback: callers that hold
-// pages locked in an unsent Bio send it before they sleep.
-func (c *Cache) tryNewPage() (*Page, error) { return c.allocPage(false) }
-
-func (c *Cache) allocPage(wait bool) (*Page, error) {
-	// Evict down below the limit, not just one page: the cache can pass
-	// its limit while every page is locked for I/O, and should come back
-	// once they are not.
-	for {
-		c.mu.Lock()
-		over := c.count >= c.limit
-		c.mu.Unlock()
-		if !over || !c.evict() {
-			break
-		}
-	}
-	var deadline time.Time
-	for {
-		frame, err := c.frames.Get()
-		if err == nil {
-			return c.pageFor(frame), nil
-		}
-		if !errors.Is(err, alloc.ErrNoFrames) {
-			return nil, err
-		}
-		if c.evict() {
-			continue
-		}
-		if !wait {
-			return nil, fmt.Errorf("%w: %v", ErrNoFrames, err)
-		}
-		// Everything is dirty, locked or referenced: wait for writeback
-		// to clean something, for a while.
-		if deadline.IsZero() {
-			deadline = time.Now().Add(c.noFrameWait)
-		} else if time.Now().After(deadline) {
-			return nil, fmt.Errorf("%w: %v", ErrNoFrames, err)
-		}
-		c.waitProgress(time.Millisecond)
-	}
-}
-
-func (c *Cache) pageFor(frame []byte) *Page {
+// link puts new pages on the CLOCK ring, behind the hand, under one hold
+// of the cache lock.
+func (c *Cache) link(pages ...*Page) {
 	c.mu.Lock()
-	var p *Page
-	if n := len(c.spare); n > 0 {
-		p = c.spare[n-1]
-		c.spare = c.spare[:n-1]
-	}
-	c.mu.Unlock()
-	if p == nil {
-		p = &Page{cache: c}
-	}
-	p.Data = frame
-	return p
-}
-
-// freePage returns p's frame and keeps the struct for reuse. p must be out
-// of every mapping and unreferenced.
-func (c *Cache) freePage(p *Page) {
-	c.frames.Put(p.Data)
-	p.Data, p.Index, p.mapping, p.bufs = nil, 0, nil, nil
-	p.flags.Store(0)
-	p.pending.Store(0)
-	p.refs.Store(0)
-	p.detached.Store(false)
-	c.mu.Lock()
-	if len(c.spare) < 4096 {
-		c.spare = append(c.spare, p)
+	for _, p := range pages {
+		c.linkLocked(p)
 	}
 	c.mu.Unlock()
 }
 
-// link puts a new page on the CLOCK ring, behind the hand.
-func (c *Cache) link(p *Page) {
+func (c *Cache) linkLocked(p *Page) {
 	// A new page starts referenced: the hand passes it once before it can
 	// go. Otherwise, once readers have referenced every older page, the
 	// first unreferenced pages the hand finds are the readahead pages just
 	// read for the reader, which it would evict before their first use.
 	p.set(Referenced)
-	c.mu.Lock()
 	if c.hand == nil {
 		p.prev, p.next = p, p
 		c.hand = p
@@ -294,13 +224,16 @@ func (c *Cache) link(p *Page) {
 		c.hand.prev = p
 	}
 	c.count++
-	c.mu.Unlock()
 }
 
 // unlink takes p off the CLOCK ring.
 func (c *Cache) unlink(p *Page) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.unlinkLocked(p)
+	c.mu.Unlock()
+}
+
+func (c *Cache) unlinkLocked(p *Page) {
 	if p.next == nil {
 		return
 	}
@@ -315,59 +248,6 @@ func (c *Cache) unlink(p *Page) {
 	}
 	p.prev, p.next = nil, nil
 	c.count--
-}
-
-// evict frees one clean, unlocked, unreferenced page, giving pages used
-// since the hand last passed a second chance. False if none could be found.
-func (c *Cache) evict() bool {
-	for tries := 0; tries < 4; tries++ {
-		victim := c.pickVictim()
-		if victim == nil {
-			return false
-		}
-		if c.evictPage(victim) {
-			return true
-		}
-	}
-	return false
-}
-
-func (c *Cache) pickVictim() *Page {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for scanned := 0; c.hand != nil && scanned < 2*c.count+1; scanned++ {
-		p := c.hand
-		c.hand = p.next
-		if p.Flags()&(Locked|Dirty|Writeback) != 0 || p.refs.Load() > 0 {
-			continue
-		}
-		if p.testAndClear(Referenced) {
-			continue
-		}
-		if p.TryLock() {
-			return p
-		}
-	}
-	return nil
-}
-
-// evictPage drops a locked victim unless someone took a reference or
-// dirtied it meanwhile.
-func (c *Cache) evictPage(p *Page) bool {
-	m := p.mapping
-	m.mu.Lock()
-	if p.refs.Load() > 0 || p.Flags()&(Dirty|Writeback) != 0 || p.mapping != m {
-		m.mu.Unlock()
-		p.Unlock()
-		return false
-	}
-	m.deletePage(p)
-	m.mu.Unlock()
-	c.unlink(p)
-	p.clear(Locked)
-	c.freePage(p)
-	c.stats.Evictions.Add(1)
-	return true
 }
 
 // wakeThrottled wakes writers and allocators waiting for writeback progress;

@@ -2,6 +2,7 @@ package mpage
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 
 	"github.com/mpaged/mpaged/alloc"
@@ -83,22 +84,24 @@ func (m *Mapping) ReadPages(start uint64, nr int, asyncMarker int) (int, error) 
 	rc := getReadCtx(m)
 	defer putReadCtx(rc)
 	started := 0
-	for i := 0; i < nr; i++ {
-		idx := start + uint64(i)
-		p, err := m.newReadPage(idx, rc)
+	end := start + uint64(nr)
+	var batch [readBatch]*Page
+	for idx := start; idx < end; {
+		k, next, err := m.newReadPages(idx, min(end-idx, readBatch), rc, batch[:])
+		m.dev.stats.ReadaheadPages.Add(uint64(k))
+		for i, p := range batch[:k] {
+			if p.Index == marker {
+				p.set(Readahead)
+			}
+			rc.readPage(p, nr-int(p.Index-start))
+			p.Release()
+			batch[i] = nil
+		}
+		started += k
 		if err != nil {
 			return started, err
 		}
-		if p == nil { // already cached
-			continue
-		}
-		if idx == marker {
-			p.set(Readahead)
-		}
-		started++
-		m.dev.stats.ReadaheadPages.Add(1)
-		rc.readPage(p, nr-i)
-		p.Release()
+		idx = next
 	}
 	if rc.hasCut {
 		m.noteCut(rc.cut)
@@ -106,36 +109,74 @@ func (m *Mapping) ReadPages(start uint64, nr int, asyncMarker int) (int, error) 
 	return started, nil
 }
 
-// newReadPage creates and inserts page idx locked, or returns nil if it is
-// already cached. When memory is short it sends rc's Bio before waiting
-// for writeback: the pages locked in it must not wait on us.
-func (m *Mapping) newReadPage(idx uint64, rc *readCtx) (*Page, error) {
+// readBatch is how many pages ReadPages creates at a time: allocation,
+// eviction and insertion in the index take their locks once per batch.
+const readBatch = 32
+
+// newReadPages creates the pages of [first, first+n) that are not cached,
+// locked and referenced, inserts them and puts them in out in index order.
+// It returns how many, and the index to go on from: first+n, or less when
+// memory allowed only some. When memory is short it sends rc's Bio before
+// waiting for writeback: the pages locked in it must not wait on us.
+func (m *Mapping) newReadPages(first, n uint64, rc *readCtx, out []*Page) (int, uint64, error) {
+	var missing [readBatch]uint64
+	k := 0
 	m.mu.Lock()
-	cached := m.pages.get(idx) != nil
-	m.mu.Unlock()
-	if cached {
-		return nil, nil
+	for idx := first; idx < first+n; idx++ {
+		if m.pages.get(idx) == nil {
+			missing[k] = idx
+			k++
+		}
 	}
-	p, err := m.cache.tryNewPage()
-	if errors.Is(err, ErrNoFrames) {
+	m.mu.Unlock()
+	if k == 0 {
+		return 0, first + n, nil
+	}
+	got, err := m.cache.allocPages(out[:k], false)
+	if got == 0 && errors.Is(err, ErrNoFrames) {
 		if rc.bio != nil {
 			rc.bio = rc.bio.submit()
 		}
-		p, err = m.cache.newPage()
+		got, err = m.cache.allocPages(out[:1], true)
 	}
-	if err != nil {
-		return nil, err
+	if got == 0 {
+		return 0, first, err
 	}
-	p.Index = idx
-	p.set(Locked)
-	p.refs.Store(1)
-	if ok, err := m.insert(p); !ok {
-		p.clear(Locked)
-		p.refs.Store(0)
+	next := first + n
+	if got < k {
+		next = missing[got]
+	}
+	kept, err := m.insertNew(missing[:got], out[:got])
+	return kept, next, err
+}
+
+// insertNew inserts new pages at the indices given, locked and referenced,
+// under one hold of the mapping lock, and links them into the cache's
+// CLOCK ring. Pages whose index someone else filled meanwhile are freed;
+// the others are moved to the front of pages, in order, and counted. All
+// are freed, with ErrClosed, if the mapping is closed.
+func (m *Mapping) insertNew(indices []uint64, pages []*Page) (int, error) {
+	kept := 0
+	var err error
+	m.mu.Lock()
+	for i, p := range pages {
+		p.Index = indices[i]
+		p.set(Locked)
+		p.refs.Store(1)
+		if m.closed {
+			err = fmt.Errorf("mpage: %s: %w", m.name, ErrClosed)
+		} else if m.pages.insert(p) {
+			p.mapping = m
+			m.nPages++
+			pages[kept] = p
+			kept++
+			continue
+		}
 		m.cache.freePage(p)
-		return nil, err
 	}
-	return p, nil
+	m.cache.link(pages[:kept]...)
+	m.mu.Unlock()
+	return kept, err
 }
 
 // ReadPage reads one locked page that is not uptodate (mpage_readpage). The

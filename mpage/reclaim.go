@@ -1,0 +1,209 @@
+package mpage
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/mpaged/mpaged/alloc"
+)
+
+// Page allocation and eviction. Pages are allocated and evicted in
+// batches, as the kernel reclaims in clusters: a reader creating a window
+// of pages takes the cache lock to pick its victims once per batch, each
+// victim's mapping lock once per run of victims of that mapping, and reuses
+// the victims' pages and frames for its own pages instead of handing the
+// frames back to the pool and taking them out again.
+
+// evictBatch is the most pages one reclaim pass evicts (the kernel's
+// SWAP_CLUSTER_MAX).
+const evictBatch = 32
+
+// newPage returns an unlinked page with a frame, evicting clean pages when
+// the cache is at its limit or the frame pool is empty, and waiting a
+// while for writeback when every page is dirty or busy.
+func (c *Cache) newPage() (*Page, error) {
+	var out [1]*Page
+	if _, err := c.allocPages(out[:], true); err != nil {
+		return nil, err
+	}
+	return out[0], nil
+}
+
+// allocPages fills out with unlinked pages with frames and returns how
+// many: all of out unless frames ran short. It evicts clean pages so that
+// the cache, with out added, stays within its limit, and more when the
+// frame pool is empty. When nothing can be had it fails with ErrNoFrames,
+// at once without wait, else after waiting up to NoFrameWait for
+// writeback to clean something (it then returns at least one page).
+func (c *Cache) allocPages(out []*Page, wait bool) (int, error) {
+	// Evict down to the limit, not just as many pages as out: the cache
+	// can pass its limit while every page is locked for I/O, and should
+	// come back once they are not.
+	c.mu.Lock()
+	over := c.count + len(out) - c.limit
+	c.mu.Unlock()
+	n := 0
+	for over > 0 {
+		evicted, reused := c.reclaim(min(over, evictBatch), out[n:])
+		if evicted == 0 {
+			break
+		}
+		n += reused
+		over -= evicted
+	}
+	var deadline time.Time
+	for n < len(out) {
+		frame, err := c.frames.Get()
+		if err == nil {
+			out[n] = c.pageFor(frame)
+			n++
+			continue
+		}
+		if !errors.Is(err, alloc.ErrNoFrames) {
+			return n, err
+		}
+		if _, reused := c.reclaim(min(len(out)-n, evictBatch), out[n:]); reused > 0 {
+			n += reused
+			continue
+		}
+		if n > 0 {
+			return n, nil
+		}
+		if !wait || !deadline.IsZero() && time.Now().After(deadline) {
+			return 0, fmt.Errorf("%w: %v", ErrNoFrames, err)
+		}
+		// Everything is dirty, locked or referenced: wait for writeback
+		// to clean something, for a while.
+		if deadline.IsZero() {
+			deadline = time.Now().Add(c.noFrameWait)
+		}
+		c.waitProgress(time.Millisecond)
+	}
+	return n, nil
+}
+
+func (c *Cache) pageFor(frame []byte) *Page {
+	c.mu.Lock()
+	var p *Page
+	if n := len(c.spare); n > 0 {
+		p = c.spare[n-1]
+		c.spare = c.spare[:n-1]
+	}
+	c.mu.Unlock()
+	if p == nil {
+		p = &Page{cache: c}
+	}
+	p.Data = frame
+	return p
+}
+
+// reset clears what a page carries between uses, but its frame.
+func (p *Page) reset() {
+	p.Index, p.mapping, p.bufs = 0, nil, nil
+	p.flags.Store(0)
+	p.pending.Store(0)
+	p.refs.Store(0)
+	p.detached.Store(false)
+}
+
+// freePage returns p's frame and keeps the struct for reuse. p must be out
+// of every mapping and unreferenced.
+func (c *Cache) freePage(p *Page) {
+	c.frames.Put(p.Data)
+	p.Data = nil
+	p.reset()
+	c.mu.Lock()
+	if len(c.spare) < 4096 {
+		c.spare = append(c.spare, p)
+	}
+	c.mu.Unlock()
+}
+
+// reclaim evicts up to max clean, unlocked, unreferenced pages, giving
+// pages used since the hand last passed a second chance. The first
+// len(reuse) of them go, with their frames, into reuse as new unlinked
+// pages; the rest are freed. It returns how many it evicted and reused.
+func (c *Cache) reclaim(max int, reuse []*Page) (evicted, reused int) {
+	var victims [evictBatch]*Page
+	for tries := 0; evicted == 0 && tries < 4; tries++ {
+		k := c.pickVictims(victims[:max])
+		if k == 0 {
+			return 0, 0
+		}
+		evicted = evictVictims(victims[:k])
+	}
+	c.mu.Lock()
+	for _, p := range victims[:evicted] {
+		c.unlinkLocked(p)
+	}
+	c.mu.Unlock()
+	for i, p := range victims[:evicted] {
+		p.reset() // and so unlocked: nobody can see it any more
+		if i < len(reuse) {
+			reuse[i] = p
+			reused++
+		} else {
+			c.freePage(p)
+		}
+	}
+	c.stats.Evictions.Add(uint64(evicted))
+	return evicted, reused
+}
+
+// pickVictims locks up to len(out) pages the CLOCK hand finds clean,
+// unlocked, unreferenced and not used since it last passed, under one hold
+// of the cache lock, and returns how many.
+func (c *Cache) pickVictims(out []*Page) int {
+	n := 0
+	c.mu.Lock()
+	for scanned := 0; n < len(out) && c.hand != nil && scanned < 2*c.count+1; scanned++ {
+		p := c.hand
+		c.hand = p.next
+		if p.Flags()&(Locked|Dirty|Writeback) != 0 || p.refs.Load() > 0 {
+			continue
+		}
+		if p.testAndClear(Referenced) {
+			continue
+		}
+		if p.TryLock() {
+			out[n] = p
+			n++
+		}
+	}
+	c.mu.Unlock()
+	return n
+}
+
+// evictVictims takes locked victims out of their mappings, unless someone
+// took a reference or dirtied one meanwhile (those are unlocked and
+// dropped from the list), and returns how many were taken, first in
+// victims. Each run of victims of one mapping takes its lock once. The
+// page lock pins a victim's mapping, which is read without the lock.
+func evictVictims(victims []*Page) int {
+	kept := 0
+	var spared [evictBatch]*Page
+	nSpared := 0
+	for i := 0; i < len(victims); {
+		m := victims[i].mapping
+		m.mu.Lock()
+		for ; i < len(victims) && victims[i].mapping == m; i++ {
+			p := victims[i]
+			if p.refs.Load() > 0 || p.Flags()&(Dirty|Writeback) != 0 {
+				spared[nSpared] = p
+				nSpared++
+				continue
+			}
+			m.deletePage(p)
+			victims[kept] = p
+			kept++
+		}
+		m.mu.Unlock()
+	}
+	// Unlocked outside the mapping locks: an Unlock may run waiters'
+	// callbacks.
+	for _, p := range spared[:nSpared] {
+		p.Unlock()
+	}
+	return kept
+}

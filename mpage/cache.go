@@ -78,6 +78,10 @@ type Cache struct {
 	pmu       sync.Mutex
 	progress  sync.Cond
 	gen       uint64
+	// timer bounds progress waits; timerAt is when it fires (zero: not
+	// armed). Guarded by pmu.
+	timer   *time.Timer
+	timerAt time.Time
 }
 
 // NewCache builds a cache.
@@ -262,23 +266,42 @@ func (c *Cache) wakeThrottled() {
 	c.pmu.Unlock()
 }
 
-// waitProgress sleeps until a writeback ends or d passes.
+// waitProgress sleeps until a writeback ends or d passes (or a shorter
+// wait of someone else's does: callers check again and loop).
 func (c *Cache) waitProgress(d time.Duration) {
 	c.throttled.Add(1)
 	defer c.throttled.Add(-1)
 	c.pmu.Lock()
 	gen := c.gen
-	t := time.AfterFunc(d, func() {
-		c.pmu.Lock()
-		c.gen++
-		c.progress.Broadcast()
-		c.pmu.Unlock()
-	})
+	c.armProgressTimer(d)
 	for c.gen == gen {
 		c.progress.Wait()
 	}
 	c.pmu.Unlock()
-	t.Stop()
+}
+
+// armProgressTimer makes the cache's one progress timer fire within d: a
+// timer per wait would allocate on every throttled write. Under pmu.
+func (c *Cache) armProgressTimer(d time.Duration) {
+	at := time.Now().Add(d)
+	if !c.timerAt.IsZero() && !c.timerAt.After(at) {
+		return // it fires before that anyway
+	}
+	c.timerAt = at
+	if c.timer == nil {
+		c.timer = time.AfterFunc(d, c.progressTick)
+		return
+	}
+	c.timer.Reset(d)
+}
+
+// progressTick is the progress timer's function: it wakes every waiter.
+func (c *Cache) progressTick() {
+	c.pmu.Lock()
+	c.timerAt = time.Time{}
+	c.gen++
+	c.progress.Broadcast()
+	c.pmu.Unlock()
 }
 
 // overDirty reports whether dirty plus writeback pages exceed the limit.

@@ -1,0 +1,5 @@
+//go:build !race
+
+package mpage_test
+
+const raceEnabled = false

@@ -163,6 +163,17 @@ func (r *NativeRing) control(fn func(l *loop) error) error {
 // full or the kernel has none, it returns an unregistered File, which works
 // the same, only without IOSQE_FIXED_FILE. It fails only after Close.
 // It must not be called from a Handler.
+//
+// On a file that cannot do nonblocking I/O (a read with RWF_NOWAIT says
+// EOPNOTSUPP: zram, and other drivers that do the work inline in the
+// submitter), reads are marked IOSQE_ASYNC, unless Options.NoAsyncPunt:
+// the kernel would try each inline, fail, and queue it to one io-wq worker
+// that takes the next only when the last one is done, one device operation
+// at a time; marked, they go to io-wq at once and to as many workers as
+// are needed, so the device's copying spreads over the CPUs. Writes are not
+// marked: on zram on two CPUs, punted writes (compression, allocation in
+// zsmalloc) ran 25% slower than queued ones (seqwrite 961 vs 1333 MiB/s),
+// reads faster (seqread 3957 vs 3428, randread 1198 vs 970 MiB/s).
 func (r *NativeRing) RegisterFile(fd int) (File, error) {
 	if fd < 0 {
 		return File{}, fmt.Errorf("%w: negative fd %d", ErrInvalid, fd)
@@ -175,7 +186,23 @@ func (r *NativeRing) RegisterFile(fd int) (File, error) {
 	if err != nil {
 		return File{}, fmt.Errorf("uring: register file: %w", err)
 	}
+	f.punt = !r.opts.NoAsyncPunt && lacksNowait(fd)
 	return f, nil
+}
+
+// lacksNowait reports whether fd's file refuses nonblocking I/O
+// (FMODE_NOWAIT unset): a one-page RWF_NOWAIT read at offset 0 fails with
+// EOPNOTSUPP. Any other answer (data, EAGAIN, EINVAL for an alignment the
+// device wants, EBADF on a write-only descriptor) says it has it or that
+// it cannot tell; then nothing changes.
+func lacksNowait(fd int) bool {
+	buf, err := unix.Mmap(-1, 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return false
+	}
+	defer unix.Munmap(buf)
+	_, err = unix.Preadv2(fd, [][]byte{buf}, 0, unix.RWF_NOWAIT)
+	return errors.Is(err, unix.EOPNOTSUPP)
 }
 
 // UnregisterFile clears f's slot in the registered-file table. No request
@@ -394,6 +421,7 @@ func (l *loop) describe() Features {
 		CoopTaskrun:   f&setupCoopTaskrun != 0,
 		SQPoll:        f&setupSQPoll != 0,
 		RegisteredFDs: l.files != nil,
+		AsyncPunt:     !l.r.opts.NoAsyncPunt && l.hasRW,
 		FixedBuffers:  l.bufs != nil,
 		FixedVectored: l.bufs != nil && l.fixedVec,
 		Ops:           l.probe.names(),

@@ -253,6 +253,9 @@ func (l *loop) prep(e *sqe, s *slot) {
 		return
 	}
 	l.setFile(e, req.File)
+	if req.File.punt && req.Op.IsRead() && l.hasRW { // IOSQE_ASYNC came with IORING_OP_READ (5.6)
+		e.flags |= sqeAsync
+	}
 	switch req.Op {
 	case OpFsync:
 		e.opcode = opFsync
@@ -312,6 +315,37 @@ func (l *loop) prepRWV(e *sqe, s *slot, req *Request) {
 	if s.done > 0 {
 		vecs, off = Remaining(req, s.done, l.scratch)
 	}
+	write := req.Op == OpWritev
+	if len(vecs) == 1 && l.hasRW {
+		// One vec (a 4 KiB random read's Bio): a plain read or write
+		// spares the kernel importing, allocating and freeing an iovec
+		// array for the request.
+		l.prepOne(e, s, req, vecs[0], off, write)
+	} else {
+		l.prepVecs(e, s, req, vecs, off, write)
+	}
+	if s.done > 0 {
+		clear(l.scratch[:len(vecs)]) // drop references to the caller's memory
+	}
+}
+
+// prepOne fills e for one buffer of a vectored request: READ/WRITE, or
+// their fixed forms when the buffer is registered.
+func (l *loop) prepOne(e *sqe, s *slot, req *Request, v []byte, off int64, write bool) {
+	e.off = uint64(off)
+	if len(v) > 0 {
+		e.addr, e.len = addrOf(v), uint32(len(v))
+	}
+	if bi, ok := l.fixedBuf(req, v); ok {
+		e.opcode, e.bufIndex = pick(write, opWriteFixed, opReadFixed), bi
+		l.countFixed(s)
+		return
+	}
+	e.opcode = pick(write, opWrite, opRead)
+}
+
+// prepVecs fills e for a vectored request from the slot's iovec table.
+func (l *loop) prepVecs(e *sqe, s *slot, req *Request, vecs [][]byte, off int64, write bool) {
 	for i, v := range vecs {
 		s.iov[i] = rawIovec{len: uint64(len(v))}
 		if len(v) > 0 {
@@ -319,15 +353,11 @@ func (l *loop) prepRWV(e *sqe, s *slot, req *Request) {
 		}
 	}
 	e.addr, e.len, e.off = l.iovAddr(s), uint32(len(vecs)), uint64(off)
-	write := req.Op == OpWritev
 	if bi, ok := l.fixedVecs(req, vecs); ok {
 		e.opcode, e.bufIndex = pick(write, opWritevFixed, opReadvFixed), bi
 		l.countFixed(s)
 	} else {
 		e.opcode = pick(write, opWritev, opReadv)
-	}
-	if s.done > 0 {
-		clear(l.scratch[:len(vecs)]) // drop references to the caller's memory
 	}
 }
 

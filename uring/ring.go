@@ -166,6 +166,9 @@ type File struct {
 	fd    int32
 	index int32 // registered-file slot, or -1
 	ok    bool
+	// punt: the file has no nonblocking I/O, so the native ring sends
+	// its reads straight to io-wq (IOSQE_ASYNC); see RegisterFile.
+	punt bool
 }
 
 // Valid reports whether f came from RegisterFile.
@@ -177,6 +180,11 @@ func (f File) Fd() int { return int(f.fd) }
 // Fixed reports whether the native ring registered the descriptor, and the
 // slot it sits in.
 func (f File) Fixed() (int, bool) { return int(f.index), f.index >= 0 }
+
+// Punted reports whether the native ring sends reads of f straight to its
+// io-wq workers (the file cannot do nonblocking I/O; see
+// NativeRing.RegisterFile).
+func (f File) Punted() bool { return f.punt }
 
 // MakeFile builds a handle for backends and wrappers outside this package.
 // index is the registered-file slot or -1.
@@ -239,6 +247,10 @@ type Features struct {
 	CoopTaskrun   bool
 	SQPoll        bool
 	RegisteredFDs bool
+	// AsyncPunt: reads of files without nonblocking I/O go straight to
+	// io-wq workers, several at once (IOSQE_ASYNC); see
+	// NativeRing.RegisterFile.
+	AsyncPunt     bool
 	FixedBuffers  bool // buffers can be registered
 	FixedVectored bool // READV_FIXED/WRITEV_FIXED (kernel 6.15)
 	Ops           []string
@@ -257,6 +269,10 @@ type Options struct {
 	// NoDeferTaskrun and NoSingleIssuer turn off setup flags, for tests
 	// and old kernels.
 	NoDeferTaskrun, NoSingleIssuer bool
+	// NoAsyncPunt keeps the native ring from sending reads of files
+	// without nonblocking I/O straight to io-wq (IOSQE_ASYNC): the kernel
+	// then tries each inline first and queues it to one io-wq worker.
+	NoAsyncPunt bool
 	// Files is the size of the registered-file table (default 64; 0 keeps
 	// the default, negative disables).
 	Files int

@@ -75,6 +75,7 @@ const (
 // SQE flags.
 const (
 	sqeFixedFile = 1 << 0
+	sqeAsync     = 1 << 4 // IOSQE_ASYNC, kernel 5.6: straight to io-wq
 )
 
 // Opcodes (enum io_uring_op). Each is noted with the kernel that added it.

@@ -36,8 +36,10 @@ type Device struct {
 	bios       *alloc.BioSet[Bio]
 	maxVecs    int
 	congestion int
-	stats      *Stats
-	frames     *alloc.FramePool
+	// ringEntries is the ring's submission queue size.
+	ringEntries int
+	stats       *Stats
+	frames      *alloc.FramePool
 	// pageEnded, tests only, sees each page a multipage Bio's completion
 	// ends, in order (export_test.go).
 	pageEnded func(p *Page, dir Dir)
@@ -52,8 +54,9 @@ func NewDevice(cfg DeviceConfig) (*Device, error) {
 	if d.maxVecs <= 0 || d.maxVecs > alloc.MaxVecs {
 		d.maxVecs = alloc.MaxVecs
 	}
+	d.ringEntries = cfg.Ring.Features().Entries
 	if d.congestion <= 0 {
-		d.congestion = max(cfg.Ring.Features().Entries*3/4, 1)
+		d.congestion = max(d.ringEntries*3/4, 1)
 	}
 	if d.stats == nil {
 		d.stats = new(Stats)

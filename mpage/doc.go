@@ -21,6 +21,13 @@
 // pushes the Bio before the mapper's next call needs metadata I/O, so data
 // blocks 0..11 of an ext2 file reach the device before the indirect block.
 //
+// Readahead (one stream per mapping) starts with a small window on a
+// sequential miss and doubles it at each marker page up to one full Bio
+// (MaxReadahead pages); then each marker keeps up to four full windows in
+// flight past the reader, fewer when the ring or the cache is small, so
+// the device always has the next Bio queued. Full windows line up with
+// where the file's layout cuts Bios (indirect blocks), one SQE per MiB.
+//
 // Asynchronous reads (ReadPageAsync, and Reader, a completion queue on
 // top) let one goroutine keep many page reads in flight: a read takes
 // ReadAt's path through the cache and readahead (one state machine,

@@ -537,3 +537,46 @@ func TestReadaheadRandom(t *testing.T) {
 		t.Fatalf("read at 0: %v", r)
 	}
 }
+
+// TestReadaheadWindowsAhead: once windows are full (256 pages), a stream
+// keeps several in flight past its reader, so the device has the next Bio
+// queued when one completes: four, or fewer when the cache is small (a
+// quarter of it) or the ring is (a quarter of its entries). The reader
+// reads pages 0..112; the marker of the last ramp-up window (page 112)
+// starts the full windows.
+func TestReadaheadWindowsAhead(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		cache    int64
+		entries  int
+		frontier int64 // pages covered by the reads started
+	}{
+		{"four", 64 << 20, 64, 1264},
+		{"cache bound", 4 << 20, 64, 496},
+		{"ring bound", 64 << 20, 8, 752},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const fileBytes = 16 << 20
+			e := mpagetest.NewEnvWith(t, mpagetest.EnvConfig{BlockSize: 4096, DiskBytes: fileBytes, CacheBytes: tc.cache,
+				Size: fileBytes, Entries: tc.entries, Mapper: mpage.LinearMapper{Blocks: fileBytes / 4096}})
+			for page := int64(0); page <= 112; page++ {
+				mustRead(t, e.Mapping, 4096, page*4096)
+			}
+			e.Drain()
+			var frontier int64
+			var sizes []int
+			for _, r := range e.Ring.Records() {
+				frontier = max(frontier, (r.Offset+int64(r.Len))/4096)
+				sizes = append(sizes, r.Vecs)
+			}
+			if frontier != tc.frontier {
+				t.Fatalf("reads cover pages up to %d, want %d (bio sizes %v)", frontier, tc.frontier, sizes)
+			}
+			for i, s := range sizes {
+				if i >= 4 && s != mpage.MaxReadahead {
+					t.Fatalf("bio %d has %d pages, want full windows (sizes %v)", i, s, sizes)
+				}
+			}
+		})
+	}
+}

@@ -8,10 +8,20 @@ const MaxReadahead = 256
 // initReadahead is the first window of a sequential stream, in pages.
 const initReadahead = 16
 
+// maxWindowsAhead is the most full windows a stream keeps in flight ahead
+// of its reader (see Device.windowsAhead for the device's and the cache's
+// share of it).
+const maxWindowsAhead = 4
+
 // readahead is a mapping's on-demand readahead state (one stream): the
-// current window [start, start+size) and, asyncSize pages before its end,
-// the page marked Readahead whose access starts the next window while the
-// reader still has pages to consume, so the device stays busy.
+// last window started, [start, start+size), and, asyncSize pages before
+// its end, the page marked Readahead whose access starts the next window
+// while the reader still has pages to consume, so the device stays busy.
+// Once windows are full, a stream keeps several in flight: each marker
+// (the first page of a full window) tops the stream up to windowsAhead
+// full windows past the marker, so the device has the next Bio queued
+// when one completes instead of waiting for the reader to reach the
+// marker.
 type readahead struct {
 	mu        sync.Mutex
 	start     uint64
@@ -79,35 +89,62 @@ func (m *Mapping) onMiss(index uint64, want int) {
 }
 
 // onMarker starts the next window when a reader reaches a page marked
-// Readahead: the stream is sequential, so it doubles.
+// Readahead: the stream is sequential, so it doubles; at full size it tops
+// the stream up to windowsAhead full windows past the marker.
 func (m *Mapping) onMarker(p *Page) {
 	if !p.testAndClear(Readahead) {
 		return
 	}
-	ra := &m.ra
+	var wins [maxWindowsAhead]raWindow
+	n := m.ra.advance(p.Index, min(m.ra.max, m.raCap()), m.windowsAhead(), wins[:])
+	for _, w := range wins[:n] {
+		_, _ = m.ReadPages(w.start, w.size, w.size)
+	}
+}
+
+// raWindow is a window to start: ReadPages(start, size, size).
+type raWindow struct {
+	start uint64
+	size  int
+}
+
+// advance moves the stream on for a marker at page marker: the windows to
+// start go to out, and it returns how many. full is the largest window,
+// ahead the full windows to keep past the marker.
+func (ra *readahead) advance(marker uint64, full, ahead int, out []raWindow) int {
 	ra.mu.Lock()
+	defer ra.mu.Unlock()
+	if full == 0 {
+		return 0
+	}
 	next := ra.start + uint64(ra.size)
-	if p.Index < ra.start || p.Index >= next {
-		// A marker of an older window: start from the page after it.
-		next = p.Index + 1
+	// A marker of this stream lies in the windows still ahead of the
+	// reader; any other (an older window's) starts over after it.
+	if marker >= next || marker+uint64((ahead+1)*full) < next {
+		next = marker + 1
 	}
-	full := min(ra.max, m.raCap())
 	size := min(max(max(ra.size, ra.nominal)*2, initReadahead), full)
-	if size == 0 {
-		ra.mu.Unlock()
-		return
-	}
 	ra.nominal = size
-	if ra.hasCut && size == full && next > ra.cut {
-		// Shorten this window once so that it, and every full window
-		// after it, ends where the layout's next run may end.
-		if over := int((next + uint64(size) - ra.cut) % uint64(full)); over > 0 && over < size {
-			size -= over
-		}
+	target := next // ramping up: one window
+	if size == full {
+		target = marker + uint64(ahead*full)
 	}
-	ra.start, ra.size, ra.asyncSize = next, size, size
-	ra.mu.Unlock()
-	_, _ = m.ReadPages(next, size, size)
+	n := 0
+	for n < len(out) && (n == 0 || next < target) {
+		sz := size
+		if ra.hasCut && sz == full && next > ra.cut {
+			// Shorten a window once so that it, and every full window
+			// after it, ends where the layout's next run may end.
+			if over := int((next + uint64(sz) - ra.cut) % uint64(full)); over > 0 && over < sz {
+				sz -= over
+			}
+		}
+		out[n] = raWindow{next, sz}
+		n++
+		ra.start, ra.size, ra.asyncSize = next, sz, sz
+		next += uint64(sz)
+	}
+	return n
 }
 
 // noteCut records where ReadPages last had to start a Bio because of the
@@ -122,6 +159,16 @@ func (m *Mapping) noteCut(page uint64) {
 // window being read and the next one (started at the marker) fit with room
 // to spare, instead of pushing the cache past its limit with locked pages.
 func (m *Mapping) raCap() int { return max(m.cache.limit/4, 1) }
+
+// windowsAhead is how many full windows a stream keeps past its reader:
+// maxWindowsAhead, fewer when the device's ring is small (each window is a
+// request; a stream takes at most a quarter of the entries) or when they
+// would pass a quarter of the cache (then one: the window being read and
+// the next fit, as before).
+func (m *Mapping) windowsAhead() int {
+	full := max(min(m.ra.max, m.raCap()), 1)
+	return max(min(maxWindowsAhead, m.dev.ringEntries/4, m.raCap()/full), 1)
+}
 
 // noteAccess records the page a reader used, for sequential detection.
 func (m *Mapping) noteAccess(index uint64) {

@@ -7,16 +7,25 @@ import (
 	"github.com/mpaged/mpaged/uring/ringtest"
 )
 
-// benchNative runs ringtest.BenchReads on a fresh native ring with default options.
-func benchNative(b *testing.B, blockSize, depth int) {
-	r := newNative(b, uring.Options{})
+// benchNative runs ringtest.BenchReads on a fresh native ring.
+func benchNative(b *testing.B, opts uring.Options, blockSize, depth int) {
+	r := newNative(b, opts)
 	ringtest.BenchReads(b, r, blockSize, depth)
 	s := r.Stats()
 	b.ReportMetric(float64(s.Enters)/float64(b.N), "enters/op")
 }
 
-func BenchmarkNativeRead4KiBDepth32(b *testing.B)   { benchNative(b, 4<<10, 32) }
-func BenchmarkNativeRead128KiBDepth32(b *testing.B) { benchNative(b, 128<<10, 32) }
+func BenchmarkNativeRead4KiBDepth32(b *testing.B) { benchNative(b, uring.Options{}, 4<<10, 32) }
+func BenchmarkNativeRead128KiBDepth32(b *testing.B) {
+	benchNative(b, uring.Options{}, 128<<10, 32)
+}
+
+// Depth 128, where the ring waits for batches of completions, and the same
+// waiting for each.
+func BenchmarkNativeRead4KiBDepth128(b *testing.B) { benchNative(b, uring.Options{}, 4<<10, 128) }
+func BenchmarkNativeRead4KiBDepth128NoLazyWait(b *testing.B) {
+	benchNative(b, uring.Options{NoLazyWait: true}, 4<<10, 128)
+}
 
 // BenchmarkNativeNopDepth32 measures the ring's own cost per request:
 // submit, SQE, enter, reap, handler, with no device behind it.

@@ -42,7 +42,10 @@ type NativeRing struct {
 	// ctrl, close, cancel); the ring zeroes it before collecting. With
 	// sleeping it forms a Dekker pair: the ring sets sleeping, then reads
 	// events; a producer bumps events, then reads sleeping. One of them
-	// sees the other, so work is never left behind a sleeping ring.
+	// sees the other, so work is never left behind a sleeping ring: a
+	// producer that sees sleepKick wakes the ring through the eventfd;
+	// one that sees sleepLazy leaves it, since the ring then waits for a
+	// batch of completions for at most lazyWait and collects on waking.
 	events   atomic.Int64
 	sleeping atomic.Int32
 
@@ -124,11 +127,20 @@ func (r *NativeRing) Submit(reqs ...*Request) error {
 	return verr
 }
 
+// Values of NativeRing.sleeping.
+const (
+	awake     = 0
+	sleepKick = 1 // waiting for a completion: wake it to get new work
+	sleepLazy = 2 // waiting for a batch, at most lazyWait: it will look
+)
+
 // notify tells the ring goroutine that work was published, writing the
-// eventfd only when the ring sleeps (or is about to).
+// eventfd only when the ring sleeps (or is about to) waiting for one
+// completion; a ring waiting lazily for a batch collects the work within
+// lazyWait without the system call and the wake-up.
 func (r *NativeRing) notify() {
 	r.events.Add(1)
-	if r.sleeping.Load() != 0 && r.sleeping.CompareAndSwap(1, 0) {
+	if r.sleeping.Load() == sleepKick && r.sleeping.CompareAndSwap(sleepKick, awake) {
 		r.kick()
 	}
 }
@@ -308,6 +320,7 @@ func (l *loop) setup() error {
 	}
 	l.fd, l.setupFlags, l.featureBits = fd, p.flags, p.features
 	l.sqpoll = p.flags&setupSQPoll != 0
+	l.lazy = p.features&featExtArg != 0 && !o.NoLazyWait
 	if l.rg, err = mapRings(fd, &p); err != nil {
 		return fmt.Errorf("uring: setup: %w", err)
 	}
@@ -436,6 +449,8 @@ const (
 	miscRegArg  = 64   // an rsrc register/update structure
 	miscRegData = 128  // the fd or rawIovec it points at
 	miscProbe   = 256  // probeBufSize bytes
+	miscWaitArg = 3072 // a geteventsArg for lazy waits
+	miscWaitTS  = 3104 // the kernelTimespec it points at
 	miscSize    = 4096 // one page
 	slotIovSize = MaxVecs * int(unsafe.Sizeof(rawIovec{}))
 )
@@ -462,6 +477,10 @@ func (l *loop) allocSlots() error {
 	l.scratch = make([][]byte, MaxVecs)
 	l.wakeIov = (*rawIovec)(unsafe.Pointer(&mem[miscWakeIov]))
 	*l.wakeIov = rawIovec{base: addrOf(mem[miscWakeBuf : miscWakeBuf+8]), len: 8}
+	ts := (*kernelTimespec)(unsafe.Pointer(&mem[miscWaitTS]))
+	*ts = kernelTimespec{nsec: int64(lazyWait)}
+	l.waitArg = (*geteventsArg)(unsafe.Pointer(&mem[miscWaitArg]))
+	*l.waitArg = geteventsArg{ts: uint64(uintptr(unsafe.Pointer(ts)))}
 	return nil
 }
 

@@ -21,6 +21,13 @@ import (
 //     exactly one SQE in the kernel (inKernel).
 //   - the wake read is armed whenever the ring blocks in io_uring_enter,
 //     except in the final phase of Close, when it is not re-armed.
+//   - the ring blocks for a batch of completions (a lazy wait, sleepLazy)
+//     only with at least lazyMinInFlight requests in the kernel, and then
+//     for at most lazyWait: producers do not wake it then, so lazyWait
+//     bounds how long new work waits. Otherwise it blocks for one
+//     completion (sleepKick), and producers wake it.
+//   - a wait is entered with the SQ's new entries in the same call: the
+//     ring submits and waits in one io_uring_enter.
 type loop struct {
 	r *NativeRing
 
@@ -28,6 +35,8 @@ type loop struct {
 	setupFlags  uint32
 	featureBits uint32
 	sqpoll      bool
+	lazy        bool          // lazy waits: EXT_ARG (5.11), not turned off
+	waitArg     *geteventsArg // in mem: the lazy wait's bound
 	rg          *rings
 
 	sqTail      uint32 // next SQE to fill; published with storeRelease
@@ -95,6 +104,18 @@ const (
 
 // reapBatch is how many CQEs are copied out before handlers run.
 const reapBatch = 256
+
+// Lazy waits. With many requests in the kernel the ring waits for a batch
+// of completions (an eighth of them, at most lazyMaxBatch) for at most
+// lazyWait instead of waking for each one: a wake-up costs the ring thread
+// a context switch, and the thread completing the request (an io-wq
+// worker) one more. New work waits for the ring to wake, at most lazyWait,
+// which is short next to what lazyMinInFlight requests ahead of it take.
+const (
+	lazyMinInFlight = 16
+	lazyMaxBatch    = 32
+	lazyWait        = 50 * time.Microsecond
+)
 
 // maxRW caps one SQE's length; the kernel moves at most about 2 GiB per
 // call anyway, and the rest is resubmitted like any short transfer.
@@ -401,9 +422,10 @@ func (l *loop) fixedVecs(req *Request, vecs [][]byte) (uint16, bool) {
 }
 
 // enter submits what is in the SQ and, when there is nothing else to do,
-// waits: for one completion, or (SQPOLL) for the SQ thread to free SQ
-// entries. It skips the system call when completions are already in the
-// CQ or new work arrived (and nothing needs submitting).
+// waits in the same call: for one completion, for a batch (lazily, see
+// lazyWait), or (SQPOLL) for the SQ thread to free SQ entries. It skips
+// the system call when completions are already in the CQ or new work
+// arrived (and nothing needs submitting).
 func (l *loop) enter() {
 	toSubmit, flags := l.submitArgs()
 	overflow := l.checkOverflow()
@@ -412,23 +434,44 @@ func (l *loop) enter() {
 		l.waitBackoff()
 		return
 	}
-	minComplete := uint32(0)
+	minComplete, lazy := uint32(0), false
 	switch {
-	case toSubmit > 0 || overflow:
-		// Submit (or flush the overflow list) without waiting.
-	case l.sqpoll && l.waitsForSQ():
+	case overflow:
+		// Submit and flush the overflow list without waiting.
+	case l.sqpoll && toSubmit == 0 && l.waitsForSQ():
 		flags |= enterSQWait
 	case l.mayBlock():
-		minComplete = 1
-	case flags&enterSQWakeup == 0:
+		minComplete, lazy = l.waitTarget()
+	case toSubmit == 0 && flags&enterSQWakeup == 0:
 		return
 	}
-	_, err := sysEnter(l.fd, toSubmit, minComplete, flags)
+	var err error
+	if lazy {
+		_, err = sysEnterArg(l.fd, toSubmit, minComplete, flags, unsafe.Pointer(l.waitArg), unsafe.Sizeof(*l.waitArg))
+	} else {
+		_, err = sysEnter(l.fd, toSubmit, minComplete, flags)
+	}
 	l.r.c.Enters.Add(1)
 	if minComplete > 0 {
-		l.r.sleeping.Store(0)
+		l.r.sleeping.Store(awake)
 	}
 	l.enterError(err)
+}
+
+// waitTarget is how many completions to wait for, and whether lazily. It
+// runs after mayBlock set sleepKick and may downgrade to sleepLazy: no
+// producer can have missed the kick, since the producers that saw
+// sleepKick kicked (the wake read then completes) and later ones see
+// sleepLazy.
+func (l *loop) waitTarget() (uint32, bool) {
+	inKernel := l.outstanding
+	if l.wakeArmed {
+		inKernel--
+	}
+	if !l.lazy || inKernel < lazyMinInFlight || !l.r.sleeping.CompareAndSwap(sleepKick, sleepLazy) {
+		return 1, false
+	}
+	return uint32(min(inKernel/8, lazyMaxBatch)), true
 }
 
 // submitArgs says how many SQEs to submit and which flags to enter with.
@@ -470,9 +513,9 @@ func (l *loop) mayBlock() bool {
 		return false
 	}
 	r := l.r
-	r.sleeping.Store(1)
+	r.sleeping.Store(sleepKick)
 	if r.events.Load() != 0 {
-		r.sleeping.Store(0)
+		r.sleeping.Store(awake)
 		return false
 	}
 	return true
@@ -504,7 +547,8 @@ func (l *loop) checkOverflow() bool {
 // loop again; anything else is a broken ring, logged and slowed down.
 func (l *loop) enterError(err error) {
 	switch {
-	case err == nil, errors.Is(err, syscall.EINTR):
+	case err == nil, errors.Is(err, syscall.EINTR), errors.Is(err, syscall.ETIME):
+		// ETIME: a lazy wait ran out; what completed is in the CQ.
 	case errors.Is(err, syscall.EAGAIN), errors.Is(err, syscall.EBUSY):
 		l.backoff = true
 	case errors.Is(err, syscall.EBADR):

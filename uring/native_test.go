@@ -562,3 +562,34 @@ func TestNativeAsyncPunt(t *testing.T) {
 		t.Fatal("reads of the punted file differ from what was written")
 	}
 }
+
+// TestNativeLazyWaitLiveness: with many requests in the kernel that do not
+// complete (pipe reads with no writer), the ring waits lazily for a batch
+// and producers do not wake it; new work must still go through, within
+// the lazy wait's bound. Nops submitted one by one behind 64 pending reads
+// each complete (long before the test's deadline), with and without lazy
+// waits.
+func TestNativeLazyWaitLiveness(t *testing.T) {
+	for _, noLazy := range []bool{false, true} {
+		t.Run(fmt.Sprintf("NoLazyWait=%v", noLazy), func(t *testing.T) {
+			r := newNative(t, uring.Options{NoLazyWait: noLazy, DrainTimeout: 50 * time.Millisecond})
+			pending := ringtest.NewCollector(64)
+			if err := r.Submit(ringtest.PendingReads(t, r, 64, pending)...); err != nil {
+				t.Fatal(err)
+			}
+			ringtest.WaitFor(t, "64 reads in flight", func() bool { return r.InFlight() == 64 })
+			nops := ringtest.NewCollector(1)
+			start := time.Now()
+			for range 50 {
+				q := &uring.Request{Op: uring.OpNop, BufIndex: uring.NoBuffer, Handler: nops}
+				if err := r.Submit(q); err != nil {
+					t.Fatal(err)
+				}
+				if got := nops.Wait(t, 1, 5*time.Second)[0]; got.Err != nil {
+					t.Fatalf("nop: %v", got.Err)
+				}
+			}
+			t.Logf("50 nops behind 64 pending reads in %v", time.Since(start))
+		})
+	}
+}

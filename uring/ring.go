@@ -269,6 +269,9 @@ type Options struct {
 	// NoDeferTaskrun and NoSingleIssuer turn off setup flags, for tests
 	// and old kernels.
 	NoDeferTaskrun, NoSingleIssuer bool
+	// NoLazyWait makes the native ring wait for one completion at a time
+	// even with many requests in flight (see the loop's lazy waits).
+	NoLazyWait bool
 	// NoAsyncPunt keeps the native ring from sending reads of files
 	// without nonblocking I/O straight to io-wq (IOSQE_ASYNC): the kernel
 	// then tries each inline first and queues it to one io-wq worker.

@@ -57,6 +57,7 @@ const (
 	featSingleMmap = 1 << 0 // kernel 5.4: SQ and CQ rings share one mapping
 	featNoDrop     = 1 << 1 // kernel 5.5: overflowed CQEs are kept, not lost
 	featRWCurPos   = 1 << 3 // kernel 5.6: offset -1 uses the file position
+	featExtArg     = 1 << 8 // kernel 5.11: io_uring_enter takes a timeout
 )
 
 // io_uring_enter flags.
@@ -64,7 +65,22 @@ const (
 	enterGetEvents = 1 << 0
 	enterSQWakeup  = 1 << 1
 	enterSQWait    = 1 << 2 // kernel 5.10
+	enterExtArg    = 1 << 3 // kernel 5.11: arg is a geteventsArg
 )
+
+// geteventsArg is struct io_uring_getevents_arg: with enterExtArg, a wait
+// bounded by the timespec ts points at.
+type geteventsArg struct {
+	sigmask     uint64
+	sigmaskSz   uint32
+	minWaitUsec uint32
+	ts          uint64
+}
+
+// kernelTimespec is struct __kernel_timespec.
+type kernelTimespec struct {
+	sec, nsec int64
+}
 
 // Flags the kernel sets in the SQ ring's flags word.
 const (
@@ -251,6 +267,17 @@ func sysSetup(entries uint32, p *params) (int, error) {
 func sysEnter(fd int, toSubmit, minComplete, flags uint32) (int, error) {
 	n, _, e := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(fd), uintptr(toSubmit),
 		uintptr(minComplete), uintptr(flags), 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// sysEnterArg is sysEnter with enterExtArg's argument, which must lie in
+// memory that cannot move (the ring's mmap'd scratch page).
+func sysEnterArg(fd int, toSubmit, minComplete, flags uint32, arg unsafe.Pointer, size uintptr) (int, error) {
+	n, _, e := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(fd), uintptr(toSubmit),
+		uintptr(minComplete), uintptr(flags|enterExtArg), uintptr(arg), size)
 	if e != 0 {
 		return 0, e
 	}

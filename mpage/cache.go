@@ -43,9 +43,11 @@ type Cache struct {
 	// nodes are the page-index nodes of every mapping of the cache.
 	nodes radixPool
 
-	mu    sync.Mutex
-	hand  *Page // CLOCK hand; pages form a circular list through prev/next
-	count int
+	mu   sync.Mutex
+	hand *Page // CLOCK hand; pages form a circular list through prev/next
+	// count is the pages on the ring; written under mu, read without it
+	// for estimates.
+	count atomic.Int64
 	spare []*Page // page structs to reuse, so steady state allocates none
 
 	dirtyPages     atomic.Int64
@@ -136,7 +138,7 @@ type CacheStats struct {
 // Stats reports occupancy.
 func (c *Cache) Stats() CacheStats {
 	c.mu.Lock()
-	n := c.count
+	n := int(c.count.Load())
 	c.mu.Unlock()
 	fs := c.frames.Stats()
 	return CacheStats{Pages: n, Limit: c.limit, Dirty: c.dirtyPages.Load(), Writeback: c.writebackPages.Load(),
@@ -203,11 +205,14 @@ func (c *Cache) kickFlusher() {
 }
 
 // link puts new pages on the CLOCK ring, behind the hand, under one hold
-// of the cache lock.
+// of the cache lock. A page reclaim reused is on the ring already, in the
+// place behind the hand where its victim was.
 func (c *Cache) link(pages ...*Page) {
 	c.mu.Lock()
 	for _, p := range pages {
-		c.linkLocked(p)
+		if p.next == nil {
+			c.linkLocked(p)
+		}
 	}
 	c.mu.Unlock()
 }
@@ -227,7 +232,7 @@ func (c *Cache) linkLocked(p *Page) {
 		p.prev.next = p
 		c.hand.prev = p
 	}
-	c.count++
+	c.count.Add(1)
 }
 
 // unlink takes p off the CLOCK ring.
@@ -251,7 +256,7 @@ func (c *Cache) unlinkLocked(p *Page) {
 		}
 	}
 	p.prev, p.next = nil, nil
-	c.count--
+	c.count.Add(-1)
 }
 
 // wakeThrottled wakes writers and allocators waiting for writeback progress;

@@ -226,9 +226,8 @@ func (m *Mapping) GrabPage(index uint64) (p *Page, created bool, err error) {
 		if ok {
 			return np, true, nil
 		}
-		// Lost a race with another creator, or the mapping closed.
-		np.clear(Locked)
-		np.refs.Store(0)
+		// Lost a race with another creator, or the mapping closed:
+		// freed still locked (freePage clears it off the CLOCK ring).
 		m.cache.freePage(np)
 		if err != nil {
 			return nil, false, err

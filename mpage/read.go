@@ -65,12 +65,20 @@ func putReadCtx(rc *readCtx) {
 // flag, so a reader reaching it starts the next window. It returns how many
 // pages it started.
 func (m *Mapping) ReadPages(start uint64, nr int, asyncMarker int) (int, error) {
+	n, _, err := m.readPages(start, nr, asyncMarker, false)
+	return n, err
+}
+
+// readPages is ReadPages that, with keep, also returns page start with a
+// reference if this call created it: the reader whose miss started the
+// read needs no second lookup.
+func (m *Mapping) readPages(start uint64, nr int, asyncMarker int, keep bool) (int, *Page, error) {
 	if nr <= 0 {
-		return 0, nil
+		return 0, nil, nil
 	}
 	eof := uint64((m.Size() + PageSize - 1) >> PageShift)
 	if start >= eof {
-		return 0, nil
+		return 0, nil, nil
 	}
 	if uint64(nr) > eof-start {
 		nr = int(eof - start)
@@ -84,6 +92,7 @@ func (m *Mapping) ReadPages(start uint64, nr int, asyncMarker int) (int, error) 
 	rc := getReadCtx(m)
 	defer putReadCtx(rc)
 	started := 0
+	var first *Page
 	end := start + uint64(nr)
 	var batch [readBatch]*Page
 	for idx := start; idx < end; {
@@ -93,20 +102,24 @@ func (m *Mapping) ReadPages(start uint64, nr int, asyncMarker int) (int, error) 
 			if p.Index == marker {
 				p.set(Readahead)
 			}
+			if keep && p.Index == start {
+				p.refs.Add(1)
+				first = p
+			}
 			rc.readPage(p, nr-int(p.Index-start))
 			p.Release()
 			batch[i] = nil
 		}
 		started += k
 		if err != nil {
-			return started, err
+			return started, first, err
 		}
 		idx = next
 	}
 	if rc.hasCut {
 		m.noteCut(rc.cut)
 	}
-	return started, nil
+	return started, first, nil
 }
 
 // readBatch is how many pages ReadPages creates at a time: allocation,

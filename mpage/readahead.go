@@ -53,18 +53,21 @@ func (m *Mapping) SetReadahead(pages int) {
 }
 
 // onMiss starts reads for a cache miss at index, where the reader wants
-// want pages from index on. A miss right after the previous window or the
-// previous page grows the window (doubling, up to the maximum); any other
-// miss starts a small window sized to the request.
-func (m *Mapping) onMiss(index uint64, want int) {
+// want pages from index on, and records the access. A miss right after the
+// previous window or the previous page grows the window (doubling, up to
+// the maximum); any other miss starts a small window sized to the request.
+// It returns page index, referenced, if the reads it started created it.
+func (m *Mapping) onMiss(index uint64, want int) *Page {
 	ra := &m.ra
 	ra.mu.Lock()
+	prev := ra.prev
+	ra.prev = index
 	if ra.max == 0 {
 		ra.mu.Unlock()
-		_, _ = m.ReadPages(index, max(want, 1), 0)
-		return
+		_, p, _ := m.readPages(index, max(want, 1), 0, true)
+		return p
 	}
-	sequential := index == ra.start+uint64(ra.size) || index == ra.prev+1
+	sequential := index == ra.start+uint64(ra.size) || index == prev+1
 	var size int
 	switch {
 	case sequential && ra.size > 0:
@@ -74,18 +77,17 @@ func (m *Mapping) onMiss(index uint64, want int) {
 	default:
 		// A standalone random miss: read what was asked, and leave the
 		// window alone for the stream it may interrupt.
-		ra.prev = index
 		ra.mu.Unlock()
-		_, _ = m.ReadPages(index, min(max(want, 1), m.raCap()), 0)
-		return
+		_, p, _ := m.readPages(index, min(max(want, 1), m.raCap()), 0, true)
+		return p
 	}
 	size = min(max(size, want), m.raCap())
 	ra.start, ra.size, ra.nominal = index, size, size
 	ra.asyncSize = size / 2
-	ra.prev = index
 	start, n, async := ra.start, ra.size, ra.asyncSize
 	ra.mu.Unlock()
-	_, _ = m.ReadPages(start, n, async)
+	_, p, _ := m.readPages(start, n, async, true)
+	return p
 }
 
 // onMarker starts the next window when a reader reaches a page marked

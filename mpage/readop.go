@@ -125,13 +125,14 @@ func (op *pageRead) lookup() *Page {
 	p := m.FindPage(op.idx)
 	if p == nil {
 		st.CacheMisses.Add(1)
-		m.onMiss(op.idx, op.want)
-		p = m.FindPage(op.idx)
-	} else {
-		st.CacheHits.Add(1)
-		if p.Has(Readahead) {
-			m.onMarker(p)
+		if p = m.onMiss(op.idx, op.want); p == nil {
+			p = m.FindPage(op.idx) // someone else created it meanwhile
 		}
+		return p
+	}
+	st.CacheHits.Add(1)
+	if p.Has(Readahead) {
+		m.onMarker(p)
 	}
 	m.noteAccess(op.idx)
 	return p

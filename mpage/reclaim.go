@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/mpaged/mpaged/alloc"
+	"github.com/mpaged/mpaged/internal/invariants"
 )
 
 // Page allocation and eviction. Pages are allocated and evicted in
@@ -13,7 +14,11 @@ import (
 // of pages takes the cache lock to pick its victims once per batch, each
 // victim's mapping lock once per run of victims of that mapping, and reuses
 // the victims' pages and frames for its own pages instead of handing the
-// frames back to the pool and taking them out again.
+// frames back to the pool and taking them out again. A reused page stays
+// where its victim was on the CLOCK ring, just behind the hand, which is
+// where a new page is linked: it is Locked (so no hand takes it) and in no
+// mapping until its new owner inserts it. Invariant: a page on the CLOCK
+// ring is in a mapping, or Locked.
 
 // evictBatch is the most pages one reclaim pass evicts (the kernel's
 // SWAP_CLUSTER_MAX).
@@ -40,9 +45,7 @@ func (c *Cache) allocPages(out []*Page, wait bool) (int, error) {
 	// Evict down to the limit, not just as many pages as out: the cache
 	// can pass its limit while every page is locked for I/O, and should
 	// come back once they are not.
-	c.mu.Lock()
-	over := c.count + len(out) - c.limit
-	c.mu.Unlock()
+	over := int(c.count.Load()) + len(out) - c.limit
 	n := 0
 	for over > 0 {
 		evicted, reused := c.reclaim(min(over, evictBatch), out[n:])
@@ -98,22 +101,28 @@ func (c *Cache) pageFor(frame []byte) *Page {
 	return p
 }
 
-// reset clears what a page carries between uses, but its frame.
-func (p *Page) reset() {
+// reset clears what a page carries between uses, but its frame, and sets
+// its flags to flags in one store: a reused page on the CLOCK ring is never
+// seen unlocked.
+func (p *Page) reset(flags PageFlags) {
 	p.Index, p.mapping, p.bufs = 0, nil, nil
-	p.flags.Store(0)
 	p.pending.Store(0)
 	p.refs.Store(0)
 	p.detached.Store(false)
+	p.flags.Store(uint32(flags))
 }
 
 // freePage returns p's frame and keeps the struct for reuse. p must be out
-// of every mapping and unreferenced.
+// of every mapping and unreferenced; a page reclaim reused and nobody
+// inserted leaves the CLOCK ring here, before its flags are cleared, under
+// the lock the hand moves under, so no hand finds it unlocked and in no
+// mapping.
 func (c *Cache) freePage(p *Page) {
 	c.frames.Put(p.Data)
-	p.Data = nil
-	p.reset()
 	c.mu.Lock()
+	c.unlinkLocked(p)
+	p.Data = nil
+	p.reset(0)
 	if len(c.spare) < 4096 {
 		c.spare = append(c.spare, p)
 	}
@@ -133,14 +142,9 @@ func (c *Cache) reclaim(max int, reuse []*Page) (evicted, reused int) {
 		}
 		evicted = evictVictims(victims[:k])
 	}
-	c.mu.Lock()
-	for _, p := range victims[:evicted] {
-		c.unlinkLocked(p)
-	}
-	c.mu.Unlock()
 	for i, p := range victims[:evicted] {
-		p.reset() // and so unlocked: nobody can see it any more
 		if i < len(reuse) {
+			p.reset(Locked | Referenced) // still locked: on the ring, taken
 			reuse[i] = p
 			reused++
 		} else {
@@ -157,7 +161,8 @@ func (c *Cache) reclaim(max int, reuse []*Page) (evicted, reused int) {
 func (c *Cache) pickVictims(out []*Page) int {
 	n := 0
 	c.mu.Lock()
-	for scanned := 0; n < len(out) && c.hand != nil && scanned < 2*c.count+1; scanned++ {
+	limit := 2*int(c.count.Load()) + 1
+	for scanned := 0; n < len(out) && c.hand != nil && scanned < limit; scanned++ {
 		p := c.hand
 		c.hand = p.next
 		if p.Flags()&(Locked|Dirty|Writeback) != 0 || p.refs.Load() > 0 {
@@ -167,6 +172,9 @@ func (c *Cache) pickVictims(out []*Page) int {
 			continue
 		}
 		if p.TryLock() {
+			if invariants.Enabled {
+				invariants.Check(p.mapping != nil, "page %d: on the CLOCK ring unlocked and in no mapping (flags %v)", p.Index, p.Flags())
+			}
 			out[n] = p
 			n++
 		}

@@ -39,7 +39,9 @@ type Config struct {
 	File uring.File
 	Size int64
 
-	// Backend names the ring backend ("" native with a sync fallback,
+	// Backend names the ring backend ("" picks by the volume: the sync
+	// ring for a device without nonblocking I/O such as zram, else native
+	// with a sync fallback; see uring.OpenFor;
 	// "native", "sync", BackendIouringGo); RingEntries its queue size
 	// (default 128). Timing stamps every request (latency metrics).
 	Backend     string
@@ -185,7 +187,7 @@ func (e *Engine) openRing(cfg Config, logf func(string, ...any)) error {
 	if entries == 0 {
 		entries = 128
 	}
-	if e.Ring, err = OpenRing(cfg.Backend, uring.Options{Entries: entries, Timing: cfg.Timing, Logf: logf}); err != nil {
+	if e.Ring, err = openRingFor(cfg.Backend, int(e.file.Fd()), uring.Options{Entries: entries, Timing: cfg.Timing, Logf: logf}); err != nil {
 		return err
 	}
 	if cfg.WrapRing != nil {

@@ -244,3 +244,22 @@ func TestEngineRoundTrip(t *testing.T) {
 		})
 	}
 }
+
+// TestOpenPicksRingByDevice: with no backend named, a zram volume (no
+// nonblocking I/O) gets the sync ring and an image file the native one.
+func TestOpenPicksRingByDevice(t *testing.T) {
+	dev := testenv.NewZram(t, 16<<20)
+	for _, tc := range []struct {
+		name, path, want string
+	}{
+		{"zram", dev, uring.BackendSync},
+		{"image", testenv.SparseFile(t, 8<<20), uring.BackendNative},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := openT(t, Config{Path: tc.path, Write: true, CacheBytes: 1 << 20})
+			if got := e.Ring.Features().Backend; got != tc.want {
+				t.Fatalf("ring %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

@@ -26,6 +26,12 @@ func Backends() []string {
 // OpenRing starts the named backend: uring.BackendAuto ("") is native with
 // a fallback to sync and a log line, BackendIouringGo needs the build tag.
 func OpenRing(backend string, opts uring.Options) (uring.Ring, error) {
+	return openRingFor(backend, -1, opts)
+}
+
+// openRingFor is OpenRing for a ring that carries fd's I/O (fd >= 0): with
+// uring.BackendAuto it picks by the file (uring.OpenFor).
+func openRingFor(backend string, fd int, opts uring.Options) (uring.Ring, error) {
 	if backend == BackendIouringGo {
 		if openIouringGo == nil {
 			return nil, fmt.Errorf("%w: %s: this binary was built without the iouringgo tag (make build adds it)", ErrBackend, backend)
@@ -37,7 +43,13 @@ func OpenRing(backend string, opts uring.Options) (uring.Ring, error) {
 	default:
 		return nil, fmt.Errorf("%w: %q (want native, sync or %s)", ErrBackend, backend, BackendIouringGo)
 	}
-	r, err := uring.Open(backend, opts)
+	var r uring.Ring
+	var err error
+	if fd >= 0 {
+		r, err = uring.OpenFor(backend, fd, opts)
+	} else {
+		r, err = uring.Open(backend, opts)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("engine: ring %q: %w", backend, err)
 	}

@@ -17,7 +17,12 @@
 //     delays for tests and drills.
 //
 // Open picks the native ring and falls back to the sync ring with a log line
-// when io_uring cannot be set up.
+// when io_uring cannot be set up. OpenFor, for a ring that carries one
+// file's I/O, picks the sync ring for a file without nonblocking I/O
+// (zram: its driver works in the submitter, and io_uring could only queue
+// each request to an io-wq thread; the sync ring's workers measured
+// faster), else as Open. On such files the native ring sends reads to
+// io-wq at once (IOSQE_ASYNC) when it is asked for explicitly.
 //
 // # Contract every backend keeps
 //

@@ -198,16 +198,18 @@ func (r *NativeRing) RegisterFile(fd int) (File, error) {
 	if err != nil {
 		return File{}, fmt.Errorf("uring: register file: %w", err)
 	}
-	f.punt = !r.opts.NoAsyncPunt && lacksNowait(fd)
+	f.punt = !r.opts.NoAsyncPunt && LacksNowait(fd)
 	return f, nil
 }
 
-// lacksNowait reports whether fd's file refuses nonblocking I/O
+// LacksNowait reports whether fd's file refuses nonblocking I/O
 // (FMODE_NOWAIT unset): a one-page RWF_NOWAIT read at offset 0 fails with
-// EOPNOTSUPP. Any other answer (data, EAGAIN, EINVAL for an alignment the
-// device wants, EBADF on a write-only descriptor) says it has it or that
-// it cannot tell; then nothing changes.
-func lacksNowait(fd int) bool {
+// EOPNOTSUPP. Such a file's driver does its work in whoever submits
+// (zram, brd), and io_uring hands every request on it to io-wq threads.
+// Any other answer (data, EAGAIN, EINVAL for an alignment the device
+// wants, EBADF on a write-only descriptor) says it has nonblocking I/O or
+// that it cannot tell: false.
+func LacksNowait(fd int) bool {
 	buf, err := unix.Mmap(-1, 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 	if err != nil {
 		return false

@@ -593,3 +593,55 @@ func TestNativeLazyWaitLiveness(t *testing.T) {
 		})
 	}
 }
+
+// TestOpenFor: with BackendAuto, a ring for a file without nonblocking I/O
+// (zram) is the sync ring, with a log line; for a regular file it is what
+// Open gives (native here); a backend asked for by name is that backend.
+func TestOpenFor(t *testing.T) {
+	dev := testenv.NewZram(t, 16<<20)
+	zf, err := os.OpenFile(dev, os.O_RDWR|syscall.O_DIRECT, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zf.Close()
+	if !uring.LacksNowait(int(zf.Fd())) {
+		t.Skipf("%s takes nonblocking I/O on this kernel", dev)
+	}
+	plain := openData(t)
+	if uring.LacksNowait(plain) {
+		t.Fatal("a regular file lacks nonblocking I/O")
+	}
+	// What BackendAuto gives without a file: native, or sync on a host
+	// without io_uring.
+	auto, err := uring.Open(uring.BackendAuto, uring.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	autoBackend := auto.Features().Backend
+	auto.Close()
+	for _, tc := range []struct {
+		name, backend string
+		fd            int
+		want          string
+	}{
+		{"auto zram", uring.BackendAuto, int(zf.Fd()), uring.BackendSync},
+		{"auto file", uring.BackendAuto, plain, autoBackend},
+		{"native zram", uring.BackendNative, int(zf.Fd()), uring.BackendNative},
+		{"sync file", uring.BackendSync, plain, uring.BackendSync},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logged []string
+			r, err := uring.OpenFor(tc.backend, tc.fd, uring.Options{Logf: func(f string, a ...any) { logged = append(logged, fmt.Sprintf(f, a...)) }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			if got := r.Features().Backend; got != tc.want {
+				t.Fatalf("backend %q, want %q", got, tc.want)
+			}
+			if picked := tc.name == "auto zram"; picked != (len(logged) == 1) {
+				t.Fatalf("log lines %q", logged)
+			}
+		})
+	}
+}

@@ -44,7 +44,7 @@ func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
 	fs.StringVar(&sf.createSize, "create-size", "1GiB", "size of the default volume when serve creates it (a sparse file)")
 	fs.StringVar(&sf.listen, "listen", "127.0.0.1:7070", "address to listen on: host:port or unix:/path/to.sock")
 	fs.StringVar(&sf.cache, "cache", "256MiB", "page cache size")
-	fs.StringVar(&sf.ring, "ring", "", "ring backend: native, iouring-go or sync (default: native, else sync)")
+	fs.StringVar(&sf.ring, "ring", "", "ring backend: native, iouring-go or sync (default: sync for a device without nonblocking I/O such as zram, else native, else sync)")
 	fs.BoolVar(&sf.readOnly, "read-only", false, "serve the volume read-only (writes answer 503)")
 	fs.StringVar(&sf.tokenFile, "token-file", "", "file holding the bearer token /v1 requests must carry (default: none)")
 	fs.StringVar(&sf.fsck, "fsck", "auto", "e2fsck -p before serving: auto (when the volume was not cleanly unmounted), never, force (always, with -f)")

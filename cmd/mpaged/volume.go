@@ -26,7 +26,7 @@ type volumeFlags struct {
 
 func (vf *volumeFlags) register(fs *flag.FlagSet, writes bool) {
 	fs.StringVar(&vf.volume, "volume", "", "ext2/3/4 image file or block device (required)")
-	fs.StringVar(&vf.ring, "ring", "", "ring backend: native, iouring-go or sync (default: native, else sync)")
+	fs.StringVar(&vf.ring, "ring", "", "ring backend: native, iouring-go or sync (default: sync for a device without nonblocking I/O such as zram, else native, else sync)")
 	fs.StringVar(&vf.cache, "cache", "64MiB", "page cache size")
 	fs.BoolVar(&vf.stats, "stats", false, "print the engine's counters to stderr at exit")
 	if writes {

@@ -37,7 +37,7 @@ type ddState struct {
 	// started.
 	asyncWaits int64
 
-	ended   *endedLog // the current env's: an earlier env's late completions land in its own
+	ended *endedLog // the current env's: an earlier env's late completions land in its own
 }
 
 // startAsync runs fn on its own goroutine; poll and join observe it.

@@ -40,7 +40,7 @@ func statusOf(err error) *Error {
 	switch {
 	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
 		return apiError(http.StatusInsufficientStorage, "ENOSPC", msg)
-	case errors.Is(err, ext.ErrInvalidPath), errors.Is(err, fs.ErrInvalid):
+	case errors.Is(err, ext.ErrInvalidPath):
 		return apiError(http.StatusBadRequest, "invalid_path", msg)
 	case errors.Is(err, ext.ErrNotFound), errors.Is(err, fs.ErrNotExist):
 		return apiError(http.StatusNotFound, "not_found", msg)
@@ -64,7 +64,9 @@ func statusOf(err error) *Error {
 		return apiError(http.StatusServiceUnavailable, "read_only", msg)
 	case errors.Is(err, ext.ErrClosed):
 		return errShuttingDown
-	case errors.Is(err, syscall.EINVAL), errors.Is(err, syscall.EBUSY):
+	case errors.Is(err, ext.ErrIntoItself), errors.Is(err, ext.ErrBusy):
+		// The file system's refusals of a name-space change; the same
+		// errnos from the device are I/O errors (below).
 		return apiError(http.StatusConflict, "invalid_operation", msg)
 	case errors.Is(err, syscall.EIO):
 		return apiError(http.StatusInternalServerError, "EIO", msg)
@@ -82,12 +84,6 @@ func codeOfStatus(status int) string {
 		return "precondition_failed"
 	case http.StatusRequestedRangeNotSatisfiable:
 		return "range_not_satisfiable"
-	case http.StatusNotFound:
-		return "not_found"
-	case http.StatusMethodNotAllowed:
-		return "method_not_allowed"
-	case http.StatusBadRequest:
-		return "bad_request"
 	}
 	return "error"
 }

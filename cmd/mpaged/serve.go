@@ -72,8 +72,8 @@ func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
 	default:
 		return nil, fmt.Errorf("%w: --log-format %q: want text or json", errUsage, sf.logFormat)
 	}
-	if sf.writebackInterval <= 0 || sf.dirtyExpire <= 0 {
-		return nil, fmt.Errorf("%w: --writeback-interval and --dirty-expire must be positive", errUsage)
+	if sf.writebackInterval <= 0 || sf.dirtyExpire <= 0 || sf.shutdownTimeout <= 0 {
+		return nil, fmt.Errorf("%w: --writeback-interval, --dirty-expire and --shutdown-timeout must be positive", errUsage)
 	}
 	if sf.maxConcurrent < 1 {
 		return nil, fmt.Errorf("%w: --max-concurrent %d: want at least 1", errUsage, sf.maxConcurrent)
@@ -107,7 +107,9 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	// SIGHUP too: a daemon whose terminal goes away shuts down cleanly
+	// rather than dying with acknowledged data in its cache.
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 	return d.run(ln, sigs, stdout)
 }
@@ -119,6 +121,10 @@ func listen(addr string) (net.Listener, error) {
 		if c, err := net.Dial("unix", path); err == nil {
 			c.Close()
 			return nil, fmt.Errorf("listen %s: another process is listening there", addr)
+		}
+		// Only a socket is replaced: a typo must not delete a file.
+		if st, err := os.Lstat(path); err == nil && st.Mode().Type() != os.ModeSocket {
+			return nil, fmt.Errorf("listen %s: %s exists and is not a socket", addr, path)
 		}
 		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("listen %s: %w", addr, err)
@@ -192,6 +198,9 @@ func (d *daemon) shutdown(srv *http.Server, timeout time.Duration) error {
 	if err := srv.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("http: %w", err))
 		srv.Close()
+		// Handlers may still run (Close does not wait for them): leave
+		// their staged files to the next start's cleanup.
+		d.handlersLeft = true
 	}
 	d.log.Info("writing back and syncing the volume")
 	if err := d.close(); err != nil {

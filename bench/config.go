@@ -45,6 +45,9 @@ type Config struct {
 	// CPUProfile, if set, is a path prefix: every engine run writes a CPU
 	// profile to PREFIX.WORKLOAD.RUNNER.REP.pprof.
 	CPUProfile string
+	// MpagedBinary is the mpaged executable the HTTP runners start (mpaged
+	// serve, mpaged cat); "" leaves http-mpaged and cli-cat out.
+	MpagedBinary string
 	// DestroyData allows writes to a target named by path.
 	DestroyData bool
 	// TempDir holds a loop target's image (default os.TempDir()).

@@ -48,6 +48,9 @@ type Workload struct {
 	// Rep is the repetition this run belongs to (0-based), set by the
 	// schedule; it names profiles.
 	Rep int
+	// HTTP is what an HTTP workload asks of a server; nil for the block
+	// workloads. Only HTTP runners apply to HTTP workloads.
+	HTTP *HTTPWorkload
 }
 
 // workloadSpec is a workload's definition before the config sizes it.
@@ -73,7 +76,7 @@ func workloadNames() []string {
 	for _, s := range workloadSpecs {
 		out = append(out, s.name)
 	}
-	return out
+	return append(out, httpWorkloadNames()...)
 }
 
 // workloads builds the selected workloads of cfg (normalized), in run order.
@@ -93,7 +96,7 @@ func (c Config) workloads() []Workload {
 		}
 		out = append(out, w)
 	}
-	return out
+	return append(out, c.httpWorkloads()...)
 }
 
 // Reads and Writes say which directions the workload has.

@@ -25,7 +25,7 @@ func httpTestReport() *Report {
 	nginx0.HTTP.ServerProcesses, nginx1.HTTP.ServerProcesses = 3, 3
 	rng := Result{Workload: "http-range", Runner: runnerHTTPMpaged, ReadOps: 1000, ReadBytes: 1000 * 4096, Seconds: 0.5,
 		P50: 100e3, P99: 900e3, P999: 2e6, CPUSeconds: 0.05,
-		HTTP: &HTTPCounters{Requests: 1000, Connections: 64, DeviceReadBytes: 1000 * 4096, ServerProcesses: 1, CacheBytes: 64 * mib},
+		HTTP:   &HTTPCounters{Requests: 1000, Connections: 64, DeviceReadBytes: 1000 * 4096, ServerProcesses: 1, CacheBytes: 64 * mib},
 		Engine: &EngineCounters{SQEs: 1000, Bios: 1000, BioPages: 1000}}
 	r.Results = append(r.Results, daemon0, nginx0, cat0, cat1, nginx1, daemon1, rng)
 	r.finish()

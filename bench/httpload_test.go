@@ -442,9 +442,11 @@ func TestHTTPFileSize(t *testing.T) {
 		size, dev, want int64
 		ok              bool
 	}{
-		{64 << 20, 64<<20 + httpOverhead(64<<20), 64 << 20, true}, // a device the harness made
-		{1 << 30, 1 << 30, 1<<30 - httpOverhead(1<<30), true},     // a named device, full
-		{64 << 20, 8 << 20, 0, false},                             // too small
+		{64 << 20, 64<<20 + httpOverhead(64<<20), 64 << 20, true}, // devices the harness made
+		{16 << 20, 16<<20 + httpOverhead(16<<20), 16 << 20, true},
+		{1 << 30, 1<<30 + httpOverhead(1<<30), 1 << 30, true},
+		{1 << 30, 1 << 30, 1<<30 - httpOverhead(1<<30), true}, // a named device, full
+		{64 << 20, 8 << 20, 0, false},                         // too small
 	} {
 		got, err := httpFileSize(&Target{Size: tc.size, DeviceSize: tc.dev})
 		if (err == nil) != tc.ok || got != tc.want || got%(1<<20) != 0 {

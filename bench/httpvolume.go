@@ -95,7 +95,7 @@ func httpOverhead(size int64) int64 { return (size/32 + 16<<20) &^ (1<<20 - 1) }
 // named device cannot hold that much besides the file system's metadata.
 func httpFileSize(t *Target) (int64, error) {
 	size := t.Size
-	if room := t.DeviceSize - httpOverhead(t.DeviceSize); room < size {
+	if room := t.DeviceSize - httpOverhead(size); room < size {
 		size = room &^ (1<<20 - 1)
 	}
 	if size < 4<<20 {

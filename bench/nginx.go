@@ -59,10 +59,8 @@ func (r *nginxRunner) Setup(ctx context.Context, env *Env) error {
 	if r.dir, err = os.MkdirTemp(env.TempDir, "mpaged-bench-nginx-"); err != nil {
 		return fmt.Errorf("%s: %w", r.Name(), err)
 	}
-	// nginx's workers run as an unprivileged user: they must reach the
-	// mount point through the prefix.
 	r.mnt = filepath.Join(r.dir, "mnt")
-	if err := errors.Join(os.Chmod(r.dir, 0o755), os.Mkdir(r.mnt, 0o755)); err != nil {
+	if err := os.Mkdir(r.mnt, 0o755); err != nil {
 		return fmt.Errorf("%s: %w", r.Name(), err)
 	}
 	port, err := freePort()
@@ -89,11 +87,14 @@ func (r *nginxRunner) args(conf string, extra ...string) []string {
 // nginxConfig is the bench's nginx configuration. nginx at its best for
 // static files: sendfile from the page cache, tcp_nopush, an open file
 // cache, no access log, as many workers as CPUs (the daemon's GOMAXPROCS),
-// keep-alive without a request limit.
+// keep-alive without a request limit. The workers run as root, as the
+// bench does: the prefix may sit under directories only root may enter
+// (a test's temporary directory), and the user does not change the I/O.
 var nginxConfig = template.Must(template.New("nginx.conf").Parse(`# mpaged bench: nginx serving the bench file from a read-only kernel mount.
 daemon off;
 master_process on;
 worker_processes auto;
+user root;
 pid {{.Dir}}/nginx.pid;
 lock_file {{.Dir}}/nginx.lock;
 error_log {{.Dir}}/error.log warn;
@@ -165,10 +166,10 @@ func (r *nginxRunner) start(ctx context.Context) error {
 		return err
 	}
 	// The port was free when picked; another process may take it before
-	// nginx binds it, so try a few.
+	// nginx binds it (nginx then exits), so try a few.
 	for attempt := 0; ; attempt++ {
-		err = r.launch(ctx)
-		if err == nil || attempt == 2 || ctx.Err() != nil {
+		retry, err := r.launch(ctx)
+		if err == nil || !retry || attempt == 2 || ctx.Err() != nil {
 			return err
 		}
 	}
@@ -197,32 +198,35 @@ func (r *nginxRunner) mount(dev string) error {
 }
 
 // launch writes the config for a fresh port, starts nginx, and waits
-// until it answers a HEAD of the file.
-func (r *nginxRunner) launch(ctx context.Context) error {
+// until it answers a HEAD of the file. retry: nginx exited (its port may
+// have been taken).
+func (r *nginxRunner) launch(ctx context.Context) (retry bool, err error) {
 	port, err := freePort()
 	if err != nil {
-		return err
+		return false, err
 	}
 	conf, err := r.writeConfig(port)
 	if err != nil {
-		return err
+		return false, err
 	}
 	_ = os.Truncate(filepath.Join(r.dir, "error.log"), 0)
 	p, err := startServer("nginx", r.nginx, r.args(conf), nil)
 	if err != nil {
-		return err
+		return false, err
 	}
 	r.url = "http://127.0.0.1:" + strconv.Itoa(port)
 	s := serverUnderTest{url: r.url, file: &r.vol.File}
 	if err := waitHTTP(ctx, p, s.fileURL()); err != nil {
 		log, _ := os.ReadFile(filepath.Join(r.dir, "error.log"))
-		return errors.Join(fmt.Errorf("%s: %w: %s", r.Name(), err, tail(string(log))), p.stop(syscall.SIGKILL, time.Second))
+		retry = p.exited()
+		return retry, errors.Join(fmt.Errorf("%s: %w: %s", r.Name(), err, tail(string(log))), p.stop(syscall.SIGKILL, time.Second))
 	}
 	r.proc = p
-	return nil
+	return false, nil
 }
 
-// waitHTTP polls url with HEAD until it answers 200, p exits, or 10 s pass.
+// waitHTTP polls url with HEAD until it answers 200 (another answer is an
+// error at once), p exits, or 10 s pass.
 func waitHTTP(ctx context.Context, p *serverProc, url string) error {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -236,7 +240,7 @@ func waitHTTP(ctx context.Context, p *serverProc, url string) error {
 			if resp.StatusCode == http.StatusOK {
 				return nil
 			}
-			err = fmt.Errorf("HEAD %s: %s", url, resp.Status)
+			return fmt.Errorf("%w: HEAD %s: %s", ErrRunner, url, resp.Status)
 		}
 		switch {
 		case p.exited():

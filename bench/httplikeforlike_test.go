@@ -27,6 +27,15 @@ var (
 	mpagedErr  error
 )
 
+// TestMain removes the binary the HTTP tests built.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if mpagedBin != "" {
+		os.RemoveAll(filepath.Dir(mpagedBin))
+	}
+	os.Exit(code)
+}
+
 func buildMpaged(t *testing.T) string {
 	t.Helper()
 	goTool := testenv.RequireTool(t, "go")
@@ -258,4 +267,65 @@ func TestCatRunner(t *testing.T) {
 	if lf.cat.Applies(httpWorkload(t, "http-get-warm")) || lf.cat.Applies(httpWorkload(t, "http-range")) {
 		t.Fatal("cli-cat applies beyond the cold whole GET")
 	}
+}
+
+// A run cancelled midway (Ctrl-C) returns, leaves no daemon running, and
+// nginx's teardown still stops it and unmounts the volume.
+func TestHTTPRunCancelled(t *testing.T) {
+	lf := newHTTPLikeForLike(t)
+	w := httpWorkload(t, "http-range")
+	w.Duration = time.Minute
+	for _, r := range []Runner{lf.daemon, lf.nginx} {
+		ctx, cancel := context.WithCancel(context.Background())
+		time.AfterFunc(500*time.Millisecond, cancel)
+		if _, err := r.Run(ctx, w); !errors.Is(err, context.Canceled) {
+			t.Fatalf("%s: cancelled run: %v", r.Name(), err)
+		}
+		cancel()
+	}
+	if pids := processesWith(t, "serve", lf.env.httpVol.Dev); len(pids) > 0 {
+		t.Fatalf("mpaged serve still running after a cancelled run: %v", pids)
+	}
+	master := lf.nginx.proc.pid()
+	mnt := lf.nginx.mnt
+	if err := lf.nginx.Teardown(); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(master, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Fatalf("nginx master %d alive after teardown: %v", master, err)
+	}
+	if pids := processesWith(t, "nginx", mnt); len(pids) > 0 {
+		t.Fatalf("nginx processes left: %v", pids)
+	}
+	if mounts, _ := os.ReadFile("/proc/mounts"); bytes.Contains(mounts, []byte(mnt)) {
+		t.Fatalf("%s still mounted", mnt)
+	}
+}
+
+// processesWith lists the processes whose command line holds every word.
+func processesWith(t *testing.T, words ...string) []int {
+	t.Helper()
+	var out []int
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		var pid int
+		if _, err := fmt.Sscanf(e.Name(), "%d", &pid); err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || len(b) == 0 {
+			continue
+		}
+		all := true
+		for _, w := range words {
+			all = all && bytes.Contains(b, []byte(w))
+		}
+		if all {
+			out = append(out, pid)
+		}
+	}
+	return out
 }

@@ -15,7 +15,9 @@ type Config struct {
 	// "" is zram where the kernel has it (and we are root), else loop.
 	Target string
 	// Size is the region every workload uses, from offset 0, and the size
-	// of a target the harness creates. Default 1 GiB (quick: 64 MiB).
+	// of a target the harness creates (plus room for a file system when
+	// HTTP workloads run) and of the HTTP workloads' file. Default 1 GiB
+	// (quick: 64 MiB).
 	Size int64
 	// BlockSize is the sequential workloads' I/O size (default 128 KiB).
 	// Random workloads use 4 KiB: that is what they measure.

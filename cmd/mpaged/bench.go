@@ -26,7 +26,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	var cfg bench.Config
 	var workloads, runners string
 	fs.StringVar(&cfg.Target, "target", "", "zram, loop, or a block device or file (default zram where the kernel has it, else loop)")
-	fs.Var(byteSize{&cfg.Size}, "size", "region every workload uses, and the size of a target the bench creates (default 1GiB; quick 64MiB)")
+	fs.Var(byteSize{&cfg.Size}, "size", "region every workload uses, the size of a target the bench creates, and of the HTTP workloads' file (default 1GiB; quick 64MiB)")
 	fs.Var(byteSizeInt{&cfg.BlockSize}, "bs", "block size of the sequential workloads (default 128KiB; random ones use 4KiB)")
 	fs.IntVar(&cfg.Depth, "depth", 0, "queue depth of every workload (default: 32, and 128 for randread)")
 	fs.DurationVar(&cfg.Duration, "duration", 0, "length of one run (default 500ms; quick 100ms)")

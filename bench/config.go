@@ -128,7 +128,7 @@ func (c Config) normalize() (Config, error) {
 	case !slices.Contains([]string{FormatTable, FormatJSON, FormatGobench}, c.Format):
 		return c, fmt.Errorf("%w: format %q: want table, json or gobench", ErrConfig, c.Format)
 	}
-	if err := checkNames("workload", c.Workloads, workloadNames()); err != nil {
+	if err := checkNames("workload", c.Workloads, append(workloadNames(), httpWorkloadNames()...)); err != nil {
 		return c, err
 	}
 	if err := checkNames("runner", c.Runners, runnerNames()); err != nil {

@@ -76,7 +76,7 @@ func workloadNames() []string {
 	for _, s := range workloadSpecs {
 		out = append(out, s.name)
 	}
-	return append(out, httpWorkloadNames()...)
+	return out
 }
 
 // workloads builds the selected workloads of cfg (normalized), in run order.

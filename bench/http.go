@@ -175,6 +175,10 @@ type HTTPCounters struct {
 	// CacheBytes is the daemon's --cache (and cli-cat's), 0 for nginx
 	// (the kernel's page cache, unbounded).
 	CacheBytes int64 `json:"cache_bytes,omitempty"`
+	// CachedAtStartBytes (nginx, cold) is what of the file was still in
+	// the kernel's page cache when the run started: pages
+	// posix_fadvise(DONTNEED) could not drop because something held them.
+	CachedAtStartBytes int64 `json:"cached_at_start_bytes,omitempty"`
 	// StartupSeconds (cli-cat) is the wall time of an mpaged cat of an
 	// empty file in the same volume: the process start and volume open
 	// that a cat's time includes and a running daemon's GET does not.

@@ -131,12 +131,17 @@ func startDaemon(ctx context.Context, bin, dev string, cache int64, conc int, pr
 		<-p.done
 		pw.Close()
 	}()
+	// The scanner reads stdout to its end, so the daemon never blocks
+	// writing it; only the first "serving" line counts.
 	found := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(pr)
 		for sc.Scan() {
 			if m := servingRE.FindStringSubmatch(sc.Text()); m != nil {
-				found <- m[1]
+				select {
+				case found <- m[1]:
+				default:
+				}
 			}
 		}
 		_, _ = io.Copy(io.Discard, pr)

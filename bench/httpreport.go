@@ -119,7 +119,23 @@ func (r *Report) writeHTTPNotes(w io.Writer) {
 				sizeString(row.HTTP.CacheBytes))
 		}
 	}
+	if most, n := r.cachedAtStart(); n > 0 {
+		fmt.Fprintf(w, "nginx cold: posix_fadvise(DONTNEED) left up to %s of the file in the page cache in %d runs (pages still held by the kernel)\n",
+			sizeString(most), n)
+	}
 	fmt.Fprintln(w, "server CPU: the daemon process (all threads, /proc/PID/stat), nginx's master and workers; the load generator's is not counted")
+}
+
+// cachedAtStart is the most of the file any cold nginx run started with
+// in the page cache, and how many runs started with some.
+func (r *Report) cachedAtStart() (most int64, runs int) {
+	for _, res := range r.Results {
+		if res.HTTP != nil && res.HTTP.CachedAtStartBytes > 0 {
+			most = max(most, res.HTTP.CachedAtStartBytes)
+			runs++
+		}
+	}
+	return most, runs
 }
 
 // daemonVsCat is the daemon's cold GET throughput over mpaged cat's, per

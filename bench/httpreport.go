@@ -120,8 +120,8 @@ func (r *Report) writeHTTPNotes(w io.Writer) {
 		}
 	}
 	if most, n := r.cachedAtStart(); n > 0 {
-		fmt.Fprintf(w, "nginx cold: posix_fadvise(DONTNEED) left up to %s of the file in the page cache in %d runs (pages still held by the kernel)\n",
-			sizeString(most), n)
+		fmt.Fprintf(w, "nginx cold: runs where posix_fadvise(DONTNEED) could not drop all of the file: %d, at most %s left in the page cache (pages the kernel still held)\n",
+			n, sizeString(most))
 	}
 	fmt.Fprintln(w, "server CPU: the daemon process (all threads, /proc/PID/stat), nginx's master and workers; the load generator's is not counted")
 }

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mpaged/mpaged/internal/tool"
 )
 
 // Target kinds.
@@ -292,17 +294,11 @@ func (t *Target) Close() error {
 	return errors.Join(errs...)
 }
 
-// lookTool finds name on PATH or in the sbin directories a non-login PATH
-// lacks.
+// lookTool finds name (tool.Look); missing, it makes the run unavailable.
 func lookTool(name string) (string, error) {
-	if p, err := exec.LookPath(name); err == nil {
-		return p, nil
+	p, err := tool.Look(name)
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	for _, dir := range []string{"/usr/sbin", "/sbin", "/usr/local/sbin"} {
-		p := filepath.Join(dir, name)
-		if st, err := os.Stat(p); err == nil && st.Mode()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("%w: %s not found", ErrUnavailable, name)
+	return p, nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/mpaged/mpaged/api"
 	"github.com/mpaged/mpaged/engine"
 	"github.com/mpaged/mpaged/fs/ext"
+	"github.com/mpaged/mpaged/internal/tool"
 	"github.com/mpaged/mpaged/metrics"
 	"github.com/mpaged/mpaged/mpage"
 )
@@ -103,11 +104,9 @@ func ensureDefaultVolume(createSize string, log *slog.Logger) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	mkfs, err := exec.LookPath("mke2fs")
+	mkfs, err := tool.Look("mke2fs")
 	if err != nil {
-		if mkfs, err = lookSbin("mke2fs"); err != nil {
-			return "", fmt.Errorf("creating %s: mke2fs not found: install e2fsprogs (make deps does), or pass --volume", path)
-		}
+		return "", fmt.Errorf("creating %s: mke2fs not found: install e2fsprogs (make deps does), or pass --volume", path)
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return "", err
@@ -136,16 +135,6 @@ func ensureDefaultVolume(createSize string, log *slog.Logger) (string, error) {
 	}
 	log.Info("created the default volume", "path", path, "size", humanize.IBytes(uint64(size)), "format", "ext4 without a journal", "sparse", true)
 	return path, nil
-}
-
-func lookSbin(name string) (string, error) {
-	for _, dir := range []string{"/usr/sbin", "/sbin"} {
-		p := filepath.Join(dir, name)
-		if st, err := os.Stat(p); err == nil && st.Mode()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("%s not found", name)
 }
 
 // openChecked opens the volume for serving. A writable volume that was
@@ -234,11 +223,9 @@ func (d *daemon) startFlusher() error {
 
 // fsck runs e2fsck with flag on the (closed) volume.
 func (d *daemon) fsck(flag string) error {
-	e2fsck, err := exec.LookPath("e2fsck")
+	e2fsck, err := tool.Look("e2fsck")
 	if err != nil {
-		if e2fsck, err = lookSbin("e2fsck"); err != nil {
-			return errors.New("e2fsck is not installed (e2fsprogs)")
-		}
+		return errors.New("e2fsck is not installed (e2fsprogs)")
 	}
 	out, err := exec.Command(e2fsck, flag, d.path).CombinedOutput()
 	code := 0

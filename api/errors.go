@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"errors"
+	"io"
 	"io/fs"
 	"net/http"
 	"syscall"
@@ -130,6 +131,18 @@ func (j *jsonErrors) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	return j.ResponseWriter.Write(p)
+}
+
+// ReadFrom passes a body copy (ServeContent's io.CopyN) on to the writer
+// beneath, so its large chunks are kept.
+func (j *jsonErrors) ReadFrom(r io.Reader) (int64, error) {
+	if j.swallow {
+		return io.Copy(io.Discard, r)
+	}
+	if rf, ok := j.ResponseWriter.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{j.ResponseWriter}, r)
 }
 
 // Unwrap lets http.ResponseController reach the connection's deadlines.

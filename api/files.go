@@ -35,24 +35,24 @@ func etag(fi ext.FileInfo) string {
 // from the page cache in chunks, or a directory's listing.
 func (s *Server) getFile(w http.ResponseWriter, r *http.Request) {
 	p := volumePath(r)
-	fi, err := s.vol.Stat(p)
-	if err != nil {
-		writeError(w, statusOf(err))
-		return
-	}
-	if fi.IsDir() {
+	// One path walk for the common case, a file: a directory is the
+	// open's refusal.
+	f, err := s.vol.OpenFile(p)
+	if errors.Is(err, ext.ErrIsDir) {
+		fi, err := s.vol.Stat(p)
+		if err != nil {
+			writeError(w, statusOf(err))
+			return
+		}
 		s.listDir(w, r, p, fi)
 		return
 	}
-	f, err := s.vol.OpenFile(p)
 	if err != nil {
 		writeError(w, statusOf(err))
 		return
 	}
 	defer f.Close()
-	// The file may have changed between Stat and open: describe what
-	// was opened.
-	fi = f.Stat()
+	fi := f.Stat()
 	w.Header().Set("ETag", etag(fi))
 	if path.Ext(p) == "" {
 		// No extension to go by: do not let ServeContent read the

@@ -61,9 +61,10 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./uring/ ./alloc/ ./mpage/
 	$(GO) test -run '^$$' -bench . -benchmem $(TAGGED) ./uring/iouringgo/
 
-# The full comparison (about a minute): every workload and runner on a
-# zram device made for the run (else a loop device), interleaved, three
-# repetitions; the table, JSON and chart land in bench-out/.
+# The full comparison (about a minute and a half): every workload and
+# runner, the daemon against nginx included, on a zram device made for the
+# run (else a loop device), interleaved, three repetitions; the table, JSON
+# and chart land in bench-out/.
 bench-compare: build
 	mkdir -p bench-out
 	./$(BIN) bench --json bench-out/bench.json --svg bench-out/bench.svg | tee bench-out/bench.txt

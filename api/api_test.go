@@ -3,6 +3,7 @@ package api_test
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -287,14 +288,9 @@ func TestPutReplaceAndDelete(t *testing.T) {
 // noTempFiles: no atomic PUT left its temporary file behind.
 func noTempFiles(t *testing.T, e *env) {
 	t.Helper()
-	ents, err := e.vol.ReadDir("/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, ent := range ents {
-		if strings.HasPrefix(ent.Name, ext.TempPrefix) {
-			t.Errorf("temporary file left: %s", ent.Name)
-		}
+	ents, err := e.vol.ReadDir(ext.StagingDir)
+	if err != nil && !errors.Is(err, ext.ErrNotFound) || len(ents) != 0 {
+		t.Errorf("staged files left: %v %v", ents, err)
 	}
 }
 
@@ -425,13 +421,8 @@ func TestPutKeepsOldContent(t *testing.T) {
 	resp, b := e.do(http.MethodPut, "/v1/files/f", bytes.NewReader(make([]byte, 20<<20)))
 	e.want(resp, b, http.StatusInsufficientStorage, "ENOSPC")
 	waitFor(t, "the cut-off PUT to clean up", func() bool {
-		ents, _ := e.vol.ReadDir("/")
-		for _, ent := range ents {
-			if strings.HasPrefix(ent.Name, ext.TempPrefix) {
-				return false
-			}
-		}
-		return true
+		ents, _ := e.vol.ReadDir(ext.StagingDir)
+		return len(ents) == 0
 	})
 	if got := e.get("/v1/files/f"); string(got) != "the old content" {
 		t.Errorf("after a cut-off PUT and ENOSPC: %q", got)
@@ -508,4 +499,108 @@ func TestConcurrencyLimit(t *testing.T) {
 	if got := e.get("/v1/files/slow"); string(got) != "ab" {
 		t.Errorf("slow PUT: %q", got)
 	}
+}
+
+// TestReviewFindings: hostile and racing clients, each case a way the API
+// once misbehaved.
+func TestReviewFindings(t *testing.T) {
+	e := newEnv(t, envOpts{faults: true, tree: map[string]string{"f": "orig", "d/x": "x"},
+		cfg: api.Config{IdleTimeout: 300 * time.Millisecond, MinRate: 64 << 10}})
+	t.Run("dot segments are refused, not redirected", func(t *testing.T) {
+		for _, p := range []string{"/v1/files/d/../f", "/v1/files/./f", "/v1/files//f", "/v1/files/d/.."} {
+			resp, b := e.do(http.MethodPut, p, strings.NewReader("overwritten?"))
+			e.want(resp, b, http.StatusBadRequest, "invalid_path")
+		}
+		if got := e.get("/v1/files/f"); string(got) != "orig" {
+			t.Errorf("f: %q", got)
+		}
+	})
+	t.Run("conditional PUTs race: one wins", func(t *testing.T) {
+		cur, _ := e.do(http.MethodHead, "/v1/files/f", nil)
+		tag := cur.Header.Get("ETag")
+		var pws [2]*io.PipeWriter
+		codes := make(chan int, 2)
+		for i := range pws {
+			pr, pw := io.Pipe()
+			pws[i] = pw
+			go func() {
+				req, _ := http.NewRequest(http.MethodPut, e.ts.URL+"/v1/files/f", pr)
+				req.ContentLength = 1
+				req.Header.Set("If-Match", tag)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					codes <- 0
+					return
+				}
+				resp.Body.Close()
+				codes <- resp.StatusCode
+			}()
+		}
+		time.Sleep(50 * time.Millisecond) // both past the early check, waiting for their bodies
+		pws[0].Write([]byte("A"))
+		pws[0].Close()
+		first := <-codes
+		pws[1].Write([]byte("B"))
+		pws[1].Close()
+		second := <-codes
+		if first != http.StatusNoContent || second != http.StatusPreconditionFailed {
+			t.Errorf("two PUTs with one If-Match: %d then %d, want 204 then 412", first, second)
+		}
+		if got := e.get("/v1/files/f"); string(got) != "A" {
+			t.Errorf("f: %q", got)
+		}
+	})
+	t.Run("a body on a non-PUT route does not hold the connection", func(t *testing.T) {
+		conn, err := net.Dial("tcp", e.ts.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(conn, "POST /v1/sync HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+		raw, _ := io.ReadAll(conn)
+		if !bytes.HasPrefix(raw, []byte("HTTP/1.1 200")) {
+			t.Errorf("answer: %q", raw)
+		}
+	})
+	t.Run("a trickling client is cut off", func(t *testing.T) {
+		pr, pw := io.Pipe()
+		go func() {
+			for range 20 {
+				if _, err := pw.Write([]byte("x")); err != nil {
+					return
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			pw.Close()
+		}()
+		req, _ := http.NewRequest(http.MethodPut, e.ts.URL+"/v1/files/slow", pr)
+		req.ContentLength = 20
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			e.want(resp, b, http.StatusRequestTimeout, "too_slow")
+		}
+		pr.Close()
+		resp2, _ := e.do(http.MethodGet, "/v1/files/slow", nil)
+		if resp2.StatusCode != http.StatusNotFound {
+			t.Errorf("the trickled file exists: %d", resp2.StatusCode)
+		}
+	})
+	t.Run("a device EINVAL is an I/O error, not a conflict", func(t *testing.T) {
+		resp, b := e.do(http.MethodPut, "/v1/files/d/x?offset=0", strings.NewReader("y"))
+		e.want(resp, b, http.StatusNoContent, "")
+		rule := e.faults.Add(faultring.Rule{Ops: faultring.Ops(uring.OpWritev, uring.OpWrite), Fault: faultring.Fault{Errno: syscall.EINVAL}})
+		defer e.faults.Remove(rule)
+		resp, b = e.do(http.MethodPost, "/v1/fsync/d/x", nil)
+		e.want(resp, b, http.StatusInternalServerError, "internal")
+	})
+	t.Run("listings carry an escaped href", func(t *testing.T) {
+		resp, b := e.do(http.MethodPut, "/v1/files/d/a%20b%3Fc", strings.NewReader("q"))
+		e.want(resp, b, http.StatusCreated, "")
+		if !strings.Contains(string(e.get("/v1/files/d")), `"href":"a%20b%3Fc"`) {
+			t.Errorf("listing: %s", e.get("/v1/files/d"))
+		}
+	})
 }

@@ -18,15 +18,18 @@
 //
 // # Guarantees
 //
-// A PUT without ?offset writes the body to a temporary file in the target's
-// directory, makes it durable, and only then renames it over the target:
-// a client that disconnects mid-body, a full volume or a crash leave the
-// old content (the temporary file is removed on error; after a crash a
-// ".mpaged-put.*" file may remain). With ?sync=1 the rename itself is
-// durable before the answer. POST /v1/fsync and /v1/sync answer 200 only
-// once the data and the metadata that reaches it are on the device; a
-// write-back error is reported (500 naming the errno, 507 for ENOSPC) by
-// every fsync until a later write-back succeeds.
+// A PUT without ?offset is ext.Volume.ReplaceFile: the body goes to a new
+// file in the volume's staging directory, is made durable, and is renamed
+// over the target, and the rename is made durable before the answer. A
+// client that disconnects mid-body, a full volume or a crash leave the old
+// content whole (a crash may leave a staged file, which the daemon removes
+// at its next start). If-Match and If-None-Match are checked again at the
+// rename, so two conditional PUTs cannot both win. ?sync=1 adds nothing to
+// such a PUT (it is durable anyway); with ?offset it syncs the file before
+// the answer. POST /v1/fsync and /v1/sync answer 200 only once the data
+// and the metadata that reaches it are on the device; a write-back error
+// is reported (500 naming the errno, 507 for ENOSPC) by every fsync until
+// a later write-back succeeds.
 //
 // # Errors and limits
 //
@@ -35,10 +38,12 @@
 // Allow), 409 (exists, not a directory, directory not empty, missing
 // parent), 411 PUT without a length, 412 failed precondition, 413 body over
 // the limit, 416 unsatisfiable range, 500 EIO (code "EIO"), 503 shutting
-// down, read-only volume or too busy, 507 ENOSPC (code "ENOSPC"). Bodies
-// stream in chunks under an idle deadline that each chunk renews, so a
-// stalled client is cut off; requests beyond MaxConcurrent wait their turn
-// (up to QueueTimeout), so slow clients cannot pin memory or page frames.
+// down, read-only volume or too busy, 507 ENOSPC (code "ENOSPC"), 408 a
+// client too slow. Bodies stream in chunks under an idle deadline that
+// each chunk renews and a minimum rate (MinRate over each IdleTimeout), so
+// a stalled or trickling client is cut off; requests beyond MaxConcurrent
+// wait their turn (up to QueueTimeout). Paths with empty, "." or ".."
+// segments are refused (400), never redirected.
 //
 // # Concurrency
 //

@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"errors"
+	"io"
 	"io/fs"
 	"net/http"
 	"syscall"
@@ -40,7 +41,7 @@ func statusOf(err error) *Error {
 	switch {
 	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
 		return apiError(http.StatusInsufficientStorage, "ENOSPC", msg)
-	case errors.Is(err, ext.ErrInvalidPath), errors.Is(err, fs.ErrInvalid):
+	case errors.Is(err, ext.ErrInvalidPath):
 		return apiError(http.StatusBadRequest, "invalid_path", msg)
 	case errors.Is(err, ext.ErrNotFound), errors.Is(err, fs.ErrNotExist):
 		return apiError(http.StatusNotFound, "not_found", msg)
@@ -64,7 +65,9 @@ func statusOf(err error) *Error {
 		return apiError(http.StatusServiceUnavailable, "read_only", msg)
 	case errors.Is(err, ext.ErrClosed):
 		return errShuttingDown
-	case errors.Is(err, syscall.EINVAL), errors.Is(err, syscall.EBUSY):
+	case errors.Is(err, ext.ErrIntoItself), errors.Is(err, ext.ErrBusy):
+		// The file system's refusals of a name-space change; the same
+		// errnos from the device are I/O errors (below).
 		return apiError(http.StatusConflict, "invalid_operation", msg)
 	case errors.Is(err, syscall.EIO):
 		return apiError(http.StatusInternalServerError, "EIO", msg)
@@ -82,12 +85,6 @@ func codeOfStatus(status int) string {
 		return "precondition_failed"
 	case http.StatusRequestedRangeNotSatisfiable:
 		return "range_not_satisfiable"
-	case http.StatusNotFound:
-		return "not_found"
-	case http.StatusMethodNotAllowed:
-		return "method_not_allowed"
-	case http.StatusBadRequest:
-		return "bad_request"
 	}
 	return "error"
 }
@@ -134,6 +131,18 @@ func (j *jsonErrors) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	return j.ResponseWriter.Write(p)
+}
+
+// ReadFrom passes a body copy (ServeContent's io.CopyN) on to the writer
+// beneath, so its large chunks are kept.
+func (j *jsonErrors) ReadFrom(r io.Reader) (int64, error) {
+	if j.swallow {
+		return io.Copy(io.Discard, r)
+	}
+	if rf, ok := j.ResponseWriter.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{j.ResponseWriter}, r)
 }
 
 // Unwrap lets http.ResponseController reach the connection's deadlines.

@@ -6,6 +6,8 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
+	"net/url"
+	"os"
 	"path"
 	"strconv"
 	"strings"
@@ -33,37 +35,63 @@ func etag(fi ext.FileInfo) string {
 // from the page cache in chunks, or a directory's listing.
 func (s *Server) getFile(w http.ResponseWriter, r *http.Request) {
 	p := volumePath(r)
-	fi, err := s.vol.Stat(p)
-	if err != nil {
-		writeError(w, statusOf(err))
-		return
-	}
-	if fi.IsDir() {
+	// One path walk for the common case, a file: a directory is the
+	// open's refusal.
+	f, err := s.vol.OpenFile(p)
+	if errors.Is(err, ext.ErrIsDir) {
+		fi, err := s.vol.Stat(p)
+		if err != nil {
+			writeError(w, statusOf(err))
+			return
+		}
 		s.listDir(w, r, p, fi)
 		return
 	}
-	f, err := s.vol.OpenFile(p)
 	if err != nil {
 		writeError(w, statusOf(err))
 		return
 	}
 	defer f.Close()
-	// The file may have changed between Stat and open: describe what
-	// was opened.
-	fi = f.Stat()
+	fi := f.Stat()
 	w.Header().Set("ETag", etag(fi))
 	if path.Ext(p) == "" {
 		// No extension to go by: do not let ServeContent read the
 		// head of the file to sniff a type.
 		w.Header().Set("Content-Type", "application/octet-stream")
 	}
-	jw := &jsonErrors{ResponseWriter: &idleWriter{ResponseWriter: w, rc: http.NewResponseController(w), idle: s.cfg.IdleTimeout}}
-	http.ServeContent(jw, r, path.Base(p), fi.ModTime, io.NewSectionReader(f, 0, fi.Size))
+	jw := &jsonErrors{ResponseWriter: &idleWriter{ResponseWriter: w, rc: http.NewResponseController(w),
+		idle: s.cfg.IdleTimeout, pace: newPace(s.cfg.IdleTimeout, s.cfg.MinRate)}}
+	body := &errReader{r: io.NewSectionReader(f, 0, fi.Size)}
+	http.ServeContent(jw, r, path.Base(p), fi.ModTime, body)
+	if body.err != nil {
+		// The status is out: the client sees a body cut short. Say why.
+		s.log.Error("get: read failed mid-body; the response was cut short", "path", p, "err", body.err)
+	}
 }
+
+// errReader keeps the first read error of a body that ServeContent
+// streams (it drops copy errors, and the status has gone out by then).
+type errReader struct {
+	r   io.ReadSeeker
+	err error
+}
+
+func (e *errReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF && e.err == nil {
+		e.err = err
+	}
+	return n, err
+}
+
+func (e *errReader) Seek(off int64, whence int) (int64, error) { return e.r.Seek(off, whence) }
 
 // dirEntry is one line of a directory listing.
 type dirEntry struct {
-	Name    string    `json:"name"`
+	Name string `json:"name"`
+	// Href is the name as a URL path segment: names that are not valid
+	// UTF-8 lose bytes in JSON strings, the escaped segment does not.
+	Href    string    `json:"href"`
 	Type    string    `json:"type"`
 	Size    int64     `json:"size"`
 	Mode    string    `json:"mode"`
@@ -96,7 +124,7 @@ func (s *Server) listDir(w http.ResponseWriter, r *http.Request, p string, fi ex
 		out.Errors = append(out.Errors, dirError{Name: path.Base(pe.Path), Error: e.Error()})
 	}
 	for _, efi := range infos {
-		out.Entries = append(out.Entries, dirEntry{Name: efi.Name, Type: efi.Type.String(), Size: efi.Size,
+		out.Entries = append(out.Entries, dirEntry{Name: efi.Name, Href: url.PathEscape(efi.Name), Type: efi.Type.String(), Size: efi.Size,
 			Mode: efi.Mode.String(), ModTime: efi.ModTime, Inode: efi.Ino})
 	}
 	w.Header().Set("ETag", etag(fi))
@@ -140,28 +168,37 @@ func (s *Server) putFile(w http.ResponseWriter, r *http.Request) {
 		writeError(w, e)
 		return
 	}
-	cur, exists, e := s.statForWrite(p)
+	// Checked early, so a doomed PUT fails before its body is read; a
+	// replacement checks the preconditions again at the rename itself.
+	cur, e := s.statForWrite(p)
 	if e == nil {
-		e = checkPreconditions(r, cur, exists)
+		e = checkPreconditions(r, cur)
 	}
 	if e != nil {
 		writeError(w, e)
 		return
 	}
-	body := &idleReader{r: http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes), rc: http.NewResponseController(w), idle: s.cfg.IdleTimeout}
+	body := s.newBodyReader(w, r)
 	var fi ext.FileInfo
+	var existed bool
 	var err error
 	if q.inPlace {
+		existed = cur != nil
 		fi, err = s.writeInPlace(p, q, body)
 	} else {
-		fi, err = s.replace(p, q.sync, body)
+		fi, existed, err = s.vol.ReplaceFile(p, body, 0o644, func(now *ext.FileInfo) error {
+			if e := checkPreconditions(r, now); e != nil {
+				return e
+			}
+			return nil
+		})
 	}
 	if err != nil {
 		writeError(w, s.bodyError(r, p, err))
 		return
 	}
 	w.Header().Set("ETag", etag(fi))
-	if exists {
+	if existed {
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
@@ -219,24 +256,24 @@ func (s *Server) checkBodyLength(r *http.Request) *Error {
 	return nil
 }
 
-// statForWrite says whether p exists (a regular file); a directory or a
-// missing parent is a conflict.
-func (s *Server) statForWrite(p string) (ext.FileInfo, bool, *Error) {
+// statForWrite describes the regular file p names (nil: none); a
+// directory or a missing parent is a conflict.
+func (s *Server) statForWrite(p string) (*ext.FileInfo, *Error) {
 	fi, err := s.vol.Stat(p)
 	switch {
 	case err == nil && fi.IsDir():
-		return fi, true, apiError(http.StatusConflict, "is_a_directory", p+" is a directory")
+		return nil, apiError(http.StatusConflict, "is_a_directory", p+" is a directory")
 	case err == nil:
-		return fi, true, nil
+		return &fi, nil
 	case isNotFound(err):
 		dir := path.Dir(p)
 		dfi, derr := s.vol.Stat(dir)
 		if derr != nil || !dfi.IsDir() {
-			return fi, false, apiError(http.StatusConflict, "no_parent", "the directory "+dir+" does not exist")
+			return nil, apiError(http.StatusConflict, "no_parent", "the directory "+dir+" does not exist")
 		}
-		return fi, false, nil
+		return nil, nil
 	}
-	return fi, false, statusOf(err)
+	return nil, statusOf(err)
 }
 
 func isNotFound(err error) bool {
@@ -244,16 +281,17 @@ func isNotFound(err error) bool {
 	return e.Status == http.StatusNotFound
 }
 
-// checkPreconditions applies If-Match and If-None-Match to a write.
-func checkPreconditions(r *http.Request, cur ext.FileInfo, exists bool) *Error {
+// checkPreconditions applies If-Match and If-None-Match to a write of a
+// file that cur describes (nil: none).
+func checkPreconditions(r *http.Request, cur *ext.FileInfo) *Error {
 	failed := apiError(http.StatusPreconditionFailed, "precondition_failed", "the file does not match the request's precondition")
 	if im := r.Header.Get("If-Match"); im != "" {
-		if !exists || !etagListHas(im, etag(cur)) {
+		if cur == nil || !etagListHas(im, etag(*cur)) {
 			return failed
 		}
 	}
-	if inm := r.Header.Get("If-None-Match"); inm != "" && exists {
-		if strings.TrimSpace(inm) == "*" || etagListHas(inm, etag(cur)) {
+	if inm := r.Header.Get("If-None-Match"); inm != "" && cur != nil {
+		if strings.TrimSpace(inm) == "*" || etagListHas(inm, etag(*cur)) {
 			return failed
 		}
 	}
@@ -277,8 +315,11 @@ func etagListHas(list, tag string) bool {
 func (s *Server) bodyError(r *http.Request, p string, err error) *Error {
 	var mbe *http.MaxBytesError
 	switch {
-	case asMaxBytes(err, &mbe):
+	case errors.As(err, &mbe):
 		return apiError(http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("body over the limit of %d bytes", mbe.Limit))
+	case isClientError(err) && (errors.Is(err, errTooSlow) || errors.Is(err, os.ErrDeadlineExceeded)):
+		s.log.Warn("put: client too slow; nothing replaced", "path", p, "remote", r.RemoteAddr)
+		return apiError(http.StatusRequestTimeout, "too_slow", "the request body stalled or moved below the minimum rate")
 	case isClientError(err):
 		s.log.Warn("put: body not complete; nothing replaced", "path", p, "remote", r.RemoteAddr, "err", err)
 		return apiError(http.StatusBadRequest, "incomplete_body", "the request body ended early: "+err.Error())
@@ -299,7 +340,7 @@ func (s *Server) deleteFile(w http.ResponseWriter, r *http.Request) {
 	}
 	fi, err := s.vol.Lstat(p)
 	if err == nil {
-		if e := checkPreconditions(r, fi, true); e != nil {
+		if e := checkPreconditions(r, &fi); e != nil {
 			writeError(w, e)
 			return
 		}
@@ -316,7 +357,8 @@ func (s *Server) deleteFile(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// writable refuses writes to a read-only volume or during shutdown.
+// writable refuses writes to a volume served read-only (shutdown is
+// refused earlier, at admission).
 func (s *Server) writable() *Error {
 	if ro, why := s.readOnly(); ro {
 		return apiError(http.StatusServiceUnavailable, "read_only", "the volume is served read-only: "+why)

@@ -31,8 +31,12 @@ type Config struct {
 	MaxConcurrent int
 	QueueTimeout  time.Duration
 	// IdleTimeout bounds a stall inside a request body or response: each
-	// chunk read or written renews it (default 30 s).
+	// chunk read or written renews it (default 30 s). MinRate is the
+	// least a body must move per second, averaged over each IdleTimeout
+	// (default 1 KiB/s): a client that trickles holds one of the
+	// MaxConcurrent slots, so it is cut off too.
 	IdleTimeout time.Duration
+	MinRate     int64
 	// Logger receives one line per request and the errors the API could
 	// not answer with. Nil discards.
 	Logger *slog.Logger
@@ -67,6 +71,9 @@ func New(cfg Config) *Server {
 	}
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = 30 * time.Second
+	}
+	if cfg.MinRate <= 0 {
+		cfg.MinRate = 1 << 10
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -130,7 +137,23 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("/", s.cfg.Instrument("other", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apiError(http.StatusNotFound, "not_found", "no such route: "+r.URL.Path))
 	})))
-	return s.accessLog(mux)
+	return s.accessLog(refuseDotSegments(mux))
+}
+
+// refuseDotSegments answers 400 for a path with "." or ".." segments or
+// an empty one ("//"), which net/http's mux would otherwise redirect to
+// the cleaned path: a client that follows the redirect would then write
+// or delete a file it did not name.
+func refuseDotSegments(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		if strings.Contains(p, "//") || strings.Contains(p, "/./") || strings.Contains(p, "/../") ||
+			strings.HasSuffix(p, "/.") || strings.HasSuffix(p, "/..") {
+			writeError(w, apiError(http.StatusBadRequest, "invalid_path", "paths may not hold empty, . or .. segments: "+p))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // dispatch picks the route's handler by method (405 with Allow
@@ -144,6 +167,13 @@ func (s *Server) dispatch(rt route) http.Handler {
 	}
 	allowHeader := strings.Join(allow, ", ")
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Only a PUT reads its body (renewing this deadline as it goes):
+		// any other request's body is not drained, the connection closes
+		// after the answer, and the deadline bounds what net/http reads.
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
+		if r.Method != http.MethodPut && r.ContentLength != 0 {
+			w.Header().Set("Connection", "close")
+		}
 		h := rt.methods[r.Method]
 		if rt.v1 && !s.authorized(r) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="mpaged"`)
@@ -171,8 +201,8 @@ func (s *Server) authorized(r *http.Request) bool {
 	if s.cfg.Token == "" {
 		return true
 	}
-	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok {
+	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") { // schemes are case-insensitive (RFC 9110)
 		return false
 	}
 	// Comparing digests keeps the comparison constant-time whatever the

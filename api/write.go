@@ -7,17 +7,11 @@ import (
 	"net/http"
 	"os"
 	"path"
+	"sync"
 	"time"
 
 	"github.com/mpaged/mpaged/fs/ext"
 )
-
-// replace writes the body to p atomically (ext.Volume.ReplaceFile: a
-// temporary file made durable, then renamed over p).
-func (s *Server) replace(p string, syncName bool, body io.Reader) (ext.FileInfo, error) {
-	fi, _, err := s.vol.ReplaceFile(p, body, 0o644, syncName)
-	return fi, err
-}
 
 // writeInPlace writes the body at q.offset of p (created if missing),
 // without truncating.
@@ -49,8 +43,6 @@ func isClientError(err error) bool {
 	var ce *clientError
 	return errors.As(err, &ce)
 }
-
-func asMaxBytes(err error, target **http.MaxBytesError) bool { return errors.As(err, target) }
 
 // mkdir makes a directory; with ?parents=1 its missing parents too, and
 // an existing directory is then no error.
@@ -107,8 +99,8 @@ func (s *Server) mkdirAll(p string) (bool, error) {
 	return true, nil
 }
 
-// fsync makes a file's data, and the metadata that reaches it, durable
-// (a directory's: every changed directory and the metadata).
+// fsync makes a file's data, and the metadata that reaches it, durable;
+// for a directory it syncs the whole volume (Volume.Sync).
 func (s *Server) fsync(w http.ResponseWriter, r *http.Request) {
 	p := volumePath(r)
 	fi, err := s.vol.Stat(p)
@@ -144,13 +136,50 @@ func (s *Server) sync(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"synced": true})
 }
 
+// errTooSlow cuts off a client whose body moves slower than MinRate: it
+// holds a concurrency slot, so a trickle must not keep it.
+var errTooSlow = errors.New("the client moved less data than the minimum rate over the idle timeout")
+
+// pace checks that a body moves at least minBytes in each window.
+type pace struct {
+	window   time.Duration
+	minBytes int64
+	start    time.Time
+	n        int64
+}
+
+func newPace(window time.Duration, minRate int64) pace {
+	return pace{window: window, minBytes: minRate * int64(window) / int64(time.Second), start: time.Now()}
+}
+
+// account adds n bytes moved and says whether the last full window fell
+// short.
+func (p *pace) account(n int) error {
+	p.n += int64(n)
+	if now := time.Now(); now.Sub(p.start) >= p.window {
+		if p.n < p.minBytes {
+			return errTooSlow
+		}
+		p.start, p.n = now, 0
+	}
+	return nil
+}
+
+// newBodyReader is r's body under the API's limits: MaxBodyBytes, the
+// idle timeout renewed by each read, MinRate.
+func (s *Server) newBodyReader(w http.ResponseWriter, r *http.Request) *idleReader {
+	return &idleReader{r: http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes), rc: http.NewResponseController(w),
+		idle: s.cfg.IdleTimeout, pace: newPace(s.cfg.IdleTimeout, s.cfg.MinRate)}
+}
+
 // idleReader renews the connection's read deadline before each read of a
-// body, so a body may take as long as it needs while it keeps moving,
-// and a stalled one is cut off after idle.
+// body, so a body may take as long as it needs while it keeps moving at
+// MinRate, and a stalled or trickling one is cut off.
 type idleReader struct {
 	r    io.Reader
 	rc   *http.ResponseController
 	idle time.Duration
+	pace pace
 }
 
 // Read marks every failure but a clean end as the client's (a body cut
@@ -159,6 +188,9 @@ type idleReader struct {
 func (ir *idleReader) Read(p []byte) (int, error) {
 	_ = ir.rc.SetReadDeadline(time.Now().Add(ir.idle)) // unsupported (HTTP/2 tests): no deadline
 	n, err := ir.r.Read(p)
+	if perr := ir.pace.account(n); perr != nil && err == nil {
+		err = perr
+	}
 	if err != nil && err != io.EOF {
 		err = &clientError{err}
 	}
@@ -170,11 +202,47 @@ type idleWriter struct {
 	http.ResponseWriter
 	rc   *http.ResponseController
 	idle time.Duration
+	pace pace
 }
 
 func (iw *idleWriter) Write(p []byte) (int, error) {
 	_ = iw.rc.SetWriteDeadline(time.Now().Add(iw.idle))
-	return iw.ResponseWriter.Write(p)
+	n, err := iw.ResponseWriter.Write(p)
+	if perr := iw.pace.account(n); perr != nil && err == nil {
+		err = perr
+	}
+	return n, err
+}
+
+// bodyChunk is how much of a file one write to the client carries:
+// net/http copies a body 32 KiB at a time, a write(2) each; bigger chunks
+// mean fewer system calls per byte, and larger reads from the cache.
+const bodyChunk = 256 << 10
+
+var bodyBufs = sync.Pool{New: func() any { b := make([]byte, bodyChunk); return &b }}
+
+// ReadFrom streams r to the client in bodyChunk writes.
+func (iw *idleWriter) ReadFrom(r io.Reader) (int64, error) {
+	bp := bodyBufs.Get().(*[]byte)
+	defer bodyBufs.Put(bp)
+	var total int64
+	for {
+		n, rerr := io.ReadFull(r, *bp)
+		if n > 0 {
+			m, werr := iw.Write((*bp)[:n])
+			total += int64(m)
+			if werr != nil {
+				return total, werr
+			}
+		}
+		switch rerr {
+		case nil:
+		case io.EOF, io.ErrUnexpectedEOF:
+			return total, nil
+		default:
+			return total, rerr
+		}
+	}
 }
 
 func (iw *idleWriter) Unwrap() http.ResponseWriter { return iw.ResponseWriter }

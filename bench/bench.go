@@ -23,13 +23,18 @@ func Run(ctx context.Context, cfg Config) (_ *Report, err error) {
 	}
 	logger := log.New(cfg.Stderr, "mpaged bench: ", 0)
 	workloads := cfg.workloads()
-	env := &Env{CacheBytes: cfg.CacheBytes, CPUProfile: cfg.CPUProfile, Logf: logger.Printf}
+	env := &Env{CacheBytes: cfg.CacheBytes, CPUProfile: cfg.CPUProfile, MpagedBinary: cfg.MpagedBinary,
+		TempDir: cfg.TempDir, Logf: logger.Printf}
 	for _, w := range workloads {
 		env.Depth = max(env.Depth, w.Depth)
 		env.Write = env.Write || w.Writes()
 	}
-	env.Target, err = OpenTarget(ctx, TargetConfig{Spec: cfg.Target, Size: cfg.Size, Write: env.Write,
-		DestroyData: cfg.DestroyData, TempDir: cfg.TempDir})
+	tc := TargetConfig{Spec: cfg.Target, Size: cfg.Size, Write: env.Write, DestroyData: cfg.DestroyData, TempDir: cfg.TempDir}
+	if httpPlanned(cfg, workloads) {
+		// The HTTP workloads put a file system on the target (mke2fs).
+		tc.DeviceSize, tc.Write = cfg.Size+httpOverhead(cfg.Size), true
+	}
+	env.Target, err = OpenTarget(ctx, tc)
 	if err != nil {
 		return nil, err
 	}
@@ -106,7 +111,7 @@ func schedule(cfg Config, workloads []Workload, runners []Runner) []plannedRun {
 	for _, w := range workloads {
 		var apply []Runner
 		for _, r := range runners {
-			if r.Applies(w) {
+			if appliesTo(r, w) {
 				apply = append(apply, r)
 			}
 		}

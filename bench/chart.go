@@ -73,7 +73,7 @@ func (r *Report) workloadChart(workload string) (*plot.Plot, error) {
 		}
 		bar.XMin = x
 		bar.Color = plotutil.Color(0)
-		if !strings.HasPrefix(row.Runner, "engine") {
+		if !strings.HasPrefix(row.Runner, "engine") && !isMpagedRunner(row.Runner) {
 			bar.Color = plotutil.Color(1)
 		}
 		bar.LineStyle.Width = 0

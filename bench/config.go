@@ -15,7 +15,9 @@ type Config struct {
 	// "" is zram where the kernel has it (and we are root), else loop.
 	Target string
 	// Size is the region every workload uses, from offset 0, and the size
-	// of a target the harness creates. Default 1 GiB (quick: 64 MiB).
+	// of a target the harness creates (plus room for a file system when
+	// HTTP workloads run) and of the HTTP workloads' file. Default 1 GiB
+	// (quick: 64 MiB).
 	Size int64
 	// BlockSize is the sequential workloads' I/O size (default 128 KiB).
 	// Random workloads use 4 KiB: that is what they measure.
@@ -45,6 +47,9 @@ type Config struct {
 	// CPUProfile, if set, is a path prefix: every engine run writes a CPU
 	// profile to PREFIX.WORKLOAD.RUNNER.REP.pprof.
 	CPUProfile string
+	// MpagedBinary is the mpaged executable the HTTP runners start (mpaged
+	// serve, mpaged cat); "" leaves http-mpaged and cli-cat out.
+	MpagedBinary string
 	// DestroyData allows writes to a target named by path.
 	DestroyData bool
 	// TempDir holds a loop target's image (default os.TempDir()).
@@ -123,7 +128,7 @@ func (c Config) normalize() (Config, error) {
 	case !slices.Contains([]string{FormatTable, FormatJSON, FormatGobench}, c.Format):
 		return c, fmt.Errorf("%w: format %q: want table, json or gobench", ErrConfig, c.Format)
 	}
-	if err := checkNames("workload", c.Workloads, workloadNames()); err != nil {
+	if err := checkNames("workload", c.Workloads, append(workloadNames(), httpWorkloadNames()...)); err != nil {
 		return c, err
 	}
 	if err := checkNames("runner", c.Runners, runnerNames()); err != nil {

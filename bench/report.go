@@ -64,8 +64,10 @@ type Row struct {
 	PagesPerBio  *float64 `json:"pages_per_bio,omitempty"`
 	AllocsPerOp  *float64 `json:"allocs_per_op,omitempty"`
 	// Ratio is throughput over the baseline's, per repetition; nil without
-	// a baseline run.
+	// a baseline run. The baseline of the HTTP workloads is nginx.
 	Ratio *Spread `json:"ratio,omitempty"`
+	// HTTP figures; nil for the block workloads.
+	HTTP *HTTPRow `json:"http,omitempty"`
 }
 
 // Spread is the minimum, median and maximum of a figure over repetitions.
@@ -200,9 +202,10 @@ func (r *Report) row(workload, runner string) (Row, bool) {
 		apo := col(func(r Result) float64 { return safeDiv(float64(r.Engine.Mallocs), float64(r.Ops())) })
 		row.PagesPerBio, row.AllocsPerOp = &ppb, &apo
 	}
+	row.HTTP = httpRowOf(runs)
 	var ratios []float64
 	for _, res := range runs {
-		for _, base := range r.results(workload, r.Baseline) {
+		for _, base := range r.results(workload, baselineFor(workload, r.Baseline)) {
 			if base.Rep == res.Rep && base.MiBps() > 0 {
 				ratios = append(ratios, res.MiBps()/base.MiBps())
 			}
@@ -277,10 +280,16 @@ func (r *Report) WriteTable(w io.Writer) error {
 	for _, n := range r.Notes {
 		fmt.Fprintf(w, "note: %s\n", n)
 	}
+	if !r.hasBlockRows() {
+		return r.WriteHTTPTable(w)
+	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "workload\trunner\tMiB/s\tmin..max\tIOPS\tp50\tp99\tp99.9\tCPU s/GiB\tSQE/MiB\tenter/MiB\tpages/Bio\tallocs/op\tvs "+r.Baseline+"\t")
 	for _, row := range r.Rows {
+		if row.HTTP != nil {
+			continue // WriteHTTPTable's
+		}
 		ratio := "-"
 		if row.Ratio != nil {
 			ratio = fmt.Sprintf("%.2f/%.2f/%.2f", row.Ratio.Min, row.Ratio.Median, row.Ratio.Max)
@@ -291,7 +300,10 @@ func (r *Report) WriteTable(w io.Writer) error {
 			optString(row.SQEsPerMiB, "%.2f"), optString(row.EntersPerMiB, "%.2f"),
 			optString(row.PagesPerBio, "%.1f"), optString(row.AllocsPerOp, "%.3f"), ratio)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return r.WriteHTTPTable(w)
 }
 
 func usString(ns int64) string { return fmt.Sprintf("%.1fµs", float64(ns)/1e3) }

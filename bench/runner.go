@@ -34,7 +34,14 @@ type Env struct {
 	Write bool
 	// CPUProfile is the engine runners' profile path prefix, or "".
 	CPUProfile string
-	Logf       func(string, ...any)
+	// MpagedBinary is the mpaged executable the HTTP runners start.
+	MpagedBinary string
+	// TempDir holds the HTTP runners' scratch directories.
+	TempDir string
+	Logf    func(string, ...any)
+
+	// httpVol is the HTTP workloads' volume, made by the first HTTP run.
+	httpVol *httpVolume
 }
 
 // Result is one run of one workload by one runner.
@@ -68,6 +75,8 @@ type Result struct {
 	FioOwnCPUSeconds float64 `json:"fio_own_cpu_seconds,omitempty"`
 	// Engine holds the engine's counters; nil for other runners.
 	Engine *EngineCounters `json:"engine,omitempty"`
+	// HTTP holds an HTTP run's own figures; nil for other workloads.
+	HTTP *HTTPCounters `json:"http,omitempty"`
 	// Profile is the CPU profile written for this run, if any.
 	Profile string `json:"profile,omitempty"`
 }
@@ -130,6 +139,9 @@ var runnerDefs = []runnerDef{
 	{"fio-io_uring", func() Runner { return newFioRunner("fio-io_uring", "io_uring", 0) }, false},
 	{"fio-libaio", func() Runner { return newFioRunner("fio-libaio", "libaio", 0) }, false},
 	{"fio-io_uring-1m", func() Runner { return newFioRunner("fio-io_uring-1m", "io_uring", 1<<20) }, false},
+	{runnerHTTPMpaged, func() Runner { return new(mpagedHTTPRunner) }, true},
+	{runnerHTTPNginx, func() Runner { return new(nginxRunner) }, true},
+	{runnerCLICat, func() Runner { return new(catRunner) }, true},
 }
 
 // baselineRunner is what every ratio is to.

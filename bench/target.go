@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mpaged/mpaged/internal/tool"
 )
 
 // Target kinds.
@@ -52,8 +54,12 @@ type Target struct {
 
 // TargetConfig says which target to open.
 type TargetConfig struct {
-	Spec        string // "zram", "loop", a path, or "" (zram if possible, else loop)
-	Size        int64
+	Spec string // "zram", "loop", a path, or "" (zram if possible, else loop)
+	Size int64
+	// DeviceSize, if larger than Size, is the size of a device the harness
+	// makes (room for the HTTP workloads' file system); the region stays
+	// Size.
+	DeviceSize  int64
 	Write       bool // the run writes
 	DestroyData bool
 	TempDir     string
@@ -75,11 +81,12 @@ func OpenTarget(ctx context.Context, cfg TargetConfig) (_ *Target, err error) {
 			spec = TargetZram
 		}
 	}
+	devSize := max(cfg.Size, cfg.DeviceSize)
 	switch spec {
 	case TargetZram:
-		err = t.makeZram(cfg.Size)
+		err = t.makeZram(devSize, cfg.Size)
 	case TargetLoop:
-		err = t.makeLoop(cfg.Size, cfg.TempDir)
+		err = t.makeLoop(devSize, cfg.Size, cfg.TempDir)
 	default:
 		err = t.openPath(spec, cfg)
 	}
@@ -104,9 +111,9 @@ func zramAvailable() bool {
 	return err == nil
 }
 
-// makeZram adds a new zram device of size bytes. Only the device hot_add
-// returned is ever configured or removed.
-func (t *Target) makeZram(size int64) error {
+// makeZram adds a new zram device of devSize bytes, region size. Only the
+// device hot_add returned is ever configured or removed.
+func (t *Target) makeZram(devSize, size int64) error {
 	if !zramAvailable() {
 		return fmt.Errorf("%w: zram: needs root and %s/hot_add (modprobe zram)", ErrUnavailable, zramControl)
 	}
@@ -121,8 +128,8 @@ func (t *Target) makeZram(size int64) error {
 	name := fmt.Sprintf("zram%d", id)
 	t.Kind, t.Path, t.Created = TargetZram, "/dev/"+name, true
 	t.cleanups = append(t.cleanups, func() error { return removeZram(id) })
-	if err := os.WriteFile(filepath.Join("/sys/block", name, "disksize"), []byte(strconv.FormatInt(size, 10)), 0); err != nil {
-		return fmt.Errorf("zram: %s: set disksize %d: %w", name, size, err)
+	if err := os.WriteFile(filepath.Join("/sys/block", name, "disksize"), []byte(strconv.FormatInt(devSize, 10)), 0); err != nil {
+		return fmt.Errorf("zram: %s: set disksize %d: %w", name, devSize, err)
 	}
 	if err := waitForNode(t.Path); err != nil {
 		return err
@@ -159,8 +166,8 @@ func waitForNode(path string) error {
 }
 
 // makeLoop attaches a loop device with direct I/O to a new image file of
-// size bytes in a temporary directory.
-func (t *Target) makeLoop(size int64, tempDir string) error {
+// devSize bytes in a temporary directory, region size.
+func (t *Target) makeLoop(devSize, size int64, tempDir string) error {
 	losetup, err := lookTool("losetup")
 	if err != nil || os.Geteuid() != 0 {
 		return fmt.Errorf("%w: loop: needs root and losetup", ErrUnavailable)
@@ -174,7 +181,7 @@ func (t *Target) makeLoop(size int64, tempDir string) error {
 	image := filepath.Join(dir, "image")
 	f, err := os.Create(image)
 	if err == nil {
-		err = errors.Join(f.Truncate(size), f.Close())
+		err = errors.Join(f.Truncate(devSize), f.Close())
 	}
 	if err != nil {
 		return fmt.Errorf("loop: image: %w", err)
@@ -287,17 +294,11 @@ func (t *Target) Close() error {
 	return errors.Join(errs...)
 }
 
-// lookTool finds name on PATH or in the sbin directories a non-login PATH
-// lacks.
+// lookTool finds name (tool.Look); missing, it makes the run unavailable.
 func lookTool(name string) (string, error) {
-	if p, err := exec.LookPath(name); err == nil {
-		return p, nil
+	p, err := tool.Look(name)
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	for _, dir := range []string{"/usr/sbin", "/sbin", "/usr/local/sbin"} {
-		p := filepath.Join(dir, name)
-		if st, err := os.Stat(p); err == nil && st.Mode()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("%w: %s not found", ErrUnavailable, name)
+	return p, nil
 }

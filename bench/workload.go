@@ -50,6 +50,9 @@ type Workload struct {
 	// Rep is the repetition this run belongs to (0-based), set by the
 	// schedule; it names profiles.
 	Rep int
+	// HTTP is what an HTTP workload asks of a server; nil for the block
+	// workloads. Only HTTP runners apply to HTTP workloads.
+	HTTP *HTTPWorkload
 }
 
 // workloadSpec is a workload's definition before the config sizes it.
@@ -95,7 +98,7 @@ func (c Config) workloads() []Workload {
 		}
 		out = append(out, w)
 	}
-	return out
+	return append(out, c.httpWorkloads()...)
 }
 
 // Reads and Writes say which directions the workload has.

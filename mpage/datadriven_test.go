@@ -38,8 +38,7 @@ type ddState struct {
 	// started.
 	asyncWaits int64
 
-	endedMu sync.Mutex
-	ended   []string // "read 3", "write 0": pages as Bio completions ended them
+	ended *endedLog // the current env's: an earlier env's late completions land in its own
 
 	// reader is the env's Reader (astart, apoll, await).
 	reader *mpage.Reader
@@ -207,10 +206,7 @@ func (s *ddState) run(t *testing.T, d *datadriven.TestData) string {
 		// The pages multipage Bio completions ended since the last
 		// ended, in the order they were ended (after a wait).
 		e.Drain()
-		s.endedMu.Lock()
-		defer s.endedMu.Unlock()
-		out := strings.Join(s.ended, "\n")
-		s.ended = s.ended[:0]
+		out := strings.Join(s.ended.take(), "\n")
 		if out == "" {
 			return "none"
 		}
@@ -362,14 +358,31 @@ func (s *ddState) newEnv(t *testing.T, d *datadriven.TestData) string {
 	s.env = mpagetest.NewEnvWith(t, cfg)
 	s.env.Ring.SetSync(syncMode)
 	s.reader = s.env.Mapping.NewReader(64)
-	s.ended = nil
-	mpage.SetPageEndedHook(s.env.Dev, func(p *mpage.Page, d mpage.Dir) {
-		s.endedMu.Lock()
-		s.ended = append(s.ended, fmt.Sprintf("%s %d", d, p.Index))
-		s.endedMu.Unlock()
-	})
+	s.ended = new(endedLog)
+	mpage.SetPageEndedHook(s.env.Dev, s.ended.add)
 	s.last, s.lastB = mpage.StatsSnapshot{}, alloc.BioStats{}
 	return ""
+}
+
+// endedLog records pages as Bio completions end them: "read 3",
+// "write 0". Completions add from the ring's side, the script takes.
+type endedLog struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *endedLog) add(p *mpage.Page, d mpage.Dir) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines = append(l.lines, fmt.Sprintf("%s %d", d, p.Index))
+}
+
+func (l *endedLog) take() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := l.lines
+	l.lines = nil
+	return out
 }
 
 func (s *ddState) wbc(t *testing.T, d *datadriven.TestData) *mpage.WritebackControl {

@@ -16,15 +16,20 @@ import (
 
 // TestBenchQuick is `mpaged bench --quick` as make test runs it: every
 // runner this build has produces numbers for every workload it applies
-// to, and the table, the JSON report and the chart are written.
+// to, the HTTP ones included (the daemon as the real binary, nginx, mpaged
+// cat), and the table, the JSON report and the chart are written.
 func TestBenchQuick(t *testing.T) {
 	testenv.RequireRoot(t)
 	testenv.RequireTool(t, "fio")
 	testenv.RequireTool(t, "losetup")
+	testenv.RequireTool(t, "nginx")
+	testenv.RequireTool(t, "mke2fs")
+	testenv.RequireTool(t, "e2fsck")
 	dir := t.TempDir()
 	jsonPath, svgPath := filepath.Join(dir, "bench.json"), filepath.Join(dir, "bench.svg")
 	var stdout, stderr bytes.Buffer
-	if code := run([]string{"bench", "--quick", "--json", jsonPath, "--svg", svgPath}, &stdout, &stderr); code != 0 {
+	args := []string{"bench", "--quick", "--json", jsonPath, "--svg", svgPath, "--mpaged", mpagedBinary(t)}
+	if code := run(args, &stdout, &stderr); code != 0 {
 		t.Fatalf("mpaged bench --quick: exit %d\n%s", code, stderr.String())
 	}
 	var rep bench.Report
@@ -63,11 +68,18 @@ func TestBenchQuick(t *testing.T) {
 			}
 		}
 	}
+	checkHTTPRows(t, rows)
 	if rep.Target == nil || rep.Target.Path == "" || !rep.Target.Created {
 		t.Errorf("report target %+v", rep.Target)
 	}
-	if out := stdout.String(); !strings.Contains(out, "vs fio-io_uring") || !strings.Contains(out, "engine-native") {
-		t.Errorf("no table on stdout:\n%s", out)
+	if out := stdout.String(); !strings.Contains(out, "vs fio-io_uring") || !strings.Contains(out, "engine-native") ||
+		!strings.Contains(out, "vs http-nginx") || !strings.Contains(out, "daemon GET vs mpaged cat") {
+		t.Errorf("no tables on stdout:\n%s", out)
+	}
+	for _, n := range rep.Notes {
+		if strings.Contains(n, "http-") || strings.Contains(n, "cli-cat") {
+			t.Errorf("an HTTP runner was skipped: %s", n)
+		}
 	}
 	svg, err := os.ReadFile(svgPath)
 	if err != nil || !bytes.Contains(svg, []byte("<svg")) || !bytes.Contains(svg, []byte("randread: throughput")) {
@@ -82,6 +94,35 @@ func TestBenchQuick(t *testing.T) {
 	if rep.Target.Kind == bench.TargetZram {
 		if _, err := os.Stat(filepath.Join("/sys/block", filepath.Base(rep.Target.Path))); err == nil {
 			t.Errorf("%s still there", rep.Target.Path)
+		}
+	}
+}
+
+// checkHTTPRows: each HTTP workload has its runners' rows, with figures,
+// ratios to nginx, and the device reads a cold or warm run implies.
+func checkHTTPRows(t *testing.T, rows map[string]bench.Row) {
+	t.Helper()
+	for w, runners := range map[string][]string{
+		"http-get-cold": {"http-mpaged", "http-nginx", "cli-cat"},
+		"http-get-warm": {"http-mpaged", "http-nginx"},
+		"http-range":    {"http-mpaged", "http-nginx"},
+	} {
+		for _, r := range runners {
+			row, ok := rows[w+"/"+r]
+			if !ok {
+				t.Errorf("%s/%s: no result", w, r)
+				continue
+			}
+			if row.MiBps.Median <= 0 || row.IOPS <= 0 || row.P50 <= 0 || row.P999 < row.P50 || row.Ratio == nil || row.HTTP == nil {
+				t.Errorf("%s/%s: empty figures %+v", w, r, row)
+				continue
+			}
+			if r == "http-mpaged" && (row.PagesPerBio == nil || row.HTTP.CacheBytes <= 0) {
+				t.Errorf("%s/%s: no daemon counters %+v %+v", w, r, row, row.HTTP)
+			}
+			if dev := row.HTTP.DeviceReadPerByte; dev != nil && (w == "http-get-cold" && *dev < 1 || w == "http-get-warm" && *dev > 0.1) {
+				t.Errorf("%s/%s: the device read %.2f bytes per byte served", w, r, *dev)
+			}
 		}
 	}
 }

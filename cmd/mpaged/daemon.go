@@ -11,13 +11,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"syscall"
 
 	"github.com/dustin/go-humanize"
 
 	"github.com/mpaged/mpaged/api"
 	"github.com/mpaged/mpaged/engine"
 	"github.com/mpaged/mpaged/fs/ext"
+	"github.com/mpaged/mpaged/internal/tool"
 	"github.com/mpaged/mpaged/metrics"
 	"github.com/mpaged/mpaged/mpage"
 )
@@ -36,6 +39,8 @@ type daemon struct {
 	// roReason, when set, is why a writable volume is served read-only
 	// (it could not be checked or repaired).
 	roReason string
+	// handlersLeft: shutdown gave up waiting for requests in flight.
+	handlersLeft bool
 }
 
 func newDaemon(sf *serveFlags, log *slog.Logger) (_ *daemon, err error) {
@@ -46,7 +51,7 @@ func newDaemon(sf *serveFlags, log *slog.Logger) (_ *daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
-	maxBody, err := sizeFlag("max-body", sf.maxBody, 0)
+	maxBody, err := sizeFlag("max-body", sf.maxBody, 1)
 	if err != nil {
 		return nil, err
 	}
@@ -103,11 +108,9 @@ func ensureDefaultVolume(createSize string, log *slog.Logger) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	mkfs, err := exec.LookPath("mke2fs")
+	mkfs, err := tool.Look("mke2fs")
 	if err != nil {
-		if mkfs, err = lookSbin("mke2fs"); err != nil {
-			return "", fmt.Errorf("creating %s: mke2fs not found: install e2fsprogs (make deps does), or pass --volume", path)
-		}
+		return "", fmt.Errorf("creating %s: mke2fs not found: install e2fsprogs (make deps does), or pass --volume", path)
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return "", err
@@ -138,83 +141,118 @@ func ensureDefaultVolume(createSize string, log *slog.Logger) (string, error) {
 	return path, nil
 }
 
-func lookSbin(name string) (string, error) {
-	for _, dir := range []string{"/usr/sbin", "/sbin"} {
-		p := filepath.Join(dir, name)
-		if st, err := os.Stat(p); err == nil && st.Mode()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("%s not found", name)
-}
-
 // openChecked opens the volume for serving. A writable volume that was
 // not cleanly unmounted is checked with e2fsck -p first (--fsck auto), or
 // always (--fsck force); one that cannot be repaired, or checked, is
-// served read-only with the reason.
+// served read-only with the reason. The volume is held (engine.Open with
+// Write) before it is checked, so nobody writes it while e2fsck runs.
 func (d *daemon) openChecked() error {
 	if d.sf.readOnly {
-		return d.open(false, false)
+		return d.openReadOnly("")
+	}
+	eng, err := engine.Open(d.engineConfig(true))
+	if err != nil {
+		return err
 	}
 	if d.sf.fsck == "force" {
-		if err := d.fsck("-pf"); err != nil {
-			d.log.Error("e2fsck could not repair the volume: serving it read-only", "err", err)
-			d.roReason = "e2fsck could not repair it: " + err.Error()
-			return d.open(false, true)
+		if eng, err = d.fsckHolding(eng, "-pf"); err != nil {
+			return d.openReadOnly("e2fsck could not repair it: " + err.Error())
 		}
 	}
-	err := d.open(true, false)
-	if !errors.Is(err, ext.ErrUnclean) {
-		return err
-	}
-	switch {
-	case d.sf.fsck == "never":
-		d.roReason = "it was not cleanly unmounted and --fsck never forbids checking it (run e2fsck -p)"
-	default:
+	vol, err := openExtOn(eng, d.path, true, false, d.logf)
+	if errors.Is(err, ext.ErrUnclean) {
+		if d.sf.fsck == "never" {
+			eng.Close()
+			return d.openReadOnly("it was not cleanly unmounted and --fsck never forbids checking it (run e2fsck -p)")
+		}
 		d.log.Warn("the volume was not cleanly unmounted: running e2fsck -p")
-		if ferr := d.fsck("-p"); ferr != nil {
-			d.roReason = "it was not cleanly unmounted and e2fsck could not repair it: " + ferr.Error()
-		} else if err = d.open(true, false); err == nil {
-			return nil
-		} else if !errors.Is(err, ext.ErrUnclean) {
-			return err
-		} else {
-			d.roReason = "it is still marked unclean after e2fsck -p"
+		if eng, err = d.fsckHolding(eng, "-p"); err != nil {
+			return d.openReadOnly("it was not cleanly unmounted and e2fsck could not repair it: " + err.Error())
+		}
+		if vol, err = openExtOn(eng, d.path, true, false, d.logf); errors.Is(err, ext.ErrUnclean) {
+			eng.Close()
+			return d.openReadOnly("it is still marked unclean after e2fsck -p")
 		}
 	}
-	d.log.Error("serving the volume read-only", "reason", d.roReason)
-	return d.open(false, true)
-}
-
-// open assembles the engine and opens the volume on it.
-func (d *daemon) open(write, allowUnclean bool) error {
-	cfg := d.engCfg
-	cfg.Write = write
-	eng, err := engine.Open(cfg)
-	if err != nil {
-		return err
-	}
-	vol, err := ext.Open(ext.Config{Device: eng.Device, Cache: eng.Cache, DeviceSize: eng.Info.Size,
-		SectorSize: eng.Info.SectorSize, ReadOnly: !write, AllowUnclean: allowUnclean,
-		Logf: func(f string, a ...any) { d.log.Info(fmt.Sprintf(f, a...)) }})
 	if err != nil {
 		eng.Close()
-		return fmt.Errorf("volume %s: %w", d.path, err)
+		return err
 	}
+	return d.adopt(eng, vol, true)
+}
+
+// fsckHolding runs e2fsck on the volume eng holds, keeping the hold where
+// it can: an image file keeps the engine's lock (e2fsck does not take
+// flocks); a block device is let go, since e2fsck opens it O_EXCL itself
+// (which keeps other writers out while it runs), and taken again after.
+// On error eng is closed.
+func (d *daemon) fsckHolding(eng *engine.Engine, flag string) (*engine.Engine, error) {
+	if eng.Info.BlockDevice {
+		eng.Close()
+		if err := d.fsck(flag); err != nil {
+			return nil, err
+		}
+		return engine.Open(d.engineConfig(true))
+	}
+	err := d.fsck(flag)
+	if err == nil && eng.Cache.Stats().Pages != 0 {
+		// Blocks read before the check would be stale: start afresh.
+		eng.Close()
+		return engine.Open(d.engineConfig(true))
+	}
+	if err != nil {
+		eng.Close()
+		return nil, err
+	}
+	return eng, nil
+}
+
+// openReadOnly serves the volume read-only; why, if set, is why a
+// writable volume is (it could not be checked or repaired).
+func (d *daemon) openReadOnly(why string) error {
+	if why != "" {
+		d.roReason = why
+		d.log.Error("serving the volume read-only", "reason", why)
+	}
+	eng, err := engine.Open(d.engineConfig(false))
+	if err != nil {
+		return err
+	}
+	vol, err := openExtOn(eng, d.path, false, true, d.logf)
+	if err != nil {
+		eng.Close()
+		return err
+	}
+	return d.adopt(eng, vol, false)
+}
+
+func (d *daemon) engineConfig(write bool) engine.Config {
+	cfg := d.engCfg
+	cfg.Write = write
+	return cfg
+}
+
+func (d *daemon) logf(f string, a ...any) { d.log.Info(fmt.Sprintf(f, a...)) }
+
+// adopt makes eng and vol the daemon's; a writable volume gets background
+// writeback and loses what a crash left in its staging directory.
+func (d *daemon) adopt(eng *engine.Engine, vol *ext.Volume, write bool) error {
 	d.eng, d.vol = eng, vol
 	d.met.SetEngine(eng)
 	if write {
+		if n, err := vol.CleanStaging(); err != nil {
+			d.log.Warn("removing staged files left by a crash", "err", err)
+		} else if n > 0 {
+			d.log.Info("removed staged files a crash left (PUTs that never completed)", "files", n)
+		}
 		if err := d.startFlusher(); err != nil {
-			vol.Close()
-			eng.Close()
-			d.eng, d.vol = nil, nil
-			return err
+			return errors.Join(err, d.close())
 		}
 	}
 	ro, why := vol.ReadOnly()
 	d.log.Info("volume open", "path", d.path, "size", humanize.IBytes(uint64(eng.Info.Size)),
-		"block_size", vol.BlockSize(), "read_only", ro, "why", why, "ring", eng.Ring.Features().Backend,
-		"o_direct", eng.Info.Direct, "cache", humanize.IBytes(uint64(cfg.CacheBytes)))
+		"block_size", vol.BlockSize(), "read_only", ro || d.roReason != "", "why", why+d.roReason, "ring", eng.Ring.Features().Backend,
+		"o_direct", eng.Info.Direct, "cache", humanize.IBytes(uint64(d.engCfg.CacheBytes)))
 	return nil
 }
 
@@ -234,13 +272,18 @@ func (d *daemon) startFlusher() error {
 
 // fsck runs e2fsck with flag on the (closed) volume.
 func (d *daemon) fsck(flag string) error {
-	e2fsck, err := exec.LookPath("e2fsck")
+	e2fsck, err := tool.Look("e2fsck")
 	if err != nil {
-		if e2fsck, err = lookSbin("e2fsck"); err != nil {
-			return errors.New("e2fsck is not installed (e2fsprogs)")
-		}
+		return errors.New("e2fsck is not installed (e2fsprogs)")
 	}
-	out, err := exec.Command(e2fsck, flag, d.path).CombinedOutput()
+	cmd := exec.Command(e2fsck, flag, d.path)
+	// Should the daemon die mid-check, e2fsck must not go on repairing a
+	// volume a restarted daemon may already hold. Pdeathsig follows the
+	// thread that forks, so that thread stays put until e2fsck exits.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	runtime.LockOSThread()
+	out, err := cmd.CombinedOutput()
+	runtime.UnlockOSThread()
 	code := 0
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
@@ -271,8 +314,7 @@ func (d *daemon) run(ln net.Listener, sigs <-chan os.Signal, stdout io.Writer) e
 	}
 	select {
 	case err := <-served:
-		d.close()
-		return fmt.Errorf("http: %w", err)
+		return errors.Join(fmt.Errorf("http: %w", err), d.close())
 	case sig := <-sigs:
 		d.log.Info("signal: shutting down (a second signal exits at once, leaving the volume unclean)", "signal", sig.String())
 	}
@@ -299,6 +341,11 @@ func (d *daemon) close() error {
 	if d.flush != nil {
 		if err := d.flush.Stop(context.Background()); err != nil {
 			errs = append(errs, fmt.Errorf("background writeback: %w", err))
+		}
+	}
+	if d.vol != nil && d.flush != nil && !d.handlersLeft { // written, and no PUT runs any more
+		if _, err := d.vol.CleanStaging(); err != nil {
+			errs = append(errs, fmt.Errorf("staging directory: %w", err))
 		}
 	}
 	if d.vol != nil {

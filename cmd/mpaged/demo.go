@@ -84,9 +84,13 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer d.release()
-
 	ft := r.Features()
 	fmt.Fprintf(stdout, "volume %s (%s, O_DIRECT %v), ring %s %v\n", *volume, humanize.IBytes(size), direct, ft.Backend, ft.SetupFlags)
+	return d.run(stdout)
+}
+
+// run writes, syncs, reads back and verifies, and prints what it took.
+func (d *demo) run(stdout io.Writer) error {
 	start := time.Now()
 	if err := d.pass(uring.OpWritev); err != nil {
 		return err
@@ -100,7 +104,8 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	read := time.Since(start)
-	st := r.Stats()
+	st := d.ring.Stats()
+	size := uint64(d.size)
 	fmt.Fprintf(stdout, "wrote+fsync %s in %v (%s/s), read and verified in %v (%s/s)\n",
 		humanize.IBytes(size), wrote.Round(time.Millisecond), humanize.IBytes(uint64(float64(size)/wrote.Seconds())),
 		read.Round(time.Millisecond), humanize.IBytes(uint64(float64(size)/read.Seconds())))

@@ -34,10 +34,11 @@ func runPut(args []string, stdout, stderr io.Writer) (err error) {
 	}()
 	// Atomically: a failure (stdin cut short, a full volume) or a crash
 	// leaves the old content, never part of the new.
-	if _, _, err := ov.vol.ReplaceFile(p, stdin, 0o644, true); err != nil {
+	if _, _, err := ov.vol.ReplaceFile(p, stdin, 0o644, nil); err != nil {
 		return err
 	}
-	return nil
+	_, err = ov.vol.CleanStaging() // the staging directory, empty now
+	return err
 }
 
 // runMkdir makes each directory (parents must exist).

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -31,6 +32,7 @@ type serveFlags struct {
 	volume, createSize, listen, cache, ring string
 	readOnly                                bool
 	tokenFile, fsck, logFormat, inject      string
+	logLevel, cpuProfile                    string
 	maxBody                                 string
 	maxConcurrent                           int
 	shutdownTimeout                         time.Duration
@@ -49,6 +51,8 @@ func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
 	fs.StringVar(&sf.tokenFile, "token-file", "", "file holding the bearer token /v1 requests must carry (default: none)")
 	fs.StringVar(&sf.fsck, "fsck", "auto", "e2fsck -p before serving: auto (when the volume was not cleanly unmounted), never, force (always, with -f)")
 	fs.StringVar(&sf.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&sf.logLevel, "log-level", "info", "least severe level logged: debug, info (one line per request), warn or error")
+	fs.StringVar(&sf.cpuProfile, "cpuprofile", "", "write a CPU profile of the daemon's whole run to FILE at shutdown (go tool pprof)")
 	fs.StringVar(&sf.inject, "inject", "", "fault injection rules for drills, ';'-separated (e.g. op=writev,errno=EIO,count=3); off by default")
 	fs.StringVar(&sf.maxBody, "max-body", "64GiB", "largest PUT body")
 	fs.IntVar(&sf.maxConcurrent, "max-concurrent", 64, "requests served at once; more wait their turn")
@@ -72,8 +76,11 @@ func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
 	default:
 		return nil, fmt.Errorf("%w: --log-format %q: want text or json", errUsage, sf.logFormat)
 	}
-	if sf.writebackInterval <= 0 || sf.dirtyExpire <= 0 {
-		return nil, fmt.Errorf("%w: --writeback-interval and --dirty-expire must be positive", errUsage)
+	if sf.writebackInterval <= 0 || sf.dirtyExpire <= 0 || sf.shutdownTimeout <= 0 {
+		return nil, fmt.Errorf("%w: --writeback-interval, --dirty-expire and --shutdown-timeout must be positive", errUsage)
+	}
+	if _, err := parseLogLevel(sf.logLevel); err != nil {
+		return nil, err
 	}
 	if sf.maxConcurrent < 1 {
 		return nil, fmt.Errorf("%w: --max-concurrent %d: want at least 1", errUsage, sf.maxConcurrent)
@@ -81,11 +88,22 @@ func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
 	return sf, nil
 }
 
-func newLogger(format string, w io.Writer) *slog.Logger {
-	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, nil))
+// parseLogLevel reads --log-level.
+func parseLogLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	switch s {
+	case "debug", "info", "warn", "error":
+		return l, l.UnmarshalText([]byte(s))
 	}
-	return slog.New(slog.NewTextHandler(w, nil))
+	return l, fmt.Errorf("%w: --log-level %q: want debug, info, warn or error", errUsage, s)
+}
+
+func newLogger(format string, level slog.Level, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 // runServe is `mpaged serve`: it opens (or creates) the volume, checks it,
@@ -96,7 +114,19 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(sf.logFormat, stderr)
+	level, _ := parseLogLevel(sf.logLevel) // checked by parseServeFlags
+	log := newLogger(sf.logFormat, level, stderr)
+	if sf.cpuProfile != "" {
+		stop, err := startCPUProfile(sf.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if perr := stop(); perr != nil {
+				log.Error("cpu profile", "path", sf.cpuProfile, "err", perr)
+			}
+		}()
+	}
 	d, err := newDaemon(sf, log)
 	if err != nil {
 		return err
@@ -107,7 +137,9 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	// SIGHUP too: a daemon whose terminal goes away shuts down cleanly
+	// rather than dying with acknowledged data in its cache.
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 	return d.run(ln, sigs, stdout)
 }
@@ -119,6 +151,10 @@ func listen(addr string) (net.Listener, error) {
 		if c, err := net.Dial("unix", path); err == nil {
 			c.Close()
 			return nil, fmt.Errorf("listen %s: another process is listening there", addr)
+		}
+		// Only a socket is replaced: a typo must not delete a file.
+		if st, err := os.Lstat(path); err == nil && st.Mode().Type() != os.ModeSocket {
+			return nil, fmt.Errorf("listen %s: %s exists and is not a socket", addr, path)
 		}
 		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("listen %s: %w", addr, err)
@@ -192,12 +228,33 @@ func (d *daemon) shutdown(srv *http.Server, timeout time.Duration) error {
 	if err := srv.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("http: %w", err))
 		srv.Close()
+		// Handlers may still run (Close does not wait for them): leave
+		// their staged files to the next start's cleanup.
+		d.handlersLeft = true
 	}
 	d.log.Info("writing back and syncing the volume")
 	if err := d.close(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// startCPUProfile profiles the process into path until stop (the daemon
+// stops it as runServe returns: after a clean shutdown or a failed start;
+// a second signal's immediate exit loses it).
+func startCPUProfile(path string) (stop func() error, err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		return f.Close()
+	}, nil
 }
 
 // sizeFlag parses a size flag.

@@ -88,9 +88,11 @@ func TestServeRefusesSecondWriter(t *testing.T) {
 	dir := t.TempDir()
 	startDaemon(t, dir)
 	img := filepath.Join(dir, "mpaged-data", "volume.img")
-	out, err := exec2(dir, "serve", "--volume", img, "--listen", "127.0.0.1:0")
-	if err == nil || !strings.Contains(out, "in use") {
-		t.Errorf("second serve: %v\n%s", err, out)
+	for _, fsck := range []string{"auto", "force"} {
+		out, err := exec2(dir, "serve", "--volume", img, "--listen", "127.0.0.1:0", "--fsck", fsck)
+		if err == nil || !strings.Contains(out, "in use") || strings.Contains(out, "e2fsck") {
+			t.Errorf("second serve (--fsck %s): %v\n%s", fsck, err, out)
+		}
 	}
 	code, _, errs := putCmd([]byte("x"), "--volume", img, "/x")
 	if code != 1 || !strings.Contains(errs, "in use") || strings.Count(errs, "\n") != 1 {
@@ -288,7 +290,7 @@ func TestServeErrorsAreJSON(t *testing.T) {
 		{"PUT", "/v1/files/nodir/x", "x", auth, 409, "no_parent"},
 		{"PUT", "/v1/files/x", strings.Repeat("x", 2000), auth, 413, "too_large"},
 		{"PUT", "/v1/files/x?offset=z", "x", auth, 400, "bad_offset"},
-		{"GET", "/v1/files/lost+found/../x", "", auth, 404, "not_found"},
+		{"GET", "/v1/files/lost+found/../x", "", auth, 400, "invalid_path"},
 	} {
 		resp, b := d.call(tc.method, tc.path, strings.NewReader(tc.body), tc.hdr...)
 		var eb struct{ Error, Code string }
@@ -356,7 +358,20 @@ func TestServeUnixSocket(t *testing.T) {
 	testenv.RequireTool(t, "mke2fs")
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "mpaged.sock")
-	os.WriteFile(sock, nil, 0o600) // stale: nobody listens
+	precious := filepath.Join(dir, "precious")
+	os.WriteFile(precious, []byte("keep me"), 0o600)
+	if o, err := exec2(dir, "serve", "--listen", "unix:"+precious); err == nil || !strings.Contains(o, "not a socket") {
+		t.Errorf("--listen on a regular file: %v\n%s", err, o)
+	}
+	if b, _ := os.ReadFile(precious); string(b) != "keep me" {
+		t.Error("--listen unix: removed a regular file")
+	}
+	ln, err := net.Listen("unix", sock) // a stale socket: nobody will listen
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close()
 	cmd := exec.Command(mpagedBinary(t), "serve", "--listen", "unix:"+sock)
 	cmd.Dir = dir
 	var out syncBuffer

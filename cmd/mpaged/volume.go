@@ -8,8 +8,6 @@ import (
 	"log"
 	"sync"
 
-	"github.com/dustin/go-humanize"
-
 	"github.com/mpaged/mpaged/engine"
 	"github.com/mpaged/mpaged/fs/ext"
 )
@@ -75,11 +73,11 @@ func (vf *volumeFlags) engineConfig(write bool, logf func(string, ...any)) (engi
 	if vf.volume == "" {
 		return engine.Config{}, fmt.Errorf("%w: --volume is required", errUsage)
 	}
-	cacheBytes, err := humanize.ParseBytes(vf.cache)
-	if err != nil || cacheBytes < 1<<20 {
-		return engine.Config{}, fmt.Errorf("%w: --cache %q: want a size of at least 1MiB", errUsage, vf.cache)
+	cacheBytes, err := sizeFlag("cache", vf.cache, 1<<20)
+	if err != nil {
+		return engine.Config{}, err
 	}
-	return engine.Config{Path: vf.volume, Write: write, Backend: vf.ring, CacheBytes: int64(cacheBytes), Logf: logf}, nil
+	return engine.Config{Path: vf.volume, Write: write, Backend: vf.ring, CacheBytes: cacheBytes, Logf: logf}, nil
 }
 
 func openEngineVolume(vf *volumeFlags, stderr io.Writer, write bool) (_ *openedVolume, err error) {
@@ -105,17 +103,27 @@ func openEngineVolume(vf *volumeFlags, stderr io.Writer, write bool) (_ *openedV
 	// writer refused a read-only volume gets one line saying why, not the
 	// notice as well.
 	notes := &heldLog{out: logger}
-	ov.vol, err = ext.Open(ext.Config{Device: e.Device, Cache: e.Cache, DeviceSize: e.Info.Size, SectorSize: e.Info.SectorSize,
-		ReadOnly: !write, AllowUnclean: vf.force, Logf: notes.Printf})
+	ov.vol, err = openExtOn(e, vf.volume, write, vf.force, notes.Printf)
 	if errors.Is(err, ext.ErrUnclean) {
-		return nil, fmt.Errorf("volume %s: %w; check it with e2fsck -p first, or pass --force to write it anyway", vf.volume, err)
+		return nil, fmt.Errorf("%w; check it with e2fsck -p first, or pass --force to write it anyway", err)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("volume %s: %w", vf.volume, err)
+		return nil, err
 	}
 	ro, _ := ov.vol.ReadOnly()
 	notes.release(!(write && ro))
 	return ov, nil
+}
+
+// openExtOn opens the ext volume on an assembled engine (for writing, or
+// read-only), its errors naming the volume's path.
+func openExtOn(e *engine.Engine, path string, write, allowUnclean bool, logf func(string, ...any)) (*ext.Volume, error) {
+	vol, err := ext.Open(ext.Config{Device: e.Device, Cache: e.Cache, DeviceSize: e.Info.Size, SectorSize: e.Info.SectorSize,
+		ReadOnly: !write, AllowUnclean: allowUnclean, Logf: logf})
+	if err != nil {
+		return nil, fmt.Errorf("volume %s: %w", path, err)
+	}
+	return vol, nil
 }
 
 // heldLog holds log lines until release, which prints them (or drops

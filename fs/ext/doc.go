@@ -81,8 +81,13 @@
 //     (ENOTEMPTY, EISDIR, ENOTDIR, EINVAL into itself, EBUSY for the root)
 //     are checked before anything changes. The new name's entry is
 //     pointed at the moved inode in place, so until Rename a replaced
-//     name shows its old file and from then on the new one: write a
-//     temporary name, File.Sync it, Rename it over the target.
+//     name shows its old file and from then on the new one;
+//   - ReplaceFile (replace.go), the atomic, durable replacement built on
+//     it: the content is staged in StagingDir and made durable, renamed
+//     over the target (a caller's precondition checked in the same
+//     name-space change), the directories made durable, and only then the
+//     replaced inode dropped and freed, so no crash order leaves a name
+//     pointing at a freed inode; CleanStaging removes what a crash left.
 //
 // On-disk state while writing: the first change of a session marks the
 // superblock as a read-write mount does ("not cleanly unmounted", one

@@ -294,12 +294,34 @@ func (v *Volume) releaseNode(n *node, evict bool) {
 		}
 	}
 	if flush != nil {
-		if err := flush.syncData(); err != nil {
-			// The error stays on its mapping for the next Sync.
-			v.logf("ext: writing back inode %d: %v", flush.ino, err)
-		}
-		v.releaseNode(flush, false)
+		v.flushIdle(flush)
 	}
+}
+
+// flushIdle writes back an idle node on its way out of the cache, on a
+// goroutine of its own: the release that picked it may hold the
+// name-space lock (a lookup's putNode), and a long write-back under it
+// would stall every lookup. One runs at a time; meanwhile the idle list
+// may grow past its limit, and a later release picks the node again.
+// n is referenced; the reference goes when the write-back is done.
+func (v *Volume) flushIdle(n *node) {
+	if !v.idleFlushing.CompareAndSwap(false, true) {
+		v.releaseNode(n, false)
+		return
+	}
+	go func() {
+		defer v.idleFlushing.Store(false)
+		if err := v.enter(); err != nil {
+			v.releaseNode(n, false) // closing: Close writes everything back
+			return
+		}
+		defer v.leave()
+		if err := n.syncData(); err != nil {
+			// The error stays on its mapping for the next Sync.
+			v.logf("ext: writing back inode %d: %v", n.ino, err)
+		}
+		v.releaseNode(n, false)
+	}()
 }
 
 // markInodeDirty notes that n's inode must be committed again, and tells

@@ -69,7 +69,7 @@ func (v *Volume) Rename(oldpath, newpath string) error {
 	}
 	defer v.leave()
 	v.ns.Lock()
-	err = v.rename(oldComps, newComps, oldTrailing || newTrailing)
+	err = v.rename(oldComps, newComps, oldTrailing || newTrailing, renameHooks{})
 	v.ns.Unlock()
 	if err != nil {
 		return wrap(err)
@@ -78,9 +78,23 @@ func (v *Volume) Rename(oldpath, newpath string) error {
 	return nil
 }
 
+// renameHooks let a caller inside the package (ReplaceFile) shape a
+// rename.
+type renameHooks struct {
+	// check, if set, sees the node the new name holds now (nil when free)
+	// before anything changes, and may refuse the rename: a caller's
+	// precondition, checked in the same name-space change as the rename
+	// it guards.
+	check func(tgt *node) error
+	// keepTarget leaves the replaced node its link: the caller, which
+	// holds it, drops the link (dropLink) once the directory that no
+	// longer names it is on the device.
+	keepTarget bool
+}
+
 // rename resolves and checks the rename, then applies it. mustBeDir: a
 // path had a trailing slash. The caller holds v.ns exclusively.
-func (v *Volume) rename(oldComps, newComps []string, mustBeDir bool) error {
+func (v *Volume) rename(oldComps, newComps []string, mustBeDir bool, hooks renameHooks) error {
 	var r renameArgs
 	var err error
 	if r.oldDir, r.oldName, err = v.parentAndName(oldComps); err != nil {
@@ -109,6 +123,11 @@ func (v *Volume) rename(oldComps, newComps []string, mustBeDir bool) error {
 	case !errors.Is(err, ErrNotFound):
 		return err
 	}
+	if hooks.check != nil {
+		if err := hooks.check(r.tgt); err != nil {
+			return err
+		}
+	}
 	if err := v.checkRename(&r); err != nil {
 		return err
 	}
@@ -116,7 +135,7 @@ func (v *Volume) rename(oldComps, newComps []string, mustBeDir bool) error {
 	if err := v.makeEditable(&r); err != nil {
 		return err
 	}
-	return v.applyRename(&r)
+	return v.applyRename(&r, hooks.keepTarget)
 }
 
 // checkRename refuses what rename(2) refuses, before anything changes.
@@ -198,7 +217,7 @@ func (v *Volume) checkNotUnder(dir *node, ino uint32) error {
 // applyRename makes the checked rename, in the order the comment at the
 // top gives. The caller holds v.ns exclusively; each directory's wmu is
 // held only for its own edit.
-func (v *Volume) applyRename(r *renameArgs) error {
+func (v *Volume) applyRename(r *renameArgs, keepTarget bool) error {
 	t := now()
 	srcDir := r.src.inode().IsDir()
 	moved := srcDir && r.newDir != r.oldDir
@@ -243,7 +262,7 @@ func (v *Volume) applyRename(r *renameArgs) error {
 	if err != nil {
 		return err
 	}
-	if r.tgt != nil {
+	if r.tgt != nil && !keepTarget {
 		return v.dropLink(r.tgt, t)
 	}
 	return nil

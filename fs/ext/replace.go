@@ -12,9 +12,12 @@ import (
 	"sync"
 )
 
-// TempPrefix starts the names of the temporary files ReplaceFile writes
-// beside their target. After a crash one may remain; nothing else uses
-// the prefix.
+// StagingDir is the directory ReplaceFile writes new content in before it
+// renames it into place. Whatever is left there was cut off by a crash:
+// CleanStaging removes it.
+const StagingDir = "/.mpaged-staging"
+
+// TempPrefix starts the names of ReplaceFile's files in StagingDir.
 const TempPrefix = ".mpaged-put."
 
 // copyChunk is how much of a reader one WriteAt hands the engine.
@@ -64,28 +67,62 @@ func fill(r io.Reader, buf []byte) (int, error) {
 }
 
 // ReplaceFile makes the regular file at path hold exactly what r yields,
-// atomically: the bytes go to a new temporary file in the same directory,
-// which is made durable (File.Sync) and only then renamed over path. Until
-// the rename, path shows its old content to every reader, and an error
-// (r failing, ENOSPC, EIO) removes the temporary file and leaves path as it
-// was; a crash leaves the old content, or the new one whole, never a mix.
-// A new file gets perm; a replaced one keeps its permission bits. With
-// syncName the rename itself is durable before ReplaceFile returns.
-// existed says whether path named a file before.
-func (v *Volume) ReplaceFile(p string, r io.Reader, perm fs.FileMode, syncName bool) (fi FileInfo, existed bool, err error) {
-	cur, err := v.Stat(p)
+// atomically and durably. The bytes go to a new file in StagingDir, which
+// is made durable (File.Sync), then renamed over path; the rename is made
+// durable before ReplaceFile returns. Until the rename, path shows its old
+// content to every reader; an error before it (r failing, ENOSPC, EIO,
+// check refusing) removes the new file and leaves path as it was. A crash
+// leaves the old content or the new one whole, never a mix and never
+// nothing: the replaced inode is held until the directory entry that no
+// longer names it is on the device, so background writeback cannot free
+// it first.
+//
+// check, if set, sees what path names at the moment of the rename (nil:
+// nothing) and may refuse it, so a caller's precondition (an ETag match)
+// holds against concurrent replacements. A new file gets perm; a replaced
+// one keeps its permission bits. existed says whether the rename replaced
+// a file. After the rename, an error means the new content is in place but
+// may not be durable yet.
+func (v *Volume) ReplaceFile(p string, r io.Reader, perm fs.FileMode, check func(cur *FileInfo) error) (fi FileInfo, existed bool, err error) {
+	wrap := func(err error) error { return &fs.PathError{Op: "replace", Path: p, Err: err} }
+	comps, trailing, err := splitPath(p)
 	switch {
-	case err == nil && cur.IsDir():
-		return FileInfo{}, true, &fs.PathError{Op: "replace", Path: p, Err: ErrIsDir}
-	case err == nil:
-		existed, perm = true, cur.Mode.Perm()
-	case !errors.Is(err, ErrNotFound):
-		return FileInfo{}, false, err
+	case err != nil:
+		return FileInfo{}, false, wrap(err)
+	case len(comps) == 0 || trailing:
+		return FileInfo{}, false, wrap(fmt.Errorf("%w %q: names a directory", ErrIsDir, p))
 	}
-	tmp := path.Join(path.Dir(p), TempPrefix+randomSuffix())
+	if cur, err := v.Stat(p); err == nil && !cur.IsDir() {
+		perm = cur.Mode.Perm()
+	}
+	tmp, err := v.stage(r, perm)
+	if err != nil {
+		return FileInfo{}, false, wrap(err)
+	}
+	held, existed, err := v.renameOver(tmp, comps, check)
+	if err != nil {
+		return FileInfo{}, false, wrap(v.unstage(tmp, err))
+	}
+	if err := v.syncNames(); err != nil {
+		v.dropHeld(held)
+		return FileInfo{}, existed, wrap(fmt.Errorf("replaced, but not yet durable: %w", err))
+	}
+	if err := v.dropHeld(held); err != nil {
+		return FileInfo{}, existed, wrap(fmt.Errorf("replaced; freeing the old content: %w", err))
+	}
+	fi, err = v.Stat(p)
+	return fi, existed, err
+}
+
+// stage writes r to a new file in StagingDir and makes it durable.
+func (v *Volume) stage(r io.Reader, perm fs.FileMode) (string, error) {
+	if err := v.Mkdir(StagingDir, 0o700); err != nil && !errors.Is(err, ErrExist) {
+		return "", err
+	}
+	tmp := path.Join(StagingDir, TempPrefix+randomSuffix())
 	f, err := v.OpenWrite(tmp, os.O_CREATE|os.O_EXCL|os.O_RDWR, perm)
 	if err != nil {
-		return FileInfo{}, existed, err
+		return "", err
 	}
 	_, err = f.WriteFrom(r, 0)
 	if err == nil {
@@ -96,22 +133,127 @@ func (v *Volume) ReplaceFile(p string, r io.Reader, perm fs.FileMode, syncName b
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if err == nil {
-		err = v.Rename(tmp, p)
+	if err != nil {
+		return "", v.unstage(tmp, err)
+	}
+	return tmp, nil
+}
+
+// unstage removes a staged file after err stopped its replacement, and
+// returns err (with the removal's failure, if any).
+func (v *Volume) unstage(tmp string, err error) error {
+	if uerr := v.Unlink(tmp); uerr != nil && !errors.Is(uerr, ErrNotFound) {
+		return errors.Join(err, fmt.Errorf("ext: staged file %s left behind: %w", tmp, uerr))
+	}
+	return err
+}
+
+// renameOver renames the staged file tmp to comps, running check in the
+// same name-space change. The node it replaces keeps its link and comes
+// back referenced (held): on the device the old inode stays whole and
+// linked until dropHeld, which the caller runs once the directory that
+// names the new file is durable. Freeing it earlier could let background
+// writeback put a free or unlinked inode on the device while the old
+// directory block still names it; e2fsck would then clear the name.
+func (v *Volume) renameOver(tmp string, comps []string, check func(*FileInfo) error) (held *node, existed bool, err error) {
+	tmpComps, _, err := splitPath(tmp)
+	if err != nil {
+		return nil, false, err
+	}
+	if err := v.enter(); err != nil {
+		return nil, false, err
+	}
+	defer v.leave()
+	v.ns.Lock()
+	err = v.rename(tmpComps, comps, false, renameHooks{keepTarget: true, check: func(tgt *node) error {
+		var cur *FileInfo
+		if tgt != nil {
+			fi := infoOf(baseName(comps), tgt.inode())
+			cur = &fi
+		}
+		if check != nil {
+			if err := check(cur); err != nil {
+				return err
+			}
+		}
+		if tgt != nil {
+			v.holdNode(tgt)
+			held, existed = tgt, true
+		}
+		return nil
+	}})
+	v.ns.Unlock()
+	if err != nil {
+		if held != nil {
+			v.putNode(held)
+		}
+		return nil, false, err
+	}
+	v.balanceMeta()
+	return held, existed, nil
+}
+
+// dropHeld drops the link renameOver kept on the replaced node, lets go
+// of it (freeing it, or at the last close of a File still open on it),
+// and makes that durable, so the device does not keep an inode no
+// directory names (which e2fsck -p would not repair by itself).
+func (v *Volume) dropHeld(held *node) error {
+	if held == nil {
+		return nil
+	}
+	if err := v.enter(); err != nil {
+		v.putNode(held)
+		return err
+	}
+	defer v.leave()
+	v.ns.Lock()
+	err := v.dropLink(held, now())
+	v.ns.Unlock()
+	v.putNode(held)
+	if err != nil {
+		return err
+	}
+	return v.syncNamesLocked()
+}
+
+// syncNames makes the name space durable (syncNamesLocked) from outside
+// the volume's lifetime lock.
+func (v *Volume) syncNames() error {
+	if err := v.enter(); err != nil {
+		return err
+	}
+	defer v.leave()
+	return v.syncNamesLocked()
+}
+
+// CleanStaging removes StagingDir with whatever is in it, and returns how
+// many files it removed: at the start of a session, what a crash cut off;
+// at its end, the empty directory. No ReplaceFile may run meanwhile (the
+// caller holds the volume for writing and has not started serving, or has
+// stopped).
+func (v *Volume) CleanStaging() (int, error) {
+	ents, err := v.ReadDir(StagingDir)
+	if errors.Is(err, ErrNotFound) {
+		return 0, nil
 	}
 	if err != nil {
-		if uerr := v.Unlink(tmp); uerr != nil && !errors.Is(uerr, ErrNotFound) {
-			err = errors.Join(err, fmt.Errorf("ext: temporary file %s left behind: %w", tmp, uerr))
-		}
-		return FileInfo{}, existed, err
+		return 0, err
 	}
-	if syncName {
-		if err := v.Sync(); err != nil {
-			return FileInfo{}, existed, err
+	n := 0
+	var errs []error
+	for _, e := range ents {
+		if err := v.Unlink(path.Join(StagingDir, e.Name)); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		n++
+	}
+	if len(errs) == 0 {
+		if err := v.Rmdir(StagingDir); err != nil && !errors.Is(err, ErrNotFound) {
+			errs = append(errs, err)
 		}
 	}
-	fi, err = v.Stat(p)
-	return fi, existed, err
+	return n, errors.Join(errs...)
 }
 
 func randomSuffix() string {

@@ -77,6 +77,9 @@ type Volume struct {
 	blkbits  uint
 	readOnly bool
 	roReason string
+	// idleFlushing: an idle node is being written back before it is
+	// dropped (flushIdle); one at a time.
+	idleFlushing atomic.Bool
 
 	// life is held shared by every public call for its duration and
 	// exclusively by Close, so Close never pulls a mapping from under a

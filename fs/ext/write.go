@@ -269,19 +269,17 @@ func (f *File) Sync() error {
 	if f.v.readOnly {
 		return nil
 	}
-	// A name-space change in progress (a Create, a Rename) is not half
-	// written: the ns lock makes Sync wait for it to finish.
-	f.v.ns.RLock()
-	defer f.v.ns.RUnlock()
+	// The file's data first, outside the name-space lock: a long
+	// write-back must not hold up lookups (a waiting Create would make
+	// every later reader of the lock wait behind it).
 	err := f.n.syncData()
 	// The directory entries that name the file live in directory data:
 	// write every changed directory too (a superset of the file's path,
-	// and directories change far less than file data).
-	if derr := f.v.syncDirs(); err == nil {
-		err = derr
-	}
-	if merr := f.v.syncMeta(); err == nil {
-		err = merr
+	// and directories change far less than file data), then the
+	// metadata. A name-space change in progress (a Create, a Rename) is
+	// not half written: the ns lock makes this wait for it to finish.
+	if nerr := f.v.syncNamesLocked(); err == nil {
+		err = nerr
 	}
 	return err
 }
@@ -408,18 +406,19 @@ func (v *Volume) Sync() error {
 	if v.readOnly {
 		return nil
 	}
-	v.ns.RLock() // as in File.Sync
-	defer v.ns.RUnlock()
 	return v.syncAll()
 }
 
-// syncAll writes every node's data, then the metadata, then flushes.
+// syncAll writes every file's data (outside the name-space lock, as
+// File.Sync does), then the directories and the metadata under it.
 func (v *Volume) syncAll() error {
 	v.mu.Lock()
 	nodes := make([]*node, 0, len(v.nodes))
 	for _, n := range v.nodes {
-		v.holdLocked(n)
-		nodes = append(nodes, n)
+		if !n.inode().IsDir() {
+			v.holdLocked(n)
+			nodes = append(nodes, n)
+		}
 	}
 	v.mu.Unlock()
 	var errs []error
@@ -429,10 +428,24 @@ func (v *Volume) syncAll() error {
 		}
 		v.putNode(n)
 	}
-	if err := v.syncMeta(); err != nil {
+	if err := v.syncNamesLocked(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// syncNamesLocked writes every changed directory, then the metadata, then
+// flushes the device, holding the name-space lock shared so the image it
+// leaves never holds half of a Create, Unlink, Mkdir or Rename. The caller
+// is inside the volume's lifetime (enter).
+func (v *Volume) syncNamesLocked() error {
+	v.ns.RLock()
+	defer v.ns.RUnlock()
+	err := v.syncDirs()
+	if merr := v.syncMeta(); err == nil {
+		err = merr
+	}
+	return err
 }
 
 // syncMeta writes the superblock's counts, waits for every dirty metadata

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mpaged/mpaged/internal/tool"
 )
 
 // InCI reports whether the tests run under CI (CI=true).
@@ -48,19 +50,8 @@ func RequireTool(t testing.TB, name string) string {
 }
 
 // LookTool finds name on PATH or in the sbin directories that a non-login
-// PATH often lacks.
-func LookTool(name string) (string, error) {
-	if p, err := exec.LookPath(name); err == nil {
-		return p, nil
-	}
-	for _, dir := range []string{"/usr/sbin", "/sbin", "/usr/local/sbin"} {
-		p := filepath.Join(dir, name)
-		if st, err := os.Stat(p); err == nil && st.Mode()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("testenv: %s not found", name)
-}
+// PATH often lacks (tool.Look).
+func LookTool(name string) (string, error) { return tool.Look(name) }
 
 // Run runs a command and fails t with its output if it fails.
 func Run(t testing.TB, name string, args ...string) string {

@@ -4,11 +4,15 @@
 // It owns pages (Page: a frame plus Locked, Uptodate, Error, Dirty,
 // Writeback, MappedToDisk and Readahead flags, and per-block state once a
 // page takes the per-block path), address spaces (Mapping: one file's pages
-// in index order with dirty and writeback tags, i_size, block size, write
-// error state, writeback index, readahead state), the page cache that bounds
-// them (Cache: a byte limit, CLOCK eviction of clean unlocked pages, dirty
-// throttling), and Bios (runs of pages whose blocks are contiguous on the
-// device, one vectored ring request each).
+// in a radix tree by index, whose dirty and writeback tags are marks in the
+// tree, as the kernel's page cache tree keeps them; i_size, block size,
+// write error state, writeback index, readahead state), the page cache that
+// bounds them (Cache: a byte limit, CLOCK eviction of clean unlocked pages
+// in batches whose victims are reused in place for the pages being added,
+// dirty throttling), and Bios (runs of pages whose blocks are contiguous on
+// the device, one vectored ring request each). ReadPages creates a window's
+// pages in batches: each lock is taken once per batch, not per page, and
+// the read and write paths allocate nothing per page in steady state.
 //
 // The read path (ReadPages, ReadPage; ReadAt on top) asks the file system's
 // BlockMapper for device blocks, reusing a multi-block answer across pages,

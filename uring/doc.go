@@ -6,9 +6,15 @@
 //
 //   - the native ring (NewNative), built on golang.org/x/sys only: raw
 //     io_uring_setup/io_uring_enter, mmap'd submission and completion queues,
-//     batched submission, completions reaped from shared memory, a
-//     preallocated slot table indexed by user_data (no map lookups, no
-//     allocation per op), feature probing, registered files and buffers;
+//     batched submission, submit and wait in one io_uring_enter, completions
+//     reaped from shared memory, a preallocated slot table indexed by
+//     user_data (no map lookups, no allocation per op), feature probing,
+//     registered files and buffers. With many requests in the kernel it
+//     waits for a batch of completions, for a bounded time, and producers
+//     do not wake it meanwhile (Options.NoLazyWait). Reads of a file
+//     without nonblocking I/O go straight to io-wq (IOSQE_ASYNC,
+//     Options.NoAsyncPunt); a one-vec vectored request goes as a plain
+//     read or write;
 //   - the sync ring (NewSync), a pool of preadv/pwritev workers for hosts where
 //     io_uring is unavailable (kernel.io_uring_disabled, seccomp);
 //   - uring/iouringgo, the same interface over github.com/iceber/iouring-go,

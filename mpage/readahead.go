@@ -1,6 +1,9 @@
 package mpage
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // MaxReadahead is the largest readahead window, in pages: one full Bio.
 const MaxReadahead = 256
@@ -27,7 +30,9 @@ type readahead struct {
 	start     uint64
 	size      int
 	asyncSize int
-	prev      uint64 // last page a reader asked for
+	// prev is the last page a reader asked for: every cache hit records
+	// it, so it is an atomic rather than under mu.
+	prev atomic.Uint64
 	max       int
 	// cut is a page where the file's layout on the device last forced a
 	// new Bio (an indirect block between data runs, a Boundary). Full
@@ -60,8 +65,7 @@ func (m *Mapping) SetReadahead(pages int) {
 func (m *Mapping) onMiss(index uint64, want int) *Page {
 	ra := &m.ra
 	ra.mu.Lock()
-	prev := ra.prev
-	ra.prev = index
+	prev := ra.prev.Swap(index)
 	if ra.max == 0 {
 		ra.mu.Unlock()
 		_, p, _ := m.readPages(index, max(want, 1), 0, true)
@@ -173,8 +177,4 @@ func (m *Mapping) windowsAhead() int {
 }
 
 // noteAccess records the page a reader used, for sequential detection.
-func (m *Mapping) noteAccess(index uint64) {
-	m.ra.mu.Lock()
-	m.ra.prev = index
-	m.ra.mu.Unlock()
-}
+func (m *Mapping) noteAccess(index uint64) { m.ra.prev.Store(index) }

@@ -325,7 +325,11 @@ func (c *Cache) balanceDirty(m *Mapping) {
 	}
 	for waited := 0; c.overDirty(); waited++ {
 		c.stats.ThrottleWaits.Add(1)
-		wbc := WritebackControl{SyncMode: SyncNone, NrToWrite: int64(m.dev.maxVecs)}
+		// Write down to half the limit, not one Bio: a throttled writer
+		// that sent one Bio and waited for it kept one in flight, and a
+		// device with latency (not zram) ran at that depth.
+		n := max(int64(m.dev.maxVecs), c.dirtyPages.Load()-c.dirtyLimit/2)
+		wbc := WritebackControl{SyncMode: SyncNone, NrToWrite: n}
 		_ = m.WritePages(&wbc)
 		if !c.overDirty() {
 			return

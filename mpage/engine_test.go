@@ -580,3 +580,36 @@ func TestReadaheadWindowsAhead(t *testing.T) {
 		})
 	}
 }
+
+// TestDirtyThrottleWritesDeep: a writer throttled over the dirty limit
+// writes the mapping down to half the limit before it waits, so many Bios
+// are in flight, not one: with the ring holding completions and Bios of 4
+// pages, the writer stuck in the throttle has at least half the limit
+// under writeback.
+func TestDirtyThrottleWritesDeep(t *testing.T) {
+	const cachePages = 64
+	e := mpagetest.NewEnvWith(t, mpagetest.EnvConfig{BlockSize: 4096, DiskBytes: 4 << 20, CacheBytes: cachePages * mpage.PageSize,
+		MaxBioVecs: 4, Mapper: mpage.LinearMapper{Blocks: 1024}})
+	lim := e.Cache.Stats().DirtyLimit
+	e.Ring.Hold()
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.Mapping.WriteAt(fill(48*mpage.PageSize, 0, 5), 0)
+		done <- err
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for e.Stats.ThrottleWaits.Load() == 0 || e.Cache.Stats().Writeback == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the writer was not throttled: %+v", e.Cache.Stats())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond) // let it reach its wait
+	if wb := e.Cache.Stats().Writeback; wb < lim/2 {
+		t.Errorf("%d pages under writeback while throttled, want at least %d (half the limit %d)", wb, lim/2, lim)
+	}
+	e.Ring.Release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -583,11 +583,15 @@ type regBuf struct {
 }
 
 func (b regBuf) contains(p []byte) bool {
-	if len(p) == 0 || b.size == 0 {
+	if len(p) == 0 {
 		return false
 	}
-	a := addrOf(p)
-	return a >= b.base && a+uint64(len(p)) <= b.base+b.size
+	return b.containsRange(addrOf(p), uint64(len(p)))
+}
+
+// containsRange says whether [addr, addr+n) lies inside the buffer.
+func (b regBuf) containsRange(addr, n uint64) bool {
+	return n > 0 && b.size > 0 && addr >= b.base && addr+n <= b.base+b.size
 }
 
 func (l *loop) registerBuffer(index int, mem []byte) error {

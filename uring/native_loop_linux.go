@@ -337,27 +337,51 @@ func (l *loop) prepRWV(e *sqe, s *slot, req *Request) {
 		vecs, off = Remaining(req, s.done, l.scratch)
 	}
 	write := req.Op == OpWritev
-	if len(vecs) == 1 && l.hasRW {
-		// One vec (a 4 KiB random read's Bio): a plain read or write
-		// spares the kernel importing, allocating and freeing an iovec
-		// array for the request.
-		l.prepOne(e, s, req, vecs[0], off, write)
+	// Vecs that follow each other in memory (a Bio's page frames, taken
+	// from one arena in order) become one iovec. One iovec in all (a 4
+	// KiB random read's Bio, or a window of consecutive frames) goes as a
+	// plain read or write: the kernel then imports, allocates and frees
+	// no iovec array for the request.
+	n := mergeIovecs(s.iov, vecs)
+	if n == 1 && l.hasRW {
+		l.prepOne(e, s, req, s.iov[0], off, write)
 	} else {
-		l.prepVecs(e, s, req, vecs, off, write)
+		l.prepVecs(e, s, req, n, off, write)
 	}
 	if s.done > 0 {
 		clear(l.scratch[:len(vecs)]) // drop references to the caller's memory
 	}
 }
 
-// prepOne fills e for one buffer of a vectored request: READ/WRITE, or
-// their fixed forms when the buffer is registered.
-func (l *loop) prepOne(e *sqe, s *slot, req *Request, v []byte, off int64, write bool) {
-	e.off = uint64(off)
-	if len(v) > 0 {
-		e.addr, e.len = addrOf(v), uint32(len(v))
+// mergeIovecs fills iov for vecs, one entry for each run of vecs that
+// follow each other in memory, and returns how many entries it used.
+func mergeIovecs(iov []rawIovec, vecs [][]byte) int {
+	n := 0
+	for _, v := range vecs {
+		if len(v) == 0 {
+			continue
+		}
+		a := addrOf(v)
+		if n > 0 && iov[n-1].base+iov[n-1].len == a {
+			iov[n-1].len += uint64(len(v))
+			continue
+		}
+		iov[n] = rawIovec{base: a, len: uint64(len(v))}
+		n++
 	}
-	if bi, ok := l.fixedBuf(req, v); ok {
+	if n == 0 { // nothing to move: one empty entry, as the caller asked
+		iov[0] = rawIovec{}
+		n = 1
+	}
+	return n
+}
+
+// prepOne fills e for a vectored request whose bytes are one range:
+// READ/WRITE, or their fixed forms when the range is registered.
+func (l *loop) prepOne(e *sqe, s *slot, req *Request, r rawIovec, off int64, write bool) {
+	e.off = uint64(off)
+	e.addr, e.len = r.base, uint32(r.len)
+	if bi, ok := l.fixedRange(req, r); ok {
 		e.opcode, e.bufIndex = pick(write, opWriteFixed, opReadFixed), bi
 		l.countFixed(s)
 		return
@@ -365,16 +389,11 @@ func (l *loop) prepOne(e *sqe, s *slot, req *Request, v []byte, off int64, write
 	e.opcode = pick(write, opWrite, opRead)
 }
 
-// prepVecs fills e for a vectored request from the slot's iovec table.
-func (l *loop) prepVecs(e *sqe, s *slot, req *Request, vecs [][]byte, off int64, write bool) {
-	for i, v := range vecs {
-		s.iov[i] = rawIovec{len: uint64(len(v))}
-		if len(v) > 0 {
-			s.iov[i].base = addrOf(v)
-		}
-	}
-	e.addr, e.len, e.off = l.iovAddr(s), uint32(len(vecs)), uint64(off)
-	if bi, ok := l.fixedVecs(req, vecs); ok {
+// prepVecs fills e for a vectored request from the first n entries of the
+// slot's iovec table.
+func (l *loop) prepVecs(e *sqe, s *slot, req *Request, n int, off int64, write bool) {
+	e.addr, e.len, e.off = l.iovAddr(s), uint32(n), uint64(off)
+	if bi, ok := l.fixedVecs(req, s.iov[:n]); ok {
 		e.opcode, e.bufIndex = pick(write, opWritevFixed, opReadvFixed), bi
 		l.countFixed(s)
 	} else {
@@ -406,15 +425,24 @@ func (l *loop) fixedBuf(req *Request, buf []byte) (uint16, bool) {
 	return uint16(req.BufIndex), l.bufs[req.BufIndex].contains(buf)
 }
 
-// fixedVecs says whether every vec lies inside the registered buffer req
+// fixedRange says whether the range lies inside the registered buffer req
+// names.
+func (l *loop) fixedRange(req *Request, r rawIovec) (uint16, bool) {
+	if req.BufIndex < 0 || int(req.BufIndex) >= len(l.bufs) {
+		return 0, false
+	}
+	return uint16(req.BufIndex), l.bufs[req.BufIndex].containsRange(r.base, r.len)
+}
+
+// fixedVecs says whether every range lies inside the registered buffer req
 // names and the kernel has the vectored fixed opcodes.
-func (l *loop) fixedVecs(req *Request, vecs [][]byte) (uint16, bool) {
+func (l *loop) fixedVecs(req *Request, iov []rawIovec) (uint16, bool) {
 	if !l.fixedVec || req.BufIndex < 0 || int(req.BufIndex) >= len(l.bufs) {
 		return 0, false
 	}
 	b := l.bufs[req.BufIndex]
-	for _, v := range vecs {
-		if !b.contains(v) {
+	for _, r := range iov {
+		if !b.containsRange(r.base, r.len) {
 			return 0, false
 		}
 	}

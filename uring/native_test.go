@@ -645,3 +645,63 @@ func TestOpenFor(t *testing.T) {
 		})
 	}
 }
+
+// TestNativeVectoredGaps: vecs that do not follow each other in memory go
+// as READV/WRITEV (their fixed forms in a registered buffer, kernel 6.15);
+// vecs that do are merged, down to a plain READ/WRITE when they are one
+// range. Either way the bytes land where the vecs say.
+func TestNativeVectoredGaps(t *testing.T) {
+	for _, fixed := range []bool{false, true} {
+		t.Run(fmt.Sprintf("fixed=%v", fixed), func(t *testing.T) {
+			r := newNative(t, uring.Options{})
+			fd, _ := ringtest.OpenDirect(t, tempPath(t, "data"), os.O_RDWR|os.O_CREATE)
+			defer fd.Close()
+			file := ringtest.Register(t, r, int(fd.Fd()))
+			const chunk, n = 4096, 8
+			wmem, rmem := ringtest.Aligned(t, 2*n*chunk), ringtest.Aligned(t, 2*n*chunk)
+			ringtest.Pattern(wmem, 0, 21)
+			bi := uring.NoBuffer
+			if fixed {
+				if err := r.RegisterBuffer(0, wmem); err != nil {
+					t.Skipf("no fixed buffers: %v", err)
+				}
+				if err := r.RegisterBuffer(1, rmem); err != nil {
+					t.Fatal(err)
+				}
+				defer func() { _ = r.RegisterBuffer(0, nil); _ = r.RegisterBuffer(1, nil) }()
+				bi = 0
+			}
+			every := func(mem []byte, step int) [][]byte { // chunks 0, step, 2*step...
+				var v [][]byte
+				for i := range n {
+					v = append(v, mem[i*step*chunk:][:chunk])
+				}
+				return v
+			}
+			for _, step := range []int{2, 1} { // gaps, then one range
+				before := r.Stats().FixedBufIO
+				w := &uring.Request{Op: uring.OpWritev, File: file, Vecs: every(wmem, step), BufIndex: bi}
+				expectOK(t, ringtest.Do(t, r, w), n*chunk)
+				clear(rmem)
+				rbi := bi
+				if fixed {
+					rbi = 1
+				}
+				rd := &uring.Request{Op: uring.OpReadv, File: file, Vecs: every(rmem, step), BufIndex: rbi}
+				expectOK(t, ringtest.Do(t, r, rd), n*chunk)
+				for i, v := range every(rmem, step) {
+					if !bytes.Equal(v, every(wmem, step)[i]) {
+						t.Fatalf("step %d: chunk %d differs", step, i)
+					}
+				}
+				wantFixed := uint64(0)
+				if fixed && (step == 1 || r.Features().FixedVectored) {
+					wantFixed = 2
+				}
+				if got := r.Stats().FixedBufIO - before; got != wantFixed {
+					t.Errorf("step %d: FixedBufIO +%d, want +%d", step, got, wantFixed)
+				}
+			}
+		})
+	}
+}

@@ -132,11 +132,7 @@ func (s *SyncRing) do(r *Request, iov *[MaxVecs]unix.Iovec, scratch *[MaxVecs][]
 	done, zeroWrites, retries := 0, 0, 0
 	for done < want {
 		vecs, off := Remaining(r, done, scratch[:])
-		n := len(vecs)
-		for i, v := range vecs {
-			iov[i].Base = unsafe.SliceData(v)
-			iov[i].SetLen(len(v))
-		}
+		n := fillIovecs(iov[:], vecs)
 		s.c.Enters.Add(1)
 		s.c.SQEs.Add(1)
 		got, err := rawVectored(r.Op.IsWrite(), fd, iov[:n], off)
@@ -166,6 +162,27 @@ func (s *SyncRing) do(r *Request, iov *[MaxVecs]unix.Iovec, scratch *[MaxVecs][]
 		}
 	}
 	return done, nil
+}
+
+// fillIovecs fills iov for vecs and returns how many entries it used:
+// vecs that follow each other in memory (a Bio's page frames, taken from
+// one arena in order) become one entry, so the kernel pins one range of
+// user pages instead of one page at a time.
+func fillIovecs(iov []unix.Iovec, vecs [][]byte) int {
+	n := 0
+	var end uintptr
+	for _, v := range vecs {
+		base := uintptr(unsafe.Pointer(unsafe.SliceData(v)))
+		if n > 0 && len(v) > 0 && base == end {
+			iov[n-1].Len += uint64(len(v))
+		} else {
+			iov[n].Base = unsafe.SliceData(v)
+			iov[n].SetLen(len(v))
+			n++
+		}
+		end = base + uintptr(len(v))
+	}
+	return n
 }
 
 // rawVectored issues one preadv/pwritev (readv/writev at OffsetCurrent)

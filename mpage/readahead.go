@@ -33,7 +33,7 @@ type readahead struct {
 	// prev is the last page a reader asked for: every cache hit records
 	// it, so it is an atomic rather than under mu.
 	prev atomic.Uint64
-	max       int
+	max  int
 	// cut is a page where the file's layout on the device last forced a
 	// new Bio (an indirect block between data runs, a Boundary). Full
 	// windows end on cut + k*size, so a run that ends there ends a window

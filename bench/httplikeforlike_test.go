@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -20,41 +19,14 @@ import (
 	"github.com/mpaged/mpaged/internal/testenv"
 )
 
-// Built once per test binary: the real mpaged the HTTP runners start.
-var (
-	mpagedOnce sync.Once
-	mpagedBin  string
-	mpagedErr  error
-)
-
 // TestMain removes the binary the HTTP tests built.
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if mpagedBin != "" {
-		os.RemoveAll(filepath.Dir(mpagedBin))
-	}
+	testenv.RemoveBuilt()
 	os.Exit(code)
 }
 
-func buildMpaged(t *testing.T) string {
-	t.Helper()
-	goTool := testenv.RequireTool(t, "go")
-	mpagedOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "mpaged-bench-bin-")
-		if err != nil {
-			mpagedErr = err
-			return
-		}
-		mpagedBin = filepath.Join(dir, "mpaged")
-		if out, err := exec.Command(goTool, "build", "-o", mpagedBin, "github.com/mpaged/mpaged/cmd/mpaged").CombinedOutput(); err != nil {
-			mpagedErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if mpagedErr != nil {
-		t.Fatal(mpagedErr)
-	}
-	return mpagedBin
-}
+func buildMpaged(t *testing.T) string { return testenv.MpagedBinary(t) }
 
 // httpLikeForLike is a target with the HTTP volume and the three HTTP
 // runners set up on it.

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -159,22 +158,7 @@ func (g *loadGen) getRanges(ctx context.Context, w Workload, h Hooks) (Measureme
 			return Measurement{}, err
 		}
 	}
-	var stop atomic.Bool
-	if h.Begin != nil {
-		h.Begin()
-	}
-	start := time.Now()
-	release := stopWhen(ctx, w.Duration, &stop)
-	var wg sync.WaitGroup
-	for _, wk := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			wk.run(ctx, gen, &stop)
-		}()
-	}
-	wg.Wait()
-	release()
+	start := runTimed(ctx, w.Duration, h, len(workers), func(i int, stop *atomic.Bool) { workers[i].run(ctx, gen, stop) })
 	elapsed := time.Since(start)
 	if h.End != nil {
 		h.End()

@@ -190,22 +190,7 @@ func (w Workload) Run(ctx context.Context, f File, h Hooks) (Measurement, error)
 	if m := w.asyncOn(f); m != nil {
 		workers[0].async = newAsyncReads(m, w.Depth)
 	}
-	var stop atomic.Bool
-	if h.Begin != nil {
-		h.Begin()
-	}
-	start := time.Now()
-	release := stopWhen(ctx, w.Duration, &stop)
-	var wg sync.WaitGroup
-	for _, wk := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			wk.run(f, &stop)
-		}()
-	}
-	wg.Wait()
-	release()
+	start := runTimed(ctx, w.Duration, h, len(workers), func(i int, stop *atomic.Bool) { workers[i].run(f, stop) })
 	var err error
 	for _, wk := range workers {
 		err = errors.Join(err, wk.err)
@@ -247,6 +232,29 @@ func (w Workload) check() error {
 
 // stopWhen sets stop when d passes (d > 0) or ctx is done; release ends
 // the watch.
+// runTimed runs n workers at once, from h.Begin until they return: each
+// stops when stop turns true, as the duration d passes or ctx is done. It
+// returns when the clock started.
+func runTimed(ctx context.Context, d time.Duration, h Hooks, n int, worker func(i int, stop *atomic.Bool)) time.Time {
+	var stop atomic.Bool
+	if h.Begin != nil {
+		h.Begin()
+	}
+	start := time.Now()
+	release := stopWhen(ctx, d, &stop)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			worker(i, &stop)
+		}()
+	}
+	wg.Wait()
+	release()
+	return start
+}
+
 func stopWhen(ctx context.Context, d time.Duration, stop *atomic.Bool) (release func()) {
 	done := make(chan struct{})
 	var timeout <-chan time.Time

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -16,43 +15,20 @@ import (
 	"syscall"
 	"testing"
 	"time"
-)
 
-// The end-to-end tests build the real binary once and run it as users do.
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
+	"github.com/mpaged/mpaged/internal/testenv"
 )
 
 // TestMain removes the binary the end-to-end tests built.
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binPath != "" {
-		os.RemoveAll(filepath.Dir(binPath))
-	}
+	testenv.RemoveBuilt()
 	os.Exit(code)
 }
 
-func mpagedBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "mpaged-e2e-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "mpaged")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
+// mpagedBinary is the real binary, built once, that the end-to-end tests
+// run as users do.
+func mpagedBinary(t *testing.T) string { return testenv.MpagedBinary(t) }
 
 // syncBuffer is a bytes.Buffer safe to write from the process's pipe
 // copier while the test reads it.

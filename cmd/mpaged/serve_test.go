@@ -89,7 +89,7 @@ func TestServeRefusesSecondWriter(t *testing.T) {
 	startDaemon(t, dir)
 	img := filepath.Join(dir, "mpaged-data", "volume.img")
 	for _, fsck := range []string{"auto", "force"} {
-		out, err := exec2(dir, "serve", "--volume", img, "--listen", "127.0.0.1:0", "--fsck", fsck)
+		out, err := exec2(t, dir, "serve", "--volume", img, "--listen", "127.0.0.1:0", "--fsck", fsck)
 		if err == nil || !strings.Contains(out, "in use") || strings.Contains(out, "e2fsck") {
 			t.Errorf("second serve (--fsck %s): %v\n%s", fsck, err, out)
 		}
@@ -105,9 +105,11 @@ func TestServeRefusesSecondWriter(t *testing.T) {
 	}
 }
 
-// exec2 runs the built binary and returns its combined output.
-func exec2(dir string, args ...string) (string, error) {
-	cmd := exec.Command(binPath, args...)
+// exec2 runs the built binary (mpagedBinary built it) and returns its
+// combined output.
+func exec2(t *testing.T, dir string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(mpagedBinary(t), args...)
 	cmd.Dir = dir
 	out, err := cmd.CombinedOutput()
 	return string(out), err
@@ -128,7 +130,7 @@ func TestServeKernelMounted(t *testing.T) {
 		{"mkdir", "--volume", img, "/new"},
 		{"mkdir", "--volume", dev, "/new"},
 	} {
-		out, err := exec2(t.TempDir(), args...)
+		out, err := exec2(t, t.TempDir(), args...)
 		if err == nil || !strings.Contains(out, "mounted at "+mnt) {
 			t.Errorf("%v on a mounted volume: %v\n%s", args, err, out)
 		}
@@ -360,7 +362,7 @@ func TestServeUnixSocket(t *testing.T) {
 	sock := filepath.Join(dir, "mpaged.sock")
 	precious := filepath.Join(dir, "precious")
 	os.WriteFile(precious, []byte("keep me"), 0o600)
-	if o, err := exec2(dir, "serve", "--listen", "unix:"+precious); err == nil || !strings.Contains(o, "not a socket") {
+	if o, err := exec2(t, dir, "serve", "--listen", "unix:"+precious); err == nil || !strings.Contains(o, "not a socket") {
 		t.Errorf("--listen on a regular file: %v\n%s", err, o)
 	}
 	if b, _ := os.ReadFile(precious); string(b) != "keep me" {
@@ -403,7 +405,7 @@ func TestServeUnixSocket(t *testing.T) {
 	if st, err := os.Stat(sock); err != nil || st.Mode().Perm() != 0o660 || st.Mode().Type() != os.ModeSocket {
 		t.Errorf("socket file: %v %v", st.Mode(), err)
 	}
-	if o, err := exec2(t.TempDir(), "serve", "--volume", filepath.Join(dir, "mpaged-data", "volume.img"), "--read-only", "--listen", "unix:"+sock); err == nil ||
+	if o, err := exec2(t, t.TempDir(), "serve", "--volume", filepath.Join(dir, "mpaged-data", "volume.img"), "--read-only", "--listen", "unix:"+sock); err == nil ||
 		!strings.Contains(o, "another process is listening") {
 		t.Errorf("second daemon on a live socket: %v\n%s", err, o)
 	}

@@ -15,10 +15,7 @@ import (
 // comparison of a cold GET through the daemon with the CLI reading the
 // same file in the same run. Its time is the process's whole life, start
 // and volume open included; StartupSeconds says how much of it that is.
-type catRunner struct {
-	env *Env
-	bin string
-}
+type catRunner struct{ mpagedProcess }
 
 func (r *catRunner) Name() string    { return runnerCLICat }
 func (r *catRunner) servesHTTP()     {}
@@ -28,15 +25,7 @@ func (r *catRunner) Applies(w Workload) bool {
 	return w.HTTP != nil && w.HTTP.Mode == WholeGet && !w.HTTP.Warm
 }
 
-func (r *catRunner) Setup(ctx context.Context, env *Env) error {
-	r.env = env
-	bin, err := checkMpagedBinary(ctx, env.MpagedBinary)
-	if err != nil {
-		return fmt.Errorf("%s: %w", r.Name(), err)
-	}
-	r.bin = bin
-	return nil
-}
+func (r *catRunner) Setup(ctx context.Context, env *Env) error { return r.setup(ctx, env, r.Name()) }
 
 // Run cats an empty file (the startup), then the bench file, each in a
 // new process with stdout on /dev/null.

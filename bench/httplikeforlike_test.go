@@ -52,19 +52,7 @@ func newHTTPLikeForLike(t *testing.T) *httpLikeForLike {
 	tg := openTestTarget(t, TargetConfig{Spec: spec, Size: size, DeviceSize: size + httpOverhead(size), Write: true, TempDir: t.TempDir()})
 	env := &Env{Target: tg, CacheBytes: 4 << 20, MpagedBinary: bin, TempDir: t.TempDir(), Logf: t.Logf}
 	lf := &httpLikeForLike{env: env, daemon: new(mpagedHTTPRunner), nginx: new(nginxRunner), cat: new(catRunner)}
-	for _, r := range []Runner{lf.daemon, lf.nginx, lf.cat} {
-		if err := r.Setup(context.Background(), env); err != nil {
-			if errors.Is(err, ErrUnavailable) {
-				testenv.Unavailable(t, "%v", err)
-			}
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			if err := r.Teardown(); err != nil {
-				t.Errorf("%s teardown: %v", r.Name(), err)
-			}
-		})
-	}
+	setUpForTest(t, env, lf.daemon, lf.nginx, lf.cat)
 	return lf
 }
 

@@ -21,9 +21,24 @@ import (
 // for every run. A cold run's daemon has the bench's --cache (smaller than
 // the file) and an empty cache; a warm run's has room for the whole file
 // and GETs it once before the clock.
-type mpagedHTTPRunner struct {
+type mpagedHTTPRunner struct{ mpagedProcess }
+
+// mpagedProcess is what the runners that start the mpaged binary share:
+// the environment and the binary, checked at Setup.
+type mpagedProcess struct {
 	env *Env
 	bin string
+}
+
+// setup checks env's mpaged binary for runner name.
+func (r *mpagedProcess) setup(ctx context.Context, env *Env, name string) error {
+	r.env = env
+	bin, err := checkMpagedBinary(ctx, env.MpagedBinary)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	r.bin = bin
+	return nil
 }
 
 func (r *mpagedHTTPRunner) Name() string            { return runnerHTTPMpaged }
@@ -32,13 +47,7 @@ func (r *mpagedHTTPRunner) servesHTTP()             {}
 func (r *mpagedHTTPRunner) Teardown() error         { return nil }
 
 func (r *mpagedHTTPRunner) Setup(ctx context.Context, env *Env) error {
-	r.env = env
-	bin, err := checkMpagedBinary(ctx, env.MpagedBinary)
-	if err != nil {
-		return fmt.Errorf("%s: %w", r.Name(), err)
-	}
-	r.bin = bin
-	return nil
+	return r.setup(ctx, env, r.Name())
 }
 
 // checkMpagedBinary makes sure bin is mpaged: `bin --version` must say so.

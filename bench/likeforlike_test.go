@@ -85,6 +85,14 @@ func newLikeForLike(t *testing.T) *likeForLike {
 	for _, f := range lf.fio {
 		runners = append(runners, f)
 	}
+	setUpForTest(t, env, runners...)
+	return lf
+}
+
+// setUpForTest sets runners up on env (skipping, or failing under CI, when
+// one is unavailable here) and tears them down when the test ends.
+func setUpForTest(t *testing.T, env *Env, runners ...Runner) {
+	t.Helper()
 	for _, r := range runners {
 		if err := r.Setup(context.Background(), env); err != nil {
 			if errors.Is(err, ErrUnavailable) {
@@ -98,7 +106,6 @@ func newLikeForLike(t *testing.T) *likeForLike {
 			}
 		})
 	}
-	return lf
 }
 
 // onePass is workload name over the whole target, once.

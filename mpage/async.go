@@ -64,7 +64,7 @@ func (m *Mapping) ReadPageAsync(r *PageRead) bool {
 	}
 	if !r.again {
 		r.Page, r.Err = nil, nil
-		if int64(r.Index) >= (m.Size()+PageSize-1)>>PageShift {
+		if r.Index >= uint64((m.Size()+PageSize-1)>>PageShift) { // unsigned: no index is negative
 			r.Err = io.EOF
 			return true
 		}

@@ -47,6 +47,7 @@ func TestReadPageAsync(t *testing.T) {
 		{name: "miss", page: 2, want: 102},
 		{name: "hole", page: 5, inline: true, want: 0},
 		{name: "past EOF", page: 9, inline: true, err: io.EOF},
+		{name: "far past EOF", page: 1 << 63, inline: true, err: io.EOF}, // was read as a negative index
 		{name: "failed once", page: 3, prep: func(e *mpagetest.Env) {
 			e.Ring.Fail(mpagetest.Rule{Op: uring.OpReadv, Off: 103 * 4096, Errno: syscall.EIO, Count: 1})
 		}, again: 1, want: 103},
@@ -150,4 +151,25 @@ func TestReaderBusy(t *testing.T) {
 	if _, ok := rd.TryWait(); ok {
 		t.Fatal("TryWait returned a read with none in flight")
 	}
+}
+
+// TestSetReadaheadWhileStreaming: SetReadahead may be called while a
+// sequential reader reaches readahead markers (the race detector checks
+// the window limit is read safely).
+func TestSetReadaheadWhileStreaming(t *testing.T) {
+	e := linearEnv(t, 8<<20, 2<<20, 8<<20)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 1000 {
+			e.Mapping.SetReadahead(16 << (i % 5))
+		}
+	}()
+	buf := make([]byte, 64<<10)
+	for off := int64(0); off < 8<<20; off += int64(len(buf)) {
+		if _, err := e.Mapping.ReadAt(buf, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-done
 }

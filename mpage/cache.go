@@ -325,9 +325,12 @@ func (c *Cache) balanceDirty(m *Mapping) {
 	}
 	for waited := 0; c.overDirty(); waited++ {
 		c.stats.ThrottleWaits.Add(1)
-		// Write down to half the limit, not one Bio: a throttled writer
-		// that sent one Bio and waited for it kept one in flight, and a
-		// device with latency (not zram) ran at that depth.
+		// Write as much as the cache is over half its dirty limit (at
+		// least one Bio), from this writer's own mapping: a throttled
+		// writer that sent one Bio and waited for it kept one in flight,
+		// and a device with latency (not zram) ran at that depth. Other
+		// mappings' pages, and pages already under writeback, are the
+		// flusher's and the completions' to clean.
 		n := max(int64(m.dev.maxVecs), c.dirtyPages.Load()-c.dirtyLimit/2)
 		wbc := WritebackControl{SyncMode: SyncNone, NrToWrite: n}
 		_ = m.WritePages(&wbc)

@@ -65,14 +65,26 @@ func putReadCtx(rc *readCtx) {
 // flag, so a reader reaching it starts the next window. It returns how many
 // pages it started.
 func (m *Mapping) ReadPages(start uint64, nr int, asyncMarker int) (int, error) {
-	n, _, err := m.readPages(start, nr, asyncMarker, false)
+	n, _, err := m.readPages(start, nr, asyncMarker, 0)
 	return n, err
 }
 
-// readPages is ReadPages that, with keep, also returns page start with a
-// reference if this call created it: the reader whose miss started the
-// read needs no second lookup.
-func (m *Mapping) readPages(start uint64, nr int, asyncMarker int, keep bool) (int, *Page, error) {
+// readMode says how readPages works for its caller.
+type readMode uint8
+
+const (
+	// readKeepFirst: return page start with a reference if this call
+	// created it; the reader whose miss started the read needs no second
+	// lookup.
+	readKeepFirst readMode = 1 << iota
+	// readNoWait: when memory is short, stop instead of waiting for it.
+	// Windows started ahead of a reader that already has its page are
+	// speculative: they must not make it wait (up to NoFrameWait).
+	readNoWait
+)
+
+// readPages is ReadPages with a readMode.
+func (m *Mapping) readPages(start uint64, nr int, asyncMarker int, mode readMode) (int, *Page, error) {
 	if nr <= 0 {
 		return 0, nil, nil
 	}
@@ -96,13 +108,13 @@ func (m *Mapping) readPages(start uint64, nr int, asyncMarker int, keep bool) (i
 	end := start + uint64(nr)
 	var batch [readBatch]*Page
 	for idx := start; idx < end; {
-		k, next, err := m.newReadPages(idx, min(end-idx, readBatch), rc, batch[:])
+		k, next, err := m.newReadPages(idx, min(end-idx, readBatch), rc, batch[:], mode&readNoWait == 0)
 		m.dev.stats.ReadaheadPages.Add(uint64(k))
 		for i, p := range batch[:k] {
 			if p.Index == marker {
 				p.set(Readahead)
 			}
-			if keep && p.Index == start {
+			if mode&readKeepFirst != 0 && p.Index == start {
 				p.refs.Add(1)
 				first = p
 			}
@@ -130,8 +142,9 @@ const readBatch = 32
 // locked and referenced, inserts them and puts them in out in index order.
 // It returns how many, and the index to go on from: first+n, or less when
 // memory allowed only some. When memory is short it sends rc's Bio before
-// waiting for writeback: the pages locked in it must not wait on us.
-func (m *Mapping) newReadPages(first, n uint64, rc *readCtx, out []*Page) (int, uint64, error) {
+// waiting for writeback (unless wait is false): the pages locked in it
+// must not wait on us.
+func (m *Mapping) newReadPages(first, n uint64, rc *readCtx, out []*Page, wait bool) (int, uint64, error) {
 	var missing [readBatch]uint64
 	k := 0
 	m.mu.Lock()
@@ -146,7 +159,7 @@ func (m *Mapping) newReadPages(first, n uint64, rc *readCtx, out []*Page) (int, 
 		return 0, first + n, nil
 	}
 	got, err := m.cache.allocPages(out[:k], false)
-	if got == 0 && errors.Is(err, ErrNoFrames) {
+	if got == 0 && errors.Is(err, ErrNoFrames) && wait {
 		if rc.bio != nil {
 			rc.bio = rc.bio.submit()
 		}

@@ -12,8 +12,8 @@ const MaxReadahead = 256
 const initReadahead = 16
 
 // maxWindowsAhead is the most full windows a stream keeps in flight ahead
-// of its reader (see Device.windowsAhead for the device's and the cache's
-// share of it).
+// of its reader (see Mapping.windowsAhead for the device's and the
+// cache's share of it).
 const maxWindowsAhead = 4
 
 // readahead is a mapping's on-demand readahead state (one stream): the
@@ -33,7 +33,9 @@ type readahead struct {
 	// prev is the last page a reader asked for: every cache hit records
 	// it, so it is an atomic rather than under mu.
 	prev atomic.Uint64
-	max  int
+	// max is the largest window (SetReadahead); read without mu by
+	// onMarker and windowsAhead, so an atomic.
+	max atomic.Int32
 	// cut is a page where the file's layout on the device last forced a
 	// new Bio (an indirect block between data runs, a Boundary). Full
 	// windows end on cut + k*size, so a run that ends there ends a window
@@ -47,14 +49,12 @@ type readahead struct {
 	nominal int
 }
 
-func (ra *readahead) init() { ra.max = MaxReadahead }
+func (ra *readahead) init() { ra.max.Store(MaxReadahead) }
 
 // SetReadahead sets the largest window in pages (0 turns readahead off:
 // reads then go a page at a time).
 func (m *Mapping) SetReadahead(pages int) {
-	m.ra.mu.Lock()
-	m.ra.max = min(max(pages, 0), MaxReadahead)
-	m.ra.mu.Unlock()
+	m.ra.max.Store(int32(min(max(pages, 0), MaxReadahead)))
 }
 
 // onMiss starts reads for a cache miss at index, where the reader wants
@@ -66,23 +66,24 @@ func (m *Mapping) onMiss(index uint64, want int) *Page {
 	ra := &m.ra
 	ra.mu.Lock()
 	prev := ra.prev.Swap(index)
-	if ra.max == 0 {
+	raMax := int(ra.max.Load())
+	if raMax == 0 {
 		ra.mu.Unlock()
-		_, p, _ := m.readPages(index, max(want, 1), 0, true)
+		_, p, _ := m.readPages(index, max(want, 1), 0, readKeepFirst)
 		return p
 	}
 	sequential := index == ra.start+uint64(ra.size) || index == prev+1
 	var size int
 	switch {
 	case sequential && ra.size > 0:
-		size = min(ra.size*2, ra.max)
+		size = min(ra.size*2, raMax)
 	case sequential || index == 0:
-		size = min(max(want, initReadahead), ra.max)
+		size = min(max(want, initReadahead), raMax)
 	default:
 		// A standalone random miss: read what was asked, and leave the
 		// window alone for the stream it may interrupt.
 		ra.mu.Unlock()
-		_, p, _ := m.readPages(index, min(max(want, 1), m.raCap()), 0, true)
+		_, p, _ := m.readPages(index, min(max(want, 1), m.raCap()), 0, readKeepFirst)
 		return p
 	}
 	size = min(max(size, want), m.raCap())
@@ -90,7 +91,7 @@ func (m *Mapping) onMiss(index uint64, want int) *Page {
 	ra.asyncSize = size / 2
 	start, n, async := ra.start, ra.size, ra.asyncSize
 	ra.mu.Unlock()
-	_, p, _ := m.readPages(start, n, async, true)
+	_, p, _ := m.readPages(start, n, async, readKeepFirst)
 	return p
 }
 
@@ -102,9 +103,11 @@ func (m *Mapping) onMarker(p *Page) {
 		return
 	}
 	var wins [maxWindowsAhead]raWindow
-	n := m.ra.advance(p.Index, min(m.ra.max, m.raCap()), m.windowsAhead(), wins[:])
+	n := m.ra.advance(p.Index, min(int(m.ra.max.Load()), m.raCap()), m.windowsAhead(), wins[:])
 	for _, w := range wins[:n] {
-		_, _ = m.ReadPages(w.start, w.size, w.size)
+		if _, _, err := m.readPages(w.start, w.size, w.size, readNoWait); err != nil {
+			break // memory is short: the reader reads what it needs itself
+		}
 	}
 }
 
@@ -172,7 +175,7 @@ func (m *Mapping) raCap() int { return max(m.cache.limit/4, 1) }
 // would pass a quarter of the cache (then one: the window being read and
 // the next fit, as before).
 func (m *Mapping) windowsAhead() int {
-	full := max(min(m.ra.max, m.raCap()), 1)
+	full := max(min(int(m.ra.max.Load()), m.raCap()), 1)
 	return max(min(maxWindowsAhead, m.dev.ringEntries/4, m.raCap()/full), 1)
 }
 

@@ -13,8 +13,8 @@
 //     waits for a batch of completions, for a bounded time, and producers
 //     do not wake it meanwhile (Options.NoLazyWait). Reads of a file
 //     without nonblocking I/O go straight to io-wq (IOSQE_ASYNC,
-//     Options.NoAsyncPunt); a one-vec vectored request goes as a plain
-//     read or write;
+//     Options.NoAsyncPunt); a vectored request whose vecs follow each
+//     other in memory goes as one plain read or write;
 //   - the sync ring (NewSync), a pool of preadv/pwritev workers for hosts where
 //     io_uring is unavailable (kernel.io_uring_disabled, seccomp);
 //   - uring/iouringgo, the same interface over github.com/iceber/iouring-go,

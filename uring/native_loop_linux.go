@@ -23,9 +23,11 @@ import (
 //     except in the final phase of Close, when it is not re-armed.
 //   - the ring blocks for a batch of completions (a lazy wait, sleepLazy)
 //     only with at least lazyMinInFlight requests in the kernel, and then
-//     for at most lazyWait: producers do not wake it then, so lazyWait
-//     bounds how long new work waits. Otherwise it blocks for one
-//     completion (sleepKick), and producers wake it.
+//     for at most lazyWait (plus the kernel's timer slack): producers do
+//     not wake it then, so that bounds how long new work waits. A lazy
+//     wait that ran out with nothing completed is followed by an ordinary
+//     one. Otherwise it blocks for one completion (sleepKick), and
+//     producers wake it.
 //   - a wait is entered with the SQ's new entries in the same call: the
 //     ring submits and waits in one io_uring_enter.
 type loop struct {
@@ -37,7 +39,13 @@ type loop struct {
 	sqpoll      bool
 	lazy        bool          // lazy waits: EXT_ARG (5.11), not turned off
 	waitArg     *geteventsArg // in mem: the lazy wait's bound
-	rg          *rings
+	// lazyIdle: the last lazy wait ran out with nothing completed, so
+	// the next wait is an ordinary one (woken by completions and by
+	// producers); lazy waits resume after it. Without this, requests
+	// that take long (a slow disk, a pipe) would make the ring poll every
+	// lazyWait for as long as they are out.
+	lazyIdle bool
+	rg       *rings
 
 	sqTail      uint32 // next SQE to fill; published with storeRelease
 	sqPublished uint32 // tail last published
@@ -380,7 +388,9 @@ func mergeIovecs(iov []rawIovec, vecs [][]byte) int {
 // READ/WRITE, or their fixed forms when the range is registered.
 func (l *loop) prepOne(e *sqe, s *slot, req *Request, r rawIovec, off int64, write bool) {
 	e.off = uint64(off)
-	e.addr, e.len = r.base, uint32(r.len)
+	// Capped as prepRW caps: the resubmission of short transfers moves
+	// the rest (a 4 GiB range would otherwise go as length 0).
+	e.addr, e.len = r.base, uint32(min(r.len, maxRW))
 	if bi, ok := l.fixedRange(req, r); ok {
 		e.opcode, e.bufIndex = pick(write, opWriteFixed, opReadFixed), bi
 		l.countFixed(s)
@@ -476,8 +486,12 @@ func (l *loop) enter() {
 	var err error
 	if lazy {
 		_, err = sysEnterArg(l.fd, toSubmit, minComplete, flags, unsafe.Pointer(l.waitArg), unsafe.Sizeof(*l.waitArg))
+		l.lazyIdle = loadAcquire(l.rg.cqTail) == l.cqHead
 	} else {
 		_, err = sysEnter(l.fd, toSubmit, minComplete, flags)
+		if minComplete > 0 {
+			l.lazyIdle = false
+		}
 	}
 	l.r.c.Enters.Add(1)
 	if minComplete > 0 {
@@ -496,7 +510,7 @@ func (l *loop) waitTarget() (uint32, bool) {
 	if l.wakeArmed {
 		inKernel--
 	}
-	if !l.lazy || inKernel < lazyMinInFlight || !l.r.sleeping.CompareAndSwap(sleepKick, sleepLazy) {
+	if !l.lazy || l.lazyIdle || inKernel < lazyMinInFlight || !l.r.sleeping.CompareAndSwap(sleepKick, sleepLazy) {
 		return 1, false
 	}
 	return uint32(min(inKernel/8, lazyMaxBatch)), true

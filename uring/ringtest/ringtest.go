@@ -423,14 +423,31 @@ func testOffsetCurrent(t *testing.T, newRing NewRing) {
 // ring must count the resubmission, resume where the transfer stopped and
 // complete once with everything.
 func testShortTransfer(t *testing.T, newRing NewRing) {
-	// Many vecs, the first read ending inside the fourth; and one vec (a
-	// backend may issue a one-vec request as a plain read).
-	for _, vec := range []int{3000, 24 << 10} {
-		t.Run(fmt.Sprintf("vec=%d", vec), func(t *testing.T) { shortTransfer(t, newRing, vec) })
+	// Many vecs, the first read ending inside the fourth; one vec (a
+	// backend may issue a one-vec request as a plain read); and vecs with
+	// gaps between them in memory (a backend that merges vecs that
+	// follow each other must not merge these).
+	for _, tc := range []struct {
+		vec int
+		gap bool
+	}{{3000, false}, {24 << 10, false}, {3000, true}} {
+		t.Run(fmt.Sprintf("vec=%d,gaps=%v", tc.vec, tc.gap), func(t *testing.T) { shortTransfer(t, newRing, tc.vec, tc.gap) })
 	}
 }
 
-func shortTransfer(t *testing.T, newRing NewRing, vec int) {
+// gappedVecs cuts size bytes of vecs of vec bytes from buf (2*size long),
+// each followed by a gap as long as itself.
+func gappedVecs(buf []byte, size, vec int) [][]byte {
+	var vecs [][]byte
+	for off, n := 0, 0; n < size; off += 2 * vec {
+		l := min(vec, size-n)
+		vecs = append(vecs, buf[off:off+l])
+		n += l
+	}
+	return vecs
+}
+
+func shortTransfer(t *testing.T, newRing NewRing, vec int, gaps bool) {
 	r := openRing(t, newRing, uring.Options{})
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -442,9 +459,13 @@ func shortTransfer(t *testing.T, newRing NewRing, vec int) {
 	const size, first = 24 << 10, 10000
 	want := make([]byte, size)
 	Pattern(want, 0, 3)
-	buf := Aligned(t, size)
+	buf := Aligned(t, 2*size)
+	vecs := SplitVecs(buf[:size], vec)
+	if gaps {
+		vecs = gappedVecs(buf, size, vec)
+	}
 	c := NewCollector(2)
-	req := &uring.Request{Op: uring.OpReadv, File: h, Offset: uring.OffsetCurrent, Vecs: SplitVecs(buf, vec), Handler: c, BufIndex: uring.NoBuffer}
+	req := &uring.Request{Op: uring.OpReadv, File: h, Offset: uring.OffsetCurrent, Vecs: vecs, Handler: c, BufIndex: uring.NoBuffer}
 	if err := r.Submit(req); err != nil {
 		t.Fatal(err)
 	}
@@ -460,8 +481,13 @@ func shortTransfer(t *testing.T, newRing NewRing, vec int) {
 	if got.Err != nil || got.Res != size {
 		t.Fatalf("socket readv: res %d err %v, want %d", got.Res, got.Err, size)
 	}
-	if !bytes.Equal(buf, want) {
+	if !bytes.Equal(bytes.Join(vecs, nil), want) {
 		t.Fatal("socket readv: resumed transfer put bytes in the wrong place")
+	}
+	for off := vec; gaps && off < len(buf); off += 2 * vec {
+		if gap := buf[off:min(off+vec, len(buf))]; bytes.Count(gap, []byte{0}) != len(gap) {
+			t.Fatalf("socket readv: bytes landed in the gap at %d", off)
+		}
 	}
 	select {
 	case q := <-c.C:

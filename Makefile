@@ -11,7 +11,7 @@ FUZZTIME  ?= 100000x
 # Fuzz targets run briefly by make test: package:target.
 FUZZ      := ./alloc:FuzzParsePSI ./uring/faultring:FuzzParseRule ./fs/ext:FuzzSuperblock ./fs/ext:FuzzGroupDesc ./fs/ext:FuzzInode ./fs/ext:FuzzExtentHeader ./fs/ext:FuzzDirEntries
 
-.PHONY: all build run test deps fmt-check vet unit tagged invariants fuzz bench bench-compare clean
+.PHONY: all build run test deps fmt-check vet unit tagged invariants fuzz drills-short drills bench bench-compare clean
 
 all: build
 
@@ -37,8 +37,9 @@ vet:
 
 # unit and tagged include cmd/mpaged's TestBenchQuick: `mpaged bench --quick`
 # on a zram (else loop) device, every runner, report, JSON and chart.
+# The drills run on their own (drills-short), so they print their table.
 unit:
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v '/drills$$')
 
 # The iouring-go backend links only with -checklinkname=0, behind its tag.
 tagged:
@@ -55,7 +56,19 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg; \
 	done
 
-test: deps fmt-check vet build unit tagged invariants fuzz
+# The reliability drills, short: a few rounds of each, one summary table.
+drills-short:
+	@mkdir -p drills-out
+	$(GO) test -race -count=1 ./drills/ -args -drills.summary=$(CURDIR)/drills-out/short.txt
+	@cat drills-out/short.txt
+
+# The reliability drills, long (minutes): the figures in RELIABILITY.md.
+drills:
+	@mkdir -p drills-out
+	$(GO) test -count=1 -timeout 60m ./drills/ -args -drills.long -drills.summary=$(CURDIR)/drills-out/long.txt
+	@cat drills-out/long.txt
+
+test: deps fmt-check vet build unit tagged invariants fuzz drills-short
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./uring/ ./alloc/ ./mpage/
@@ -70,4 +83,4 @@ bench-compare: build
 	./$(BIN) bench --json bench-out/bench.json --svg bench-out/bench.svg | tee bench-out/bench.txt
 
 clean:
-	rm -rf bin bench-out
+	rm -rf bin bench-out drills-out

@@ -28,7 +28,7 @@ func TestBenchQuick(t *testing.T) {
 	dir := t.TempDir()
 	jsonPath, svgPath := filepath.Join(dir, "bench.json"), filepath.Join(dir, "bench.svg")
 	var stdout, stderr bytes.Buffer
-	args := []string{"bench", "--quick", "--json", jsonPath, "--svg", svgPath, "--mpaged", mpagedBinary(t)}
+	args := []string{"bench", "--quick", "--json", jsonPath, "--svg", svgPath, "--mpaged", testenv.MpagedBinary(t)}
 	if code := run(args, &stdout, &stderr); code != 0 {
 		t.Fatalf("mpaged bench --quick: exit %d\n%s", code, stderr.String())
 	}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/mpaged/mpaged/internal/testenv"
 )
 
 // --log-level decides whether requests are logged (warn drops the one
@@ -26,20 +28,20 @@ func TestServeLogLevelAndCPUProfile(t *testing.T) {
 		t.Run(tc.level, func(t *testing.T) {
 			dir := t.TempDir()
 			profile := filepath.Join(dir, "cpu.pprof")
-			d := startDaemon(t, dir, "--volume", img, "--read-only", "--log-level", tc.level, "--cpuprofile", profile)
+			d := testenv.StartDaemon(t, dir, "--volume", img, "--read-only", "--log-level", tc.level, "--cpuprofile", profile)
 			for range 20 {
-				if got := d.must(200, "GET", "/v1/files/dir/big.bin", nil); !bytes.Equal(got, files["dir/big.bin"]) {
+				if got := d.Must(200, "GET", "/v1/files/dir/big.bin", nil); !bytes.Equal(got, files["dir/big.bin"]) {
 					t.Fatal("GET returned other bytes")
 				}
 			}
 			if _, err := os.Stat(profile); err != nil {
 				t.Fatalf("the profile must exist from the start: %v", err)
 			}
-			if code := d.stop(syscall.SIGTERM); code != 0 {
-				t.Fatalf("exit %d\n%s", code, d.stderr.String())
+			if code := d.Stop(syscall.SIGTERM); code != 0 {
+				t.Fatalf("exit %d\n%s", code, d.Stderr.String())
 			}
-			if logged := strings.Contains(d.stderr.String(), "msg=request"); logged != tc.wantRequests {
-				t.Errorf("--log-level %s: request lines logged: %v\n%s", tc.level, logged, d.stderr.String())
+			if logged := strings.Contains(d.Stderr.String(), "msg=request"); logged != tc.wantRequests {
+				t.Errorf("--log-level %s: request lines logged: %v\n%s", tc.level, logged, d.Stderr.String())
 			}
 			// A CPU profile is a gzipped protocol buffer with a sample
 			// type section naming "cpu".

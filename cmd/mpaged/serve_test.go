@@ -28,55 +28,55 @@ func TestServeEndToEnd(t *testing.T) {
 	testenv.RequireTool(t, "mke2fs")
 	testenv.RequireTool(t, "e2fsck")
 	dir := t.TempDir()
-	d := startDaemon(t, dir, "--cache", "16MiB")
+	d := testenv.StartDaemon(t, dir, "--cache", "16MiB")
 	img := filepath.Join(dir, "mpaged-data", "volume.img")
 	if st, err := os.Stat(img); err != nil || st.Size() != 1<<30 {
 		t.Fatalf("default volume: %v %v", st, err)
 	}
-	d.must(200, "GET", "/healthz", nil)
-	d.must(200, "GET", "/readyz", nil)
+	d.Must(200, "GET", "/healthz", nil)
+	d.Must(200, "GET", "/readyz", nil)
 
 	data := make([]byte, 3<<20+123)
 	rand.NewChaCha8([32]byte{1}).Read(data)
-	d.must(201, "POST", "/v1/mkdir/docs/2026?parents=1", nil)
-	d.must(201, "PUT", "/v1/files/docs/2026/report.bin", bytes.NewReader(data))
-	if got := d.must(200, "GET", "/v1/files/docs/2026/report.bin", nil); !bytes.Equal(got, data) {
+	d.Must(201, "POST", "/v1/mkdir/docs/2026?parents=1", nil)
+	d.Must(201, "PUT", "/v1/files/docs/2026/report.bin", bytes.NewReader(data))
+	if got := d.Must(200, "GET", "/v1/files/docs/2026/report.bin", nil); !bytes.Equal(got, data) {
 		t.Fatal("GET returned other bytes than PUT sent")
 	}
-	resp, got := d.call("GET", "/v1/files/docs/2026/report.bin", nil, "Range", "bytes=1048570-1048585")
+	resp, got := d.Call("GET", "/v1/files/docs/2026/report.bin", nil, "Range", "bytes=1048570-1048585")
 	if resp.StatusCode != 206 || !bytes.Equal(got, data[1048570:1048586]) {
 		t.Fatalf("range: %d %x", resp.StatusCode, got)
 	}
-	d.must(304, "GET", "/v1/files/docs/2026/report.bin", nil, "If-None-Match", resp.Header.Get("ETag"))
-	d.must(201, "PUT", "/v1/files/docs/gone", strings.NewReader("temporary"))
-	d.must(204, "DELETE", "/v1/files/docs/gone", nil)
-	d.must(404, "GET", "/v1/files/docs/gone", nil)
+	d.Must(304, "GET", "/v1/files/docs/2026/report.bin", nil, "If-None-Match", resp.Header.Get("ETag"))
+	d.Must(201, "PUT", "/v1/files/docs/gone", strings.NewReader("temporary"))
+	d.Must(204, "DELETE", "/v1/files/docs/gone", nil)
+	d.Must(404, "GET", "/v1/files/docs/gone", nil)
 	var listing struct{ Entries []struct{ Name string } }
-	if err := json.Unmarshal(d.must(200, "GET", "/v1/files/docs/2026", nil), &listing); err != nil || len(listing.Entries) != 1 {
+	if err := json.Unmarshal(d.Must(200, "GET", "/v1/files/docs/2026", nil), &listing); err != nil || len(listing.Entries) != 1 {
 		t.Fatalf("listing: %v %+v", err, listing)
 	}
-	d.must(200, "POST", "/v1/fsync/docs/2026/report.bin", nil)
+	d.Must(200, "POST", "/v1/fsync/docs/2026/report.bin", nil)
 	// Dirty, not synced: SIGTERM must write it back.
-	d.must(204, "PUT", "/v1/files/docs/2026/report.bin?offset=100", strings.NewReader("written just before SIGTERM"))
+	d.Must(204, "PUT", "/v1/files/docs/2026/report.bin?offset=100", strings.NewReader("written just before SIGTERM"))
 	copy(data[100:], "written just before SIGTERM")
-	d.must(201, "PUT", "/v1/files/unsynced", strings.NewReader("not synced by the client"))
-	if code := d.stop(syscall.SIGTERM); code != 0 {
-		t.Fatalf("SIGTERM: exit %d\n%s", code, d.stderr.String())
+	d.Must(201, "PUT", "/v1/files/unsynced", strings.NewReader("not synced by the client"))
+	if code := d.Stop(syscall.SIGTERM); code != 0 {
+		t.Fatalf("SIGTERM: exit %d\n%s", code, d.Stderr.String())
 	}
 	if out, err := testenv.Output("e2fsck", "-fn", img); err != nil {
 		t.Fatalf("e2fsck -fn after shutdown: %v\n%s", err, out)
 	}
-	d = startDaemon(t, dir)
-	if got := d.must(200, "GET", "/v1/files/docs/2026/report.bin", nil); !bytes.Equal(got, data) {
+	d = testenv.StartDaemon(t, dir)
+	if got := d.Must(200, "GET", "/v1/files/docs/2026/report.bin", nil); !bytes.Equal(got, data) {
 		t.Fatal("after restart: other bytes")
 	}
-	if got := d.must(200, "GET", "/v1/files/unsynced", nil); string(got) != "not synced by the client" {
+	if got := d.Must(200, "GET", "/v1/files/unsynced", nil); string(got) != "not synced by the client" {
 		t.Fatalf("after restart: %q", got)
 	}
-	if strings.Contains(d.stderr.String(), "created the default volume") {
+	if strings.Contains(d.Stderr.String(), "created the default volume") {
 		t.Error("the restart created the default volume again")
 	}
-	if code := d.stop(syscall.SIGINT); code != 0 {
+	if code := d.Stop(syscall.SIGINT); code != 0 {
 		t.Fatalf("SIGINT: exit %d", code)
 	}
 }
@@ -86,7 +86,7 @@ func TestServeEndToEnd(t *testing.T) {
 func TestServeRefusesSecondWriter(t *testing.T) {
 	testenv.RequireTool(t, "mke2fs")
 	dir := t.TempDir()
-	startDaemon(t, dir)
+	testenv.StartDaemon(t, dir)
 	img := filepath.Join(dir, "mpaged-data", "volume.img")
 	for _, fsck := range []string{"auto", "force"} {
 		out, err := exec2(t, dir, "serve", "--volume", img, "--listen", "127.0.0.1:0", "--fsck", fsck)
@@ -109,7 +109,7 @@ func TestServeRefusesSecondWriter(t *testing.T) {
 // combined output.
 func exec2(t *testing.T, dir string, args ...string) (string, error) {
 	t.Helper()
-	cmd := exec.Command(mpagedBinary(t), args...)
+	cmd := exec.Command(testenv.MpagedBinary(t), args...)
 	cmd.Dir = dir
 	out, err := cmd.CombinedOutput()
 	return string(out), err
@@ -124,7 +124,7 @@ func TestServeKernelMounted(t *testing.T) {
 	mnt := t.TempDir()
 	testenv.Run(t, "mount", "-t", "ext2", dev, mnt)
 	t.Cleanup(func() { testenv.Unmount(mnt) })
-	mpagedBinary(t)
+	testenv.MpagedBinary(t)
 	for _, args := range [][]string{
 		{"serve", "--volume", img, "--listen", "127.0.0.1:0"},
 		{"mkdir", "--volume", img, "/new"},
@@ -144,31 +144,31 @@ func TestServeUncleanVolume(t *testing.T) {
 	testenv.RequireTool(t, "mke2fs")
 	testenv.RequireTool(t, "e2fsck")
 	dir := t.TempDir()
-	d := startDaemon(t, dir)
-	d.must(201, "PUT", "/v1/files/a?sync=1", strings.NewReader("synced before the kill"))
-	d.stop(syscall.SIGKILL)
+	d := testenv.StartDaemon(t, dir)
+	d.Must(201, "PUT", "/v1/files/a?sync=1", strings.NewReader("synced before the kill"))
+	d.Stop(syscall.SIGKILL)
 
-	d = startDaemon(t, dir, "--fsck", "never")
+	d = testenv.StartDaemon(t, dir, "--fsck", "never")
 	var ready struct {
 		ReadOnly bool   `json:"read_only"`
 		Reason   string `json:"read_only_reason"`
 	}
-	json.Unmarshal(d.must(200, "GET", "/readyz", nil), &ready)
+	json.Unmarshal(d.Must(200, "GET", "/readyz", nil), &ready)
 	if !ready.ReadOnly || !strings.Contains(ready.Reason, "not cleanly unmounted") {
 		t.Errorf("--fsck never on an unclean volume: %+v", ready)
 	}
-	d.must(503, "PUT", "/v1/files/b", strings.NewReader("refused"))
-	if got := d.must(200, "GET", "/v1/files/a", nil); string(got) != "synced before the kill" {
+	d.Must(503, "PUT", "/v1/files/b", strings.NewReader("refused"))
+	if got := d.Must(200, "GET", "/v1/files/a", nil); string(got) != "synced before the kill" {
 		t.Errorf("read-only: %q", got)
 	}
-	d.stop(syscall.SIGTERM)
+	d.Stop(syscall.SIGTERM)
 
-	d = startDaemon(t, dir)
-	if !strings.Contains(d.stderr.String(), "e2fsck -p") {
-		t.Errorf("no e2fsck run logged:\n%s", d.stderr.String())
+	d = testenv.StartDaemon(t, dir)
+	if !strings.Contains(d.Stderr.String(), "e2fsck -p") {
+		t.Errorf("no e2fsck run logged:\n%s", d.Stderr.String())
 	}
-	d.must(201, "PUT", "/v1/files/b", strings.NewReader("writable again"))
-	if code := d.stop(syscall.SIGTERM); code != 0 {
+	d.Must(201, "PUT", "/v1/files/b", strings.NewReader("writable again"))
+	if code := d.Stop(syscall.SIGTERM); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
 	if out, err := testenv.Output("e2fsck", "-n", filepath.Join(dir, "mpaged-data", "volume.img")); err != nil || !strings.Contains(out, "clean") {
@@ -188,15 +188,15 @@ func TestServeStreamsLargeFile(t *testing.T) {
 	// runtime and heap, HTTP buffers.
 	const overhead = 64 << 20
 	dir := t.TempDir()
-	d := startDaemon(t, dir, "--cache", "64MiB", "--create-size", "1536MiB")
+	d := testenv.StartDaemon(t, dir, "--cache", "64MiB", "--create-size", "1536MiB")
 	var maxRSS int64
 	watch := func() {
-		if r := d.rss(); r > maxRSS {
+		if r := d.RSS(); r > maxRSS {
 			maxRSS = r
 		}
 	}
 	src := &patternReader{n: size, watch: watch}
-	req, _ := http.NewRequest("PUT", d.url+"/v1/files/big", src)
+	req, _ := http.NewRequest("PUT", d.URL+"/v1/files/big", src)
 	req.ContentLength = size
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil || resp.StatusCode != 201 {
@@ -205,7 +205,7 @@ func TestServeStreamsLargeFile(t *testing.T) {
 	resp.Body.Close()
 	want := src.sum.Sum(nil)
 	for _, pass := range []string{"cold", "warm"} {
-		resp, err := http.Get(d.url + "/v1/files/big")
+		resp, err := http.Get(d.URL + "/v1/files/big")
 		if err != nil || resp.StatusCode != 200 {
 			t.Fatalf("GET: %v %v", err, resp)
 		}
@@ -220,7 +220,7 @@ func TestServeStreamsLargeFile(t *testing.T) {
 	if maxRSS > cache+overhead {
 		t.Errorf("RSS peaked at %d MiB: over the cache (%d MiB) plus %d MiB", maxRSS>>20, cache>>20, overhead>>20)
 	}
-	d.stop(syscall.SIGTERM)
+	d.Stop(syscall.SIGTERM)
 }
 
 // patternReader yields n pseudo-random bytes, hashing them, and samples
@@ -277,7 +277,7 @@ func TestServeErrorsAreJSON(t *testing.T) {
 	dir := t.TempDir()
 	tok := filepath.Join(dir, "token")
 	os.WriteFile(tok, []byte("let-me-in\n"), 0o600)
-	d := startDaemon(t, dir, "--token-file", tok, "--max-body", "1KiB")
+	d := testenv.StartDaemon(t, dir, "--token-file", tok, "--max-body", "1KiB")
 	auth := []string{"Authorization", "Bearer let-me-in"}
 	for _, tc := range []struct {
 		method, path string
@@ -294,17 +294,17 @@ func TestServeErrorsAreJSON(t *testing.T) {
 		{"PUT", "/v1/files/x?offset=z", "x", auth, 400, "bad_offset"},
 		{"GET", "/v1/files/lost+found/../x", "", auth, 400, "invalid_path"},
 	} {
-		resp, b := d.call(tc.method, tc.path, strings.NewReader(tc.body), tc.hdr...)
+		resp, b := d.Call(tc.method, tc.path, strings.NewReader(tc.body), tc.hdr...)
 		var eb struct{ Error, Code string }
 		if resp.StatusCode != tc.status || json.Unmarshal(b, &eb) != nil || eb.Code != tc.code || eb.Error == "" {
 			t.Errorf("%s %s: %d %s, want %d %s", tc.method, tc.path, resp.StatusCode, b, tc.status, tc.code)
 		}
 	}
-	d.must(201, "PUT", "/v1/files/x", strings.NewReader("ok"), auth...)
-	d.must(412, "PUT", "/v1/files/x", strings.NewReader("no"), append(auth, "If-None-Match", "*")...)
-	d.must(416, "GET", "/v1/files/x", nil, append(auth, "Range", "bytes=10-20")...)
-	d.must(200, "GET", "/metrics", nil)
-	if !strings.Contains(string(d.must(200, "GET", "/metrics", nil)), `mpaged_http_requests_total{code="401",handler="files",method="get"}`) {
+	d.Must(201, "PUT", "/v1/files/x", strings.NewReader("ok"), auth...)
+	d.Must(412, "PUT", "/v1/files/x", strings.NewReader("no"), append(auth, "If-None-Match", "*")...)
+	d.Must(416, "GET", "/v1/files/x", nil, append(auth, "Range", "bytes=10-20")...)
+	d.Must(200, "GET", "/metrics", nil)
+	if !strings.Contains(string(d.Must(200, "GET", "/metrics", nil)), `mpaged_http_requests_total{code="401",handler="files",method="get"}`) {
 		t.Error("/metrics does not count the 401")
 	}
 }
@@ -316,7 +316,7 @@ func TestServeErrorsAreJSON(t *testing.T) {
 // image.
 func TestConcurrentPuts(t *testing.T) {
 	img := ext2Image(t, "32M")
-	bin := mpagedBinary(t)
+	bin := testenv.MpagedBinary(t)
 	const writers = 4
 	type result struct {
 		name string
@@ -374,9 +374,9 @@ func TestServeUnixSocket(t *testing.T) {
 	}
 	ln.(*net.UnixListener).SetUnlinkOnClose(false)
 	ln.Close()
-	cmd := exec.Command(mpagedBinary(t), "serve", "--listen", "unix:"+sock)
+	cmd := exec.Command(testenv.MpagedBinary(t), "serve", "--listen", "unix:"+sock)
 	cmd.Dir = dir
-	var out syncBuffer
+	var out testenv.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -418,11 +418,11 @@ func TestServeUnixSocket(t *testing.T) {
 func TestServeBackgroundWriteback(t *testing.T) {
 	testenv.RequireTool(t, "mke2fs")
 	dir := t.TempDir()
-	d := startDaemon(t, dir, "--dirty-expire", "300ms", "--writeback-interval", "100ms")
+	d := testenv.StartDaemon(t, dir, "--dirty-expire", "300ms", "--writeback-interval", "100ms")
 	img := filepath.Join(dir, "mpaged-data", "volume.img")
-	d.must(201, "PUT", "/v1/files/f", strings.NewReader("start"))
+	d.Must(201, "PUT", "/v1/files/f", strings.NewReader("start"))
 	tail := strings.Repeat("appended without fsync; ", 1000)
-	d.must(204, "PUT", "/v1/files/f?offset=5", strings.NewReader(tail))
+	d.Must(204, "PUT", "/v1/files/f?offset=5", strings.NewReader(tail))
 	want := "start" + tail
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -435,9 +435,9 @@ func TestServeBackgroundWriteback(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	m := string(d.must(200, "GET", "/metrics", nil))
+	m := string(d.Must(200, "GET", "/metrics", nil))
 	if !strings.Contains(m, "mpaged_flusher_expired_pages_total ") || strings.Contains(m, "mpaged_flusher_expired_pages_total 0\n") {
 		t.Error("the flusher's pages are not counted in /metrics")
 	}
-	d.stop(syscall.SIGTERM)
+	d.Stop(syscall.SIGTERM)
 }

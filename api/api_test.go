@@ -11,8 +11,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,7 +20,7 @@ import (
 	"github.com/mpaged/mpaged/api"
 	"github.com/mpaged/mpaged/engine"
 	"github.com/mpaged/mpaged/fs/ext"
-	"github.com/mpaged/mpaged/internal/testenv"
+	"github.com/mpaged/mpaged/internal/voltest"
 	"github.com/mpaged/mpaged/uring"
 	"github.com/mpaged/mpaged/uring/faultring"
 )
@@ -48,49 +46,12 @@ type envOpts struct {
 
 func newEnv(t *testing.T, o envOpts) *env {
 	t.Helper()
-	testenv.RequireTool(t, "mke2fs")
-	src := t.TempDir()
-	for name, content := range o.tree {
-		p := filepath.Join(src, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if o.size == "" {
-		o.size = "32M"
-	}
-	e := &env{t: t, img: filepath.Join(t.TempDir(), "vol.img")}
-	testenv.Run(t, "mke2fs", "-q", "-F", "-t", "ext4", "-O", "^has_journal", "-b", "4096", "-d", src, e.img, o.size)
-	cfg := engine.Config{Path: e.img, Write: !o.readOnly, Backend: uring.BackendSync, CacheBytes: 8 << 20, Logf: t.Logf}
-	if o.faults {
-		cfg.WrapRing = func(r uring.Ring) uring.Ring {
-			e.faults = faultring.New(r, 1)
-			return e.faults
-		}
-	}
-	var err error
-	if e.eng, err = engine.Open(cfg); err != nil {
-		t.Fatal(err)
-	}
-	if e.vol, err = ext.Open(ext.Config{Device: e.eng.Device, Cache: e.eng.Cache, DeviceSize: e.eng.Info.Size,
-		SectorSize: e.eng.Info.SectorSize, ReadOnly: o.readOnly, Logf: t.Logf}); err != nil {
-		t.Fatal(err)
-	}
+	v := voltest.New(t, voltest.Options{Size: o.size, Tree: o.tree, ReadOnly: o.readOnly, Faults: o.faults})
+	e := &env{t: t, img: v.Img, eng: v.Eng, vol: v.Vol, faults: v.Faults}
 	o.cfg.Volume = e.vol
 	e.srv = api.New(o.cfg)
 	e.ts = httptest.NewServer(e.srv.Handler())
-	t.Cleanup(func() {
-		e.ts.Close()
-		if err := e.vol.Close(); err != nil {
-			t.Errorf("close volume: %v", err)
-		}
-		if err := e.eng.Close(); err != nil {
-			t.Errorf("close engine: %v", err)
-		}
-	})
+	t.Cleanup(e.ts.Close) // before the volume closes (cleanups run last first)
 	return e
 }
 

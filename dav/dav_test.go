@@ -329,7 +329,6 @@ func TestPutCutMidBody(t *testing.T) {
 	e.noStagedFiles()
 }
 
-
 // TestVolumeErrorStatuses: ENOSPC answers 507 and EIO 500, as on /v1,
 // and neither replaces the file.
 func TestVolumeErrorStatuses(t *testing.T) {

@@ -34,6 +34,12 @@ func NewFS(vol *ext.Volume) *FS {
 
 var _ webdav.FileSystem = (*FS)(nil)
 
+// clean is the volume path webdav's name stands for: webdav strips its
+// prefix but leaves cleaning to the FileSystem (a COPY's Destination may
+// end in "/"). Request paths with ".." never get here (Handler refuses
+// them); a name that had one still cannot climb above the root.
+func clean(name string) string { return path.Clean("/" + name) }
+
 // hidden reports whether name is the staging directory or inside it.
 func hidden(name string) bool {
 	return name == ext.StagingDir || strings.HasPrefix(name, ext.StagingDir+"/")
@@ -72,6 +78,7 @@ func isWriteOp(op string) bool {
 
 // Mkdir makes a directory (MKCOL, and COPY of a collection).
 func (fsys *FS) Mkdir(ctx context.Context, name string, perm os.FileMode) error {
+	name = clean(name)
 	if hidden(name) {
 		return fsys.fail(ctx, "mkdir", name, ErrHidden)
 	}
@@ -88,6 +95,7 @@ func modeOf(perm os.FileMode) fs.FileMode { return perm.Perm() &^ 0o022 }
 
 // Stat describes name, following symbolic links.
 func (fsys *FS) Stat(ctx context.Context, name string) (os.FileInfo, error) {
+	name = clean(name)
 	if hidden(name) {
 		return nil, fsys.fail(ctx, "stat", name, ErrHidden)
 	}
@@ -104,6 +112,7 @@ func (fsys *FS) Stat(ctx context.Context, name string) (os.FileInfo, error) {
 // LOCK of a new name open). A replacement is staged and renamed into place
 // only when its writer closes after a complete body (putFile).
 func (fsys *FS) OpenFile(ctx context.Context, name string, flag int, perm os.FileMode) (webdav.File, error) {
+	name = clean(name)
 	write := flag&(os.O_WRONLY|os.O_RDWR|os.O_APPEND|os.O_CREATE|os.O_TRUNC) != 0
 	if hidden(name) {
 		op := "open"
@@ -179,6 +188,7 @@ func (fsys *FS) openPut(ctx context.Context, name string, flag int, perm os.File
 // os.RemoveAll: a missing name is no error. Symbolic links are removed,
 // never followed. The root cannot be removed.
 func (fsys *FS) RemoveAll(ctx context.Context, name string) error {
+	name = clean(name)
 	switch {
 	case name == "/":
 		return fsys.fail(ctx, "removeall", name, ErrRootRemoval)
@@ -228,6 +238,7 @@ func (fsys *FS) removeTree(name string) error {
 // removed an existing destination when Overwrite allowed it). The inode
 // moves, so its dead properties follow it.
 func (fsys *FS) Rename(ctx context.Context, oldName, newName string) error {
+	oldName, newName = clean(oldName), clean(newName)
 	if hidden(oldName) || hidden(newName) {
 		return fsys.fail(ctx, "rename", oldName, ErrHidden)
 	}

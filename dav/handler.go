@@ -1,8 +1,11 @@
 package dav
 
 import (
+	"bytes"
 	"context"
+	"encoding/xml"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -78,6 +81,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if r.Method == "PROPFIND" || r.Method == "PROPPATCH" {
+		body, status, msg := checkXMLBody(r.Body)
+		if status != 0 {
+			http.Error(w, msg, status)
+			return
+		}
+		r.Body = body
+	}
 	st := &reqState{putLength: -1}
 	if r.Method == http.MethodPut {
 		st.putLength = r.ContentLength
@@ -108,6 +119,40 @@ func hostilePath(r *http.Request) string {
 		}
 	}
 	return ""
+}
+
+// maxXMLBody bounds a PROPFIND or PROPPATCH body, which is read whole to
+// be checked: property names and values, never file content.
+const maxXMLBody = 1 << 20
+
+// checkXMLBody reads a PROPFIND or PROPPATCH body and refuses (400) what
+// x/net/webdav would take but XML Namespaces 1.0 forbids: a prefix
+// declared with an empty name (xmlns:p=""). It returns the body to hand
+// on.
+func checkXMLBody(body io.ReadCloser) (io.ReadCloser, int, string) {
+	b, err := io.ReadAll(io.LimitReader(body, maxXMLBody+1))
+	body.Close()
+	switch {
+	case err != nil:
+		return nil, http.StatusBadRequest, "reading the body: " + err.Error()
+	case len(b) > maxXMLBody:
+		return nil, http.StatusRequestEntityTooLarge, fmt.Sprintf("an XML body over %d bytes", maxXMLBody)
+	}
+	d := xml.NewDecoder(bytes.NewReader(b))
+	for {
+		tok, err := d.RawToken()
+		if err != nil {
+			break // EOF, or a syntax error webdav answers itself
+		}
+		if se, ok := tok.(xml.StartElement); ok {
+			for _, a := range se.Attr {
+				if a.Name.Space == "xmlns" && a.Value == "" {
+					return nil, http.StatusBadRequest, "the namespace prefix " + a.Name.Local + " is declared empty"
+				}
+			}
+		}
+	}
+	return io.NopCloser(bytes.NewReader(b)), 0, ""
 }
 
 func bad(p string) bool {

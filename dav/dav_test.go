@@ -89,6 +89,8 @@ func (e *env) noStagedFiles() {
 	}
 }
 
+const lockBody = `<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype></D:lockinfo>`
+
 const propfindAll = `<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:allprop/></D:propfind>`
 
 // TestMethods runs each WebDAV method against a tree, in order (later
@@ -161,6 +163,14 @@ func TestMethods(t *testing.T) {
 		{"delete tree", "DELETE", "/dav/newdir/", "", nil, 204, notThere(e, "/newdir")},
 		{"delete missing", "DELETE", "/dav/nope", "", nil, 404, nil},
 		{"delete root", "DELETE", "/dav/", "", nil, 405, isThere(e, "/f.txt")},
+		{"propfind: empty prefix declaration", "PROPFIND", "/dav/", `<D:propfind xmlns:D="DAV:"><D:prop><bar:foo xmlns:bar=""/></D:prop></D:propfind>`, nil, 400, nil},
+		{"lock", "LOCK", "/dav/locked", lockBody, nil, 201, func(b string) error {
+			if !e.exists("/locked") {
+				return errors.New("LOCK of a new name made no file")
+			}
+			return contains("locktoken")(b)
+		}},
+		{"put on a locked file", "PUT", "/dav/locked", "x", nil, 423, fileIs(e, "/locked", "")},
 		{"hostile: NUL", "GET", "/dav/a%00b", "", nil, 400, nil},
 		{"hostile: dot-dot destination", "COPY", "/dav/f.txt", "", []string{"Destination", "/dav/dir/../../x"}, 400, notThere(e, "/x")},
 		{"hostile: dot-dot path", "PUT", "/dav/dir/../x", "x", nil, 400, notThere(e, "/x")},
@@ -236,7 +246,6 @@ func notThere(e *env, p string) func(string) error {
 // 403 and changes nothing; the reading methods work.
 func TestReadOnly(t *testing.T) {
 	e := newEnv(t, voltest.Options{Tree: map[string]string{"f": "data", "d/x": "x"}, ReadOnly: true})
-	lock := `<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype></D:lockinfo>`
 	patch := `<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:"><D:set><D:prop><x xmlns="urn:t">1</x></D:prop></D:set></D:propertyupdate>`
 	for _, tc := range []struct {
 		method, path, body string
@@ -250,7 +259,7 @@ func TestReadOnly(t *testing.T) {
 		{"COPY", "/dav/f", "", []string{"Destination", "/dav/c"}, 403},
 		{"MOVE", "/dav/f", "", []string{"Destination", "/dav/c"}, 403},
 		{"PROPPATCH", "/dav/f", patch, nil, 403},
-		{"LOCK", "/dav/f", lock, nil, 403},
+		{"LOCK", "/dav/f", lockBody, nil, 403},
 		{"UNLOCK", "/dav/f", "", []string{"Lock-Token", "<opaquelocktoken:x>"}, 403},
 		{"OPTIONS", "/dav/", "", nil, 200},
 		{"PROPFIND", "/dav/", propfindAll, []string{"Depth", "1"}, 207},

@@ -1,0 +1,97 @@
+package api_test
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mpaged/mpaged/api"
+)
+
+// TestDavRoute: /dav/ is WebDAV under the /v1 rules: the token, the
+// route's metrics label, the body limit, the concurrency limit, a
+// read-only reason; and its ETags are /v1's.
+func TestDavRoute(t *testing.T) {
+	var mu sync.Mutex
+	routes := map[string]int{}
+	instrument := func(route string, h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			routes[route]++
+			mu.Unlock()
+			h.ServeHTTP(w, r)
+		})
+	}
+	e := newEnv(t, envOpts{tree: map[string]string{"f.txt": "hello"}, cfg: api.Config{Token: "tok", MaxBodyBytes: 1000,
+		MaxConcurrent: 1, QueueTimeout: 50 * time.Millisecond, Instrument: instrument}})
+	auth := []string{"Authorization", "Bearer tok"}
+
+	resp, b := e.do("PROPFIND", "/dav/", nil, "Depth", "1")
+	e.want(resp, b, http.StatusUnauthorized, "unauthorized")
+	if resp.Header.Get("WWW-Authenticate") == "" {
+		t.Error("401 without WWW-Authenticate")
+	}
+	resp, b = e.do("PROPFIND", "/dav/", nil, append(auth, "Depth", "1")...)
+	if resp.StatusCode != http.StatusMultiStatus || !strings.Contains(string(b), "/dav/f.txt") {
+		t.Fatalf("PROPFIND: %d %s", resp.StatusCode, b)
+	}
+	resp, b = e.do("PUT", "/dav/big", strings.NewReader(strings.Repeat("x", 1001)), auth...)
+	e.want(resp, b, http.StatusRequestEntityTooLarge, "too_large")
+	resp, b = e.do("PUT", "/dav/f.txt", strings.NewReader("changed"), auth...)
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("PUT: %d %s", resp.StatusCode, b)
+	}
+	davResp, _ := e.do("GET", "/dav/f.txt", nil, auth...)
+	v1Resp, body := e.do("GET", "/v1/files/f.txt", nil, auth...)
+	if string(body) != "changed" || davResp.Header.Get("ETag") == "" || davResp.Header.Get("ETag") != v1Resp.Header.Get("ETag") {
+		t.Errorf("GET after a WebDAV PUT: %q; ETag /dav %q, /v1 %q", body, davResp.Header.Get("ETag"), v1Resp.Header.Get("ETag"))
+	}
+	mu.Lock()
+	if routes["dav"] < 5 {
+		t.Errorf("requests counted under the dav route: %v", routes)
+	}
+	mu.Unlock()
+
+	// A PUT that holds the only slot makes a PROPFIND wait, then 503.
+	pr, pw := io.Pipe()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		req, _ := http.NewRequest(http.MethodPut, e.ts.URL+"/dav/slow", pr)
+		req.ContentLength = 2
+		req.Header.Set("Authorization", "Bearer tok")
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	pw.Write([]byte("a"))
+	resp, b = e.do("PROPFIND", "/dav/", nil, append(auth, "Depth", "0")...)
+	e.want(resp, b, http.StatusServiceUnavailable, "busy")
+	pw.Write([]byte("b"))
+	pw.Close()
+	wg.Wait()
+	if _, got := e.do("GET", "/dav/slow", nil, auth...); string(got) != "ab" {
+		t.Errorf("slow PUT: %q", got)
+	}
+}
+
+// TestDavReadOnlyReason: a writable volume the daemon serves read-only
+// refuses WebDAV writes (403) and still serves reads.
+func TestDavReadOnlyReason(t *testing.T) {
+	e := newEnv(t, envOpts{tree: map[string]string{"f": "data"}, cfg: api.Config{ReadOnlyReason: "e2fsck failed"}})
+	resp, b := e.do("PUT", "/dav/f", strings.NewReader("x"))
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(b), "e2fsck failed") {
+		t.Errorf("PUT: %d %s", resp.StatusCode, b)
+	}
+	resp, b = e.do("MKCOL", "/dav/d", nil)
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("MKCOL: %d %s", resp.StatusCode, b)
+	}
+	if got := e.get("/dav/f"); string(got) != "data" {
+		t.Errorf("GET: %q", got)
+	}
+}

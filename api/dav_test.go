@@ -1,7 +1,10 @@
 package api_test
 
 import (
+	"bufio"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -94,4 +97,29 @@ func TestDavReadOnlyReason(t *testing.T) {
 	if got := e.get("/dav/f"); string(got) != "data" {
 		t.Errorf("GET: %q", got)
 	}
+}
+
+// TestDavStalledBody: a WebDAV PUT whose body stalls past the idle timeout
+// is cut off with 408, as on /v1, and replaces nothing.
+func TestDavStalledBody(t *testing.T) {
+	e := newEnv(t, envOpts{tree: map[string]string{"f": "old"}, cfg: api.Config{IdleTimeout: 200 * time.Millisecond}})
+	conn, err := net.Dial("tcp", e.ts.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "PUT /dav/f HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestTimeout {
+		t.Errorf("stalled PUT: %d, want 408", resp.StatusCode)
+	}
+	if got := e.get("/v1/files/f"); string(got) != "old" {
+		t.Errorf("after a stalled PUT: %q", got)
+	}
+	noTempFiles(t, e)
 }

@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -432,5 +434,67 @@ func TestGetStreamsLargeFile(t *testing.T) {
 	}
 	if e.content("/big2") != string(data) {
 		t.Error("the copy differs")
+	}
+}
+
+// discardWriter is a ResponseWriter that keeps nothing of the body.
+type discardWriter struct {
+	h      http.Header
+	status int
+	n      int64
+}
+
+func (d *discardWriter) Header() http.Header { return d.h }
+func (d *discardWriter) WriteHeader(s int) {
+	if d.status == 0 {
+		d.status = s
+	}
+}
+func (d *discardWriter) Write(p []byte) (int, error) {
+	if d.status == 0 {
+		d.status = 200
+	}
+	d.n += int64(len(p))
+	return len(p), nil
+}
+
+// TestNoWholeFileBuffers: GET and COPY of a 16 MiB file allocate a small
+// part of its size: they stream through the page cache in chunks.
+func TestNoWholeFileBuffers(t *testing.T) {
+	e := newEnv(t, voltest.Options{Size: "64M"})
+	const size = 16 << 20
+	resp, b := e.do("PUT", "/dav/big", io.LimitReader(rand.NewChaCha8([32]byte{7}), size))
+	if resp.StatusCode != 201 {
+		t.Fatalf("PUT: %d %s", resp.StatusCode, b)
+	}
+	for _, tc := range []struct {
+		method string
+		hdr    []string
+		status int
+		body   int64
+	}{
+		{"GET", nil, 200, size},
+		{"COPY", []string{"Destination", "/dav/big2"}, 201, -1},
+	} {
+		req := httptest.NewRequest(tc.method, "/dav/big", nil)
+		for i := 0; i+1 < len(tc.hdr); i += 2 {
+			req.Header.Set(tc.hdr[i], tc.hdr[i+1])
+		}
+		w := &discardWriter{h: http.Header{}}
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		e.h.ServeHTTP(w, req)
+		runtime.ReadMemStats(&after)
+		if w.status != tc.status || tc.body >= 0 && w.n != tc.body {
+			t.Fatalf("%s: status %d, %d bytes", tc.method, w.status, w.n)
+		}
+		alloc := after.TotalAlloc - before.TotalAlloc
+		t.Logf("%s: %d bytes allocated", tc.method, alloc)
+		if alloc > size/4 {
+			t.Errorf("%s of a %d-byte file allocated %d bytes", tc.method, size, alloc)
+		}
+	}
+	if fi, err := e.v.Vol.Stat("/big2"); err != nil || fi.Size != size {
+		t.Errorf("the copy: %+v %v", fi, err)
 	}
 }

@@ -246,6 +246,11 @@ func (p *putFile) replace(r io.Reader) error {
 	defer p.mu.Unlock()
 	p.done = true
 	if err != nil {
+		if body.err != nil {
+			// The source failed, not the volume: say so, whatever
+			// ReplaceFile wrapped around it.
+			err = &sourceError{body.err}
+		}
 		p.err = p.fsys.fail(p.ctx, "create", p.name, err)
 		return p.err
 	}
@@ -353,16 +358,27 @@ type countedBody struct {
 	r      io.Reader
 	expect int64
 	n      *atomic.Int64
+	err    error // the first failure of r, or ErrShortBody
 }
 
 func (c *countedBody) Read(b []byte) (int, error) {
 	m, err := c.r.Read(b)
 	n := c.n.Add(int64(m))
 	if c.expect >= 0 && (n > c.expect || err == io.EOF && n != c.expect) {
-		return m, fmt.Errorf("%w: %d bytes, %d declared", ErrShortBody, n, c.expect)
+		err = fmt.Errorf("%w: %d bytes, %d declared", ErrShortBody, n, c.expect)
+	}
+	if err != nil && err != io.EOF && c.err == nil {
+		c.err = err
 	}
 	return m, err
 }
+
+// sourceError is the failure of what a replacement copies from (a request
+// body, a COPY's source), told apart from the volume's own.
+type sourceError struct{ err error }
+
+func (e *sourceError) Error() string { return "reading the new content: " + e.err.Error() }
+func (e *sourceError) Unwrap() error { return e.err }
 
 var (
 	_ webdav.File            = (*readFile)(nil)

@@ -227,10 +227,10 @@ func statusOf(err error) int {
 		return http.StatusInsufficientStorage
 	case errors.As(err, &mbe), errors.Is(err, ext.ErrTooLarge), errors.Is(err, syscall.EFBIG):
 		return http.StatusRequestEntityTooLarge
-	case errors.Is(err, ErrShortBody), errors.Is(err, io.ErrUnexpectedEOF):
-		return http.StatusBadRequest
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return http.StatusRequestTimeout
+	case errors.Is(err, ErrShortBody), errors.Is(err, io.ErrUnexpectedEOF), isSourceError(err):
+		return http.StatusBadRequest
 	case errors.Is(err, ext.ErrIsDir):
 		return http.StatusConflict // a PUT naming a collection (webdav says 404)
 	case errors.Is(err, ext.ErrClosed):
@@ -239,6 +239,14 @@ func statusOf(err error) int {
 		return http.StatusInternalServerError
 	}
 	return 0
+}
+
+// isSourceError reports a body that failed (a client gone or too slow)
+// rather than the volume. A COPY's source failing is the volume's error
+// and was noted first, by the source's Read.
+func isSourceError(err error) bool {
+	var se *sourceError
+	return errors.As(err, &se)
 }
 
 // statusWriter answers an error status with the status of the volume's

@@ -498,3 +498,36 @@ func TestNoWholeFileBuffers(t *testing.T) {
 		t.Errorf("the copy: %+v %v", fi, err)
 	}
 }
+
+// TestPutThroughWrites: a caller that writes with Write (not ReadFrom)
+// commits at Close, once; a second Close reports the same outcome.
+func TestPutThroughWrites(t *testing.T) {
+	e := newEnv(t, voltest.Options{Tree: map[string]string{"f": "old"}})
+	ctx := context.WithValue(context.Background(), stateKey{}, &reqState{putLength: 8})
+	f, err := e.h.FS().OpenFile(ctx, "/f", os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o666)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, part := range []string{"new ", "data"} {
+		if _, err := f.Write([]byte(part)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := e.content("/f"); got != "old" {
+		t.Errorf("before Close: %q", got)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if got := e.content("/f"); got != "new data" {
+		t.Errorf("after Close: %q", got)
+	}
+	fi, err := f.Stat()
+	if err != nil || fi.Size() != 8 {
+		t.Errorf("Stat after Close: %v %v", fi, err)
+	}
+	e.noStagedFiles()
+}

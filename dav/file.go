@@ -293,7 +293,11 @@ func (p *putFile) Close() error {
 	switch {
 	case pw != nil:
 		pw.Close()
-		return <-p.result
+		err := <-p.result
+		p.mu.Lock()
+		p.pw = nil // a second Close returns the outcome, not a wait
+		p.mu.Unlock()
+		return err
 	case !started:
 		return p.replace(eofReader{})
 	}

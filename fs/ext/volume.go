@@ -142,30 +142,23 @@ func Open(cfg Config) (*Volume, error) {
 	if v.cfg.IdleFiles <= 0 {
 		v.cfg.IdleFiles = 128
 	}
-	raw, err := readSuperblock(cfg)
+	sb, err := loadSuperblock(cfg)
 	if err != nil {
 		return nil, err
 	}
-	sb, err := ParseSuperblock(raw)
-	if err != nil {
-		return nil, err
-	}
-	if err := checkSectorSize(sb, cfg.SectorSize); err != nil {
-		return nil, err
+	if sb.HasIncompat(IncompatRecover) && !cfg.ReadOnly {
+		// Replay first, then read the superblock the journal left.
+		if err := recoverJournal(cfg, sb, v.logf); err != nil {
+			return nil, err
+		}
+		if sb, err = loadSuperblock(cfg); err != nil {
+			return nil, err
+		}
 	}
 	v.sb = sb
 	v.blkbits = uint(10 + sb.LogBlockSize)
 	v.blockBufs.New = func() any { b := make([]byte, sb.BlockSize); return &b }
-
-	const maxBytes = 1 << 62
-	if sb.BlocksCount > maxBytes>>v.blkbits {
-		return nil, fmt.Errorf("%w: superblock: %d blocks of %d bytes", ErrUnsupported, sb.BlocksCount, sb.BlockSize)
-	}
 	size := int64(sb.BlocksCount) << v.blkbits
-	if cfg.DeviceSize >= 0 && size > cfg.DeviceSize {
-		return nil, fmt.Errorf("%w: superblock: %d blocks of %d bytes (%d bytes) do not fit the %d-byte device (truncated image?)",
-			ErrCorrupt, sb.BlocksCount, sb.BlockSize, size, cfg.DeviceSize)
-	}
 	if err := v.decideAccess(); err != nil {
 		return nil, err
 	}
@@ -255,6 +248,34 @@ func readSuperblock(cfg Config) ([]byte, error) {
 		return nil, fmt.Errorf("ext: read superblock: %w", err)
 	}
 	return raw, nil
+}
+
+// loadSuperblock reads, parses and checks the superblock against the
+// device: its block size against the sector size, its block count against
+// the device's size.
+func loadSuperblock(cfg Config) (*Superblock, error) {
+	raw, err := readSuperblock(cfg)
+	if err != nil {
+		return nil, err
+	}
+	sb, err := ParseSuperblock(raw)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkSectorSize(sb, cfg.SectorSize); err != nil {
+		return nil, err
+	}
+	blkbits := uint(10 + sb.LogBlockSize)
+	const maxBytes = 1 << 62
+	if sb.BlocksCount > maxBytes>>blkbits {
+		return nil, fmt.Errorf("%w: superblock: %d blocks of %d bytes", ErrUnsupported, sb.BlocksCount, sb.BlockSize)
+	}
+	size := int64(sb.BlocksCount) << blkbits
+	if cfg.DeviceSize >= 0 && size > cfg.DeviceSize {
+		return nil, fmt.Errorf("%w: superblock: %d blocks of %d bytes (%d bytes) do not fit the %d-byte device (truncated image?)",
+			ErrCorrupt, sb.BlocksCount, sb.BlockSize, size, cfg.DeviceSize)
+	}
+	return sb, nil
 }
 
 // checkSectorSize refuses a file system whose blocks are smaller than the

@@ -1,0 +1,412 @@
+package jbd2
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+)
+
+// memDev is a Device in memory that records what reaches it: every write
+// and flush in order, and writes outside the volume as test failures.
+type memDev struct {
+	t       testing.TB
+	bs      int
+	blocks  [][]byte
+	ops     []string // "w<blk>" and "flush", in order
+	failed  bool     // a write outside the volume was attempted
+	written map[uint64]bool
+}
+
+func newMemDev(t testing.TB, bs int, n int) *memDev {
+	d := &memDev{t: t, bs: bs, blocks: make([][]byte, n), written: map[uint64]bool{}}
+	for i := range d.blocks {
+		d.blocks[i] = make([]byte, bs)
+	}
+	return d
+}
+
+func (d *memDev) ReadBlock(blk uint64, b []byte) error {
+	if blk >= uint64(len(d.blocks)) {
+		return fmt.Errorf("read of block %d past %d", blk, len(d.blocks))
+	}
+	copy(b, d.blocks[blk])
+	return nil
+}
+
+func (d *memDev) WriteBlock(blk uint64, b []byte) error {
+	if blk >= uint64(len(d.blocks)) {
+		d.failed = true
+		d.t.Errorf("write of block %d outside the %d-block volume", blk, len(d.blocks))
+		return fmt.Errorf("write past the end")
+	}
+	copy(d.blocks[blk], b)
+	d.ops = append(d.ops, fmt.Sprintf("w%d", blk))
+	d.written[blk] = true
+	return nil
+}
+
+func (d *memDev) Flush() error   { d.ops = append(d.ops, "flush"); return nil }
+func (d *memDev) Blocks() uint64 { return uint64(len(d.blocks)) }
+func (d *memDev) BlockSize() int { return d.bs }
+func (d *memDev) clone() *memDev {
+	c := newMemDev(d.t, d.bs, len(d.blocks))
+	for i := range d.blocks {
+		copy(c.blocks[i], d.blocks[i])
+	}
+	return c
+}
+
+// journalSpec is a journal made in memory: its features and where its
+// blocks are.
+type journalSpec struct {
+	name               string
+	compat, incompat   uint32
+	version            int
+	start, len, volume uint64 // journal at device blocks start..start+len; volume blocks
+}
+
+// layoutTestJournal places the journal of spec on dev split in two
+// extents (so Map is exercised across a seam) and writes its superblock.
+func makeJournal(t testing.TB, dev *memDev, spec journalSpec) *ExtentLog {
+	t.Helper()
+	half := spec.len / 2
+	log, err := NewExtentLog([]Extent{
+		{Logical: half, Physical: spec.start + half + 7, Len: spec.len - half},
+		{Logical: 0, Physical: spec.start, Len: half},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, dev.bs)
+	be := binary.BigEndian
+	be.PutUint32(b, Magic)
+	typ := uint32(BlockSuperV2)
+	if spec.version == 1 {
+		typ = BlockSuperV1
+	}
+	be.PutUint32(b[4:], typ)
+	be.PutUint32(b[sbBlockSizeOff:], uint32(dev.bs))
+	be.PutUint32(b[sbMaxLenOff:], uint32(spec.len))
+	be.PutUint32(b[sbFirstOff:], 1)
+	be.PutUint32(b[sbSequenceOff:], 100)
+	if spec.version != 1 {
+		be.PutUint32(b[sbCompatOff:], spec.compat)
+		be.PutUint32(b[sbIncompatOff:], spec.incompat)
+		for i := range 16 {
+			b[sbUUIDOff+i] = byte(0xA0 + i)
+		}
+		be.PutUint32(b[sbNrUsersOff:], 1)
+		if spec.incompat&(IncompatCsumV2|IncompatCsumV3) != 0 {
+			b[sbCsumTypeOff] = ChecksumCRC32C
+			be.PutUint32(b[sbChecksumOff:], superblockCsum(b))
+		}
+	}
+	pblk, _ := log.Map(0)
+	copy(dev.blocks[pblk], b)
+	return log
+}
+
+// specs covers every tag size and checksum kind.
+var specs = []journalSpec{
+	{name: "v1", version: 1},
+	{name: "v2-plain", incompat: IncompatRevoke},
+	{name: "csum-v1", compat: CompatChecksum, incompat: IncompatRevoke},
+	{name: "csum-v2", incompat: IncompatRevoke | IncompatCsumV2},
+	{name: "csum-v2-64bit", incompat: IncompatRevoke | IncompatCsumV2 | Incompat64Bit},
+	{name: "csum-v3", incompat: IncompatRevoke | IncompatCsumV3},
+	{name: "csum-v3-64bit", incompat: IncompatRevoke | IncompatCsumV3 | Incompat64Bit},
+	{name: "64bit-async", compat: CompatChecksum, incompat: IncompatRevoke | Incompat64Bit | IncompatAsyncCommit},
+	{name: "csum-v3-async", incompat: IncompatRevoke | IncompatCsumV3 | IncompatAsyncCommit},
+}
+
+const (
+	testBS      = 1024
+	testVolume  = 4096
+	testJStart  = 2000
+	testJLength = 256
+)
+
+// blockOf is recognisable content for home block h, version v; every
+// fourth one starts with the journal magic so escaping is exercised.
+func blockOf(h uint64, v int) []byte {
+	b := make([]byte, testBS)
+	r := rand.New(rand.NewPCG(h, uint64(v)))
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	if (h+uint64(v))%4 == 0 {
+		binary.BigEndian.PutUint32(b, Magic)
+	}
+	return b
+}
+
+// model is what the volume's home blocks should hold after replay.
+type model map[uint64][]byte
+
+// commitRound commits transaction number v of a workload: a few blocks,
+// some rewritten from earlier rounds, one revoked when the journal has
+// the revoke feature.
+func commitRound(t *testing.T, j *Journal, v int, want model, revoke bool) {
+	t.Helper()
+	var tx Transaction
+	for k := range 5 {
+		h := uint64(50 + (v*3+k*7)%40)
+		if v%2 == 1 && k == 0 {
+			h = uint64(1) << 32 // past 32 bits: only with 64bit
+			if !j.l.Is64Bit || j.io.dev.Blocks() <= h {
+				h = uint64(testVolume - 1)
+			}
+		}
+		dup := false
+		for _, b := range tx.Blocks {
+			dup = dup || b.Home == h
+		}
+		if dup {
+			continue
+		}
+		tx.Blocks = append(tx.Blocks, Block{Home: h, Data: blockOf(h, v)})
+	}
+	if revoke && v > 0 {
+		r := uint64(50 + ((v-1)*3)%40) // written the round before
+		inTx := false
+		for _, b := range tx.Blocks {
+			inTx = inTx || b.Home == r
+		}
+		if !inTx {
+			tx.Revoked = append(tx.Revoked, r)
+		}
+	}
+	if _, err := j.Commit(&tx); err != nil {
+		t.Fatalf("commit %d: %v", v, err)
+	}
+	for _, r := range tx.Revoked {
+		delete(want, r)
+	}
+	for _, b := range tx.Blocks {
+		want[b.Home] = b.Data
+	}
+}
+
+func TestCommitRecoverRoundTrip(t *testing.T) {
+	for _, spec := range specs {
+		t.Run(spec.name, func(t *testing.T) {
+			dev := newMemDev(t, testBS, testVolume)
+			log := makeJournal(t, dev, journalSpec{compat: spec.compat, incompat: spec.incompat, version: spec.version,
+				start: testJStart, len: testJLength})
+			j, err := Open(dev, log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			revoke := j.sb.HasIncompat(IncompatRevoke)
+			want := model{}
+			const rounds = 12
+			for v := range rounds {
+				commitRound(t, j, v, want, revoke)
+			}
+			before := dev.clone()
+			st, err := Recover(dev, log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Transactions != rounds || st.End-st.Start != rounds {
+				t.Errorf("replayed %d transactions (%d..%d), want %d", st.Transactions, st.Start, st.End, rounds)
+			}
+			if revoke && (st.RevokeRecords == 0 || st.Revoked == 0) {
+				t.Errorf("revoke records %d, revoked copies %d: want both > 0", st.RevokeRecords, st.Revoked)
+			}
+			for h, b := range want {
+				if !bytes.Equal(dev.blocks[h], b) {
+					t.Errorf("block %d not replayed to its last committed bytes", h)
+				}
+			}
+			for h := uint64(0); h < testJStart; h++ {
+				if _, ok := want[h]; !ok && !bytes.Equal(dev.blocks[h], before.blocks[h]) {
+					t.Errorf("block %d changed but was never committed (or was revoked)", h)
+				}
+			}
+			sb := mustSuper(t, dev, log)
+			if sb.Start != 0 || sb.Sequence != st.End+1 {
+				t.Errorf("after recovery s_start %d s_sequence %d, want 0 and %d", sb.Start, sb.Sequence, st.End+1)
+			}
+			// Idempotent: the log is empty now; nothing more happens.
+			st2, err := Recover(dev, log)
+			if err != nil || st2.Transactions != 0 {
+				t.Errorf("second recovery: %+v, %v", st2, err)
+			}
+		})
+	}
+}
+
+func mustSuper(t testing.TB, dev *memDev, log Log) *Superblock {
+	t.Helper()
+	sb, err := loadSuperblock(newLogIO(dev, log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sb
+}
+
+// TestReplayTwice: a crash after replay, before the superblock says the
+// log is empty, replays again to the same bytes.
+func TestReplayTwice(t *testing.T) {
+	dev := newMemDev(t, testBS, testVolume)
+	log := makeJournal(t, dev, journalSpec{incompat: IncompatRevoke | IncompatCsumV3, start: testJStart, len: testJLength})
+	j, err := Open(dev, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := model{}
+	for v := range 6 {
+		commitRound(t, j, v, want, true)
+	}
+	first := dev.clone()
+	if _, err := Recover(first, log); err != nil {
+		t.Fatal(err)
+	}
+	// The crash: replayed blocks are home, the superblock still says
+	// s_start != 0. Recover from that state.
+	again := first.clone()
+	jsb, _ := log.Map(0)
+	copy(again.blocks[jsb], dev.blocks[jsb])
+	if _, err := Recover(again, log); err != nil {
+		t.Fatal(err)
+	}
+	for i := range first.blocks {
+		if !bytes.Equal(first.blocks[i], again.blocks[i]) {
+			t.Fatalf("block %d differs between one replay and two", i)
+		}
+	}
+}
+
+// TestCommitOrder: the commit block reaches the device after a flush that
+// follows every other block of its transaction (no async_commit), and the
+// superblock's start is flushed before the first transaction.
+func TestCommitOrder(t *testing.T) {
+	for _, async := range []bool{false, true} {
+		t.Run(fmt.Sprintf("async=%v", async), func(t *testing.T) {
+			inc := IncompatRevoke | IncompatCsumV3
+			if async {
+				inc |= IncompatAsyncCommit
+			}
+			dev := newMemDev(t, testBS, testVolume)
+			log := makeJournal(t, dev, journalSpec{incompat: inc, start: testJStart, len: testJLength})
+			j, err := Open(dev, log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			head := j.Head()
+			tx := &Transaction{Blocks: []Block{{Home: 10, Data: blockOf(10, 1)}, {Home: 11, Data: blockOf(11, 1)}}}
+			if _, err := j.Commit(tx); err != nil {
+				t.Fatal(err)
+			}
+			jsb, _ := log.Map(0)
+			commit, _ := log.Map(uint64(head) + 3) // descriptor, 2 copies, commit
+			want := []string{fmt.Sprintf("w%d", jsb), "flush"}
+			for k := range 3 {
+				p, _ := log.Map(uint64(head) + uint64(k))
+				want = append(want, fmt.Sprintf("w%d", p))
+			}
+			if !async {
+				want = append(want, "flush")
+			}
+			want = append(want, fmt.Sprintf("w%d", commit), "flush")
+			if fmt.Sprint(dev.ops) != fmt.Sprint(want) {
+				t.Errorf("device saw %v\nwant        %v", dev.ops, want)
+			}
+		})
+	}
+}
+
+// TestWrapAndCheckpoint: transactions fill a small log many times over;
+// each checkpoint writes home what was committed, and a crash at any
+// point recovers the last committed state.
+func TestWrapAndCheckpoint(t *testing.T) {
+	for _, spec := range specs[1:] {
+		t.Run(spec.name, func(t *testing.T) {
+			dev := newMemDev(t, testBS, testVolume)
+			log := makeJournal(t, dev, journalSpec{compat: spec.compat, incompat: spec.incompat, start: testJStart, len: 24})
+			j, err := Open(dev, log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := model{}
+			wrapped := false
+			for v := range 40 {
+				prev := j.Head()
+				commitRound(t, j, v, want, j.sb.HasIncompat(IncompatRevoke))
+				wrapped = wrapped || j.Head() < prev
+				crash := dev.clone()
+				if _, err := Recover(crash, log); err != nil {
+					t.Fatalf("round %d: %v", v, err)
+				}
+				for h, b := range want {
+					if !bytes.Equal(crash.blocks[h], b) {
+						t.Fatalf("round %d: crash then recovery: block %d not at its last committed bytes", v, h)
+					}
+				}
+			}
+			if !wrapped {
+				t.Error("the log never wrapped")
+			}
+			if err := j.Close(); err != nil {
+				t.Fatal(err)
+			}
+			for h, b := range want {
+				if !bytes.Equal(dev.blocks[h], b) {
+					t.Errorf("after Close: block %d not checkpointed", h)
+				}
+			}
+			if sb := mustSuper(t, dev, log); sb.Start != 0 {
+				t.Errorf("after Close s_start %d, want 0", sb.Start)
+			}
+		})
+	}
+}
+
+// TestCorruptLastCommit: a bad checksum in the last transaction ends the
+// log before it; the transactions before are replayed.
+func TestCorruptLastCommit(t *testing.T) {
+	for _, spec := range specs[2:] { // the checksummed ones
+		t.Run(spec.name, func(t *testing.T) {
+			dev := newMemDev(t, testBS, testVolume)
+			log := makeJournal(t, dev, journalSpec{compat: spec.compat, incompat: spec.incompat, start: testJStart, len: testJLength})
+			j, err := Open(dev, log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := model{}
+			for v := range 3 {
+				commitRound(t, j, v, want, false)
+			}
+			good := dev.clone()
+			commitRound(t, j, 3, model{}, false)
+			// Flip a byte of the last transaction's last copy (checksum
+			// v1 and tag checksums cover it) and of its commit block's
+			// checksum (v2/v3 cover that).
+			commitPos := uint64(j.Head()) - 1
+			copyBlk, _ := log.Map(commitPos - 1)
+			dev.blocks[copyBlk][100] ^= 0xFF
+			if j.l.CsumV2or3 {
+				cb, _ := log.Map(commitPos)
+				dev.blocks[cb][commitCsumOff] ^= 0xFF
+			}
+			st, err := Recover(dev, log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Transactions != 3 {
+				t.Errorf("replayed %d transactions, want 3 (%s)", st.Transactions, st.EndReason)
+			}
+			if _, err := Recover(good, log); err != nil {
+				t.Fatal(err)
+			}
+			for h := uint64(0); h < testJStart; h++ {
+				if !bytes.Equal(dev.blocks[h], good.blocks[h]) {
+					t.Errorf("block %d: the corrupt transaction was (partly) replayed", h)
+				}
+			}
+		})
+	}
+}

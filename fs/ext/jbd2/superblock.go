@@ -201,14 +201,22 @@ func (s *Superblock) check() error {
 	return nil
 }
 
-// Encode writes Start, Sequence and Errno back into Raw, recomputes the
-// checksum (v2/v3) and returns the 1024 bytes.
+// Encode writes the decoded fields a writer may change (Start, Sequence,
+// Errno; on v2 also the feature words and ChecksumType) back into Raw,
+// recomputes the checksum (v2/v3) and returns the 1024 bytes. Geometry and
+// UUID are kept as read.
 func (s *Superblock) Encode() []byte {
 	be := binary.BigEndian
 	r := s.Raw[:]
 	be.PutUint32(r[sbSequenceOff:], s.Sequence)
 	be.PutUint32(r[sbStartOff:], s.Start)
 	be.PutUint32(r[sbErrnoOff:], uint32(s.Errno))
+	if s.Version == 2 {
+		be.PutUint32(r[sbCompatOff:], s.Compat)
+		be.PutUint32(r[sbIncompatOff:], s.Incompat)
+		be.PutUint32(r[sbROCompatOff:], s.ROCompat)
+		r[sbCsumTypeOff] = s.ChecksumType
+	}
 	if s.CsumV2or3() {
 		s.Checksum = superblockCsum(r)
 		be.PutUint32(r[sbChecksumOff:], s.Checksum)

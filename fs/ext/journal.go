@@ -180,6 +180,9 @@ func (v *Volume) replayJournal() error {
 	}
 	v.logf("ext: journal replayed: %d transactions (%d..%d), %d blocks written home, %d revoked copies skipped (%d revoke records)",
 		st.Transactions, st.Start, int64(st.End)-1, st.Blocks, st.Revoked, st.RevokeRecords)
+	if st.ChecksumEnd {
+		v.logf("ext: journal: the log ended at a transaction that failed its checksums (%s); it was not replayed", st.EndReason)
+	}
 	if st.Errno != 0 {
 		v.logf("ext: the journal recorded error %d (the file system aborted it): run e2fsck -f", st.Errno)
 	}

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mpaged/mpaged/fs/ext/jbd2"
 	"github.com/mpaged/mpaged/internal/testenv"
 )
 
@@ -357,5 +358,85 @@ func TestJournalExternalRefused(t *testing.T) {
 	_, err := openImage(t, img, openOpts{rw: true})
 	if !errors.Is(err, ErrNeedsRecovery) || !strings.Contains(err.Error(), "external") {
 		t.Fatalf("open: %v, want ErrNeedsRecovery naming the external journal", err)
+	}
+}
+
+// lastCommitBlock follows the log of the image on dev and returns the
+// journal block of the last commit block.
+func lastCommitBlock(t *testing.T, dev *fileDev, log jbd2.Log) uint64 {
+	t.Helper()
+	p0, _ := log.Map(0)
+	sb, err := jbd2.ParseSuperblock(dev.block(p0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := jbd2.LayoutOf(sb)
+	pos, tid, last := uint64(sb.Start), sb.Sequence, uint64(0)
+	for range log.Len() {
+		p, _ := log.Map(pos)
+		b := dev.block(p)
+		h := jbd2.ParseHeader(b)
+		if h.Magic != jbd2.Magic || h.Sequence != tid {
+			break
+		}
+		n := uint64(1)
+		switch h.Type {
+		case jbd2.BlockDescriptor:
+			n += uint64(len(l.ParseTags(b)))
+		case jbd2.BlockCommit:
+			last, tid = pos, tid+1
+		}
+		pos += n
+		if pos >= uint64(sb.MaxLen) {
+			pos = uint64(sb.First) + pos - uint64(sb.MaxLen)
+		}
+	}
+	if last == 0 {
+		t.Fatal("no commit block in the log")
+	}
+	return last
+}
+
+// TestJournalCorruptLastCommit: a kernel journal whose last commit block
+// has a bad checksum (checksum v3, and v1) ends before that transaction,
+// for us as for e2fsck: one transaction fewer is replayed, and the trees
+// agree.
+func TestJournalCorruptLastCommit(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTool(t, "mount")
+	testenv.RequireTool(t, "e2fsck")
+	for _, c := range kernelJournalCases[:2] { // the checksummed ones
+		t.Run(c.name, func(t *testing.T) {
+			extra := append([]string{"-E", "lazy_itable_init=0,lazy_journal_init=0"}, c.mkfs...)
+			img := mkfs(t, "ext4", c.bs, "", "64M", extra...)
+			crash, _ := kernelCrashImage(t, img, c.mountOpt)
+			_, full, _ := replayOpen(t, copyFile(t, crash))
+
+			log, _ := imageJournal(t, crash)
+			dev := openFileDev(t, crash, c.bs)
+			commit, _ := log.Map(lastCommitBlock(t, dev, log))
+			b := dev.block(commit)
+			b[0x10] ^= 0x5A // h_chksum[0]
+			if err := dev.WriteBlock(commit, b); err != nil {
+				t.Fatal(err)
+			}
+			byFsck := copyFile(t, crash)
+			out, _ := testenv.Output("e2fsck", "-fy", byFsck)
+			t.Logf("e2fsck -fy:\n%s", out)
+
+			rec := &logRecorder{}
+			v := mustOpenImage(t, crash, openOpts{rw: true, logf: rec.logf})
+			m := findLine(rec, `journal replayed: (\d+) transactions`)
+			if m == nil || m[1] != strconv.Itoa(full-1) {
+				t.Fatalf("replayed %v transactions, want %d (one fewer than the intact log's):\n%s", m, full-1, rec)
+			}
+			if findLine(rec, `failed its checksums`) == nil {
+				t.Errorf("no notice of the failed transaction:\n%s", rec)
+			}
+			ours := snapshotTree(t, v.Volume)
+			v.Close()
+			theirs := snapshotTree(t, mustOpenImage(t, byFsck, openOpts{readOnly: true}).Volume)
+			sameTree(t, "replayed by fs/ext vs by e2fsck", ours, theirs)
+		})
 	}
 }

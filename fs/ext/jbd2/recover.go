@@ -22,6 +22,11 @@ type Stats struct {
 	// Errno is the journal superblock's s_errno: nonzero when the file
 	// system aborted the journal after an error (e2fsck then checks it).
 	Errno int32
+	// ChecksumEnd: the log ended at a transaction whose checksums failed
+	// (a torn or corrupt last transaction), not at a block that simply
+	// does not continue it. That transaction and anything after it were
+	// not replayed.
+	ChecksumEnd bool
 	// EndReason says why the scan stopped (a block that does not continue
 	// the log, a bad checksum in the last transaction).
 	EndReason string
@@ -166,6 +171,7 @@ func (w *walker) scan() (Stats, error) {
 		if err != nil {
 			if errors.Is(err, errEnd) || errors.Is(err, ErrChecksum) {
 				st.EndReason = err.Error()
+				st.ChecksumEnd = errors.Is(err, ErrChecksum)
 				break
 			}
 			return st, err

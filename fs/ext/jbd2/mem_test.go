@@ -8,54 +8,71 @@ import (
 	"testing"
 )
 
-// memDev is a Device in memory that records what reaches it: every write
-// and flush in order, and writes outside the volume as test failures.
+// memDev is a Device in memory (sparse: blocks never written read as
+// zeroes) that records what reaches it: every write and flush in order,
+// and writes outside the volume as test failures.
 type memDev struct {
-	t       testing.TB
-	bs      int
-	blocks  [][]byte
-	ops     []string // "w<blk>" and "flush", in order
-	failed  bool     // a write outside the volume was attempted
-	written map[uint64]bool
+	t      testing.TB
+	bs     int
+	n      uint64
+	blocks map[uint64][]byte
+	ops    []string // "w<blk>" and "flush", in order
 }
 
-func newMemDev(t testing.TB, bs int, n int) *memDev {
-	d := &memDev{t: t, bs: bs, blocks: make([][]byte, n), written: map[uint64]bool{}}
-	for i := range d.blocks {
-		d.blocks[i] = make([]byte, bs)
+func newMemDev(t testing.TB, bs int, n uint64) *memDev {
+	return &memDev{t: t, bs: bs, n: n, blocks: map[uint64][]byte{}}
+}
+
+// block returns block blk's bytes, allocating them on first use.
+func (d *memDev) block(blk uint64) []byte {
+	b, ok := d.blocks[blk]
+	if !ok {
+		b = make([]byte, d.bs)
+		d.blocks[blk] = b
 	}
-	return d
+	return b
 }
 
 func (d *memDev) ReadBlock(blk uint64, b []byte) error {
-	if blk >= uint64(len(d.blocks)) {
-		return fmt.Errorf("read of block %d past %d", blk, len(d.blocks))
+	if blk >= d.n {
+		return fmt.Errorf("read of block %d past %d", blk, d.n)
 	}
-	copy(b, d.blocks[blk])
+	if src, ok := d.blocks[blk]; ok {
+		copy(b, src)
+	} else {
+		clear(b)
+	}
 	return nil
 }
 
 func (d *memDev) WriteBlock(blk uint64, b []byte) error {
-	if blk >= uint64(len(d.blocks)) {
-		d.failed = true
-		d.t.Errorf("write of block %d outside the %d-block volume", blk, len(d.blocks))
+	if blk >= d.n {
+		d.t.Errorf("write of block %d outside the %d-block volume", blk, d.n)
 		return fmt.Errorf("write past the end")
 	}
-	copy(d.blocks[blk], b)
+	copy(d.block(blk), b)
 	d.ops = append(d.ops, fmt.Sprintf("w%d", blk))
-	d.written[blk] = true
 	return nil
 }
 
 func (d *memDev) Flush() error   { d.ops = append(d.ops, "flush"); return nil }
-func (d *memDev) Blocks() uint64 { return uint64(len(d.blocks)) }
+func (d *memDev) Blocks() uint64 { return d.n }
 func (d *memDev) BlockSize() int { return d.bs }
+
 func (d *memDev) clone() *memDev {
-	c := newMemDev(d.t, d.bs, len(d.blocks))
-	for i := range d.blocks {
-		copy(c.blocks[i], d.blocks[i])
+	c := newMemDev(d.t, d.bs, d.n)
+	for i, b := range d.blocks {
+		c.blocks[i] = bytes.Clone(b)
 	}
 	return c
+}
+
+// same reports whether block blk holds the same bytes on d and o.
+func (d *memDev) same(o *memDev, blk uint64) bool {
+	a, b := make([]byte, d.bs), make([]byte, d.bs)
+	d.ReadBlock(blk, a)
+	o.ReadBlock(blk, b)
+	return bytes.Equal(a, b)
 }
 
 // journalSpec is a journal made in memory: its features and where its
@@ -104,7 +121,7 @@ func makeJournal(t testing.TB, dev *memDev, spec journalSpec) *ExtentLog {
 		}
 	}
 	pblk, _ := log.Map(0)
-	copy(dev.blocks[pblk], b)
+	copy(dev.block(pblk), b)
 	return log
 }
 
@@ -217,12 +234,12 @@ func TestCommitRecoverRoundTrip(t *testing.T) {
 				t.Errorf("revoke records %d, revoked copies %d: want both > 0", st.RevokeRecords, st.Revoked)
 			}
 			for h, b := range want {
-				if !bytes.Equal(dev.blocks[h], b) {
+				if !bytes.Equal(dev.block(h), b) {
 					t.Errorf("block %d not replayed to its last committed bytes", h)
 				}
 			}
 			for h := uint64(0); h < testJStart; h++ {
-				if _, ok := want[h]; !ok && !bytes.Equal(dev.blocks[h], before.blocks[h]) {
+				if _, ok := want[h]; !ok && !dev.same(before, h) {
 					t.Errorf("block %d changed but was never committed (or was revoked)", h)
 				}
 			}
@@ -269,12 +286,12 @@ func TestReplayTwice(t *testing.T) {
 	// s_start != 0. Recover from that state.
 	again := first.clone()
 	jsb, _ := log.Map(0)
-	copy(again.blocks[jsb], dev.blocks[jsb])
+	copy(again.block(jsb), dev.block(jsb))
 	if _, err := Recover(again, log); err != nil {
 		t.Fatal(err)
 	}
-	for i := range first.blocks {
-		if !bytes.Equal(first.blocks[i], again.blocks[i]) {
+	for i := range uint64(testVolume) {
+		if !first.same(again, i) {
 			t.Fatalf("block %d differs between one replay and two", i)
 		}
 	}
@@ -342,7 +359,7 @@ func TestWrapAndCheckpoint(t *testing.T) {
 					t.Fatalf("round %d: %v", v, err)
 				}
 				for h, b := range want {
-					if !bytes.Equal(crash.blocks[h], b) {
+					if !bytes.Equal(crash.block(h), b) {
 						t.Fatalf("round %d: crash then recovery: block %d not at its last committed bytes", v, h)
 					}
 				}
@@ -354,7 +371,7 @@ func TestWrapAndCheckpoint(t *testing.T) {
 				t.Fatal(err)
 			}
 			for h, b := range want {
-				if !bytes.Equal(dev.blocks[h], b) {
+				if !bytes.Equal(dev.block(h), b) {
 					t.Errorf("after Close: block %d not checkpointed", h)
 				}
 			}
@@ -387,10 +404,10 @@ func TestCorruptLastCommit(t *testing.T) {
 			// checksum (v2/v3 cover that).
 			commitPos := uint64(j.Head()) - 1
 			copyBlk, _ := log.Map(commitPos - 1)
-			dev.blocks[copyBlk][100] ^= 0xFF
+			dev.block(copyBlk)[100] ^= 0xFF
 			if j.l.CsumV2or3 {
 				cb, _ := log.Map(commitPos)
-				dev.blocks[cb][commitCsumOff] ^= 0xFF
+				dev.block(cb)[commitCsumOff] ^= 0xFF
 			}
 			st, err := Recover(dev, log)
 			if err != nil {
@@ -403,7 +420,7 @@ func TestCorruptLastCommit(t *testing.T) {
 				t.Fatal(err)
 			}
 			for h := uint64(0); h < testJStart; h++ {
-				if !bytes.Equal(dev.blocks[h], good.blocks[h]) {
+				if !dev.same(good, h) {
 					t.Errorf("block %d: the corrupt transaction was (partly) replayed", h)
 				}
 			}

@@ -147,6 +147,7 @@ func recoverJournal(cfg Config, sb *Superblock, logf func(string, ...any)) error
 		return fmt.Errorf("%w: needs_recovery is set but the volume has no journal; run e2fsck", ErrNeedsRecovery)
 	}
 	v := &Volume{cfg: cfg, logf: logf, sb: sb, blkbits: uint(10 + sb.LogBlockSize), readOnly: true, nodes: map[uint32]*node{}}
+	v.blockBufs.New = func() any { b := make([]byte, sb.BlockSize); return &b }
 	var err error
 	v.meta, err = mpage.NewMapping(mpage.MappingConfig{
 		Device: cfg.Device, Cache: cfg.Cache, Mapper: mpage.LinearMapper{Blocks: sb.BlocksCount},

@@ -222,17 +222,20 @@ func replayOpen(t *testing.T, img string) (*testVolume, int, int) {
 
 // kernelJournalCases are the journal formats the kernel writes: checksum
 // v3 with 64-bit tags (mke2fs's default ext4), checksum v1 (journal_checksum
-// without metadata_csum) with 32-bit tags on 1 KiB blocks, and none.
+// without metadata_csum) with 32-bit tags on 1 KiB blocks, and none; and
+// ext3, whose journal inode maps its blocks with indirect blocks.
 var kernelJournalCases = []struct {
 	name     string
+	fsType   string
 	bs       int
 	mkfs     []string
 	mountOpt string
 	feature  string // in dumpe2fs's "Journal features"
 }{
-	{"csum-v3-64bit", 4096, []string{"-O", "64bit,metadata_csum"}, "", "journal_checksum_v3"},
-	{"csum-v1-1k", 1024, []string{"-O", "^64bit,^metadata_csum"}, "journal_checksum", "journal_checksum"},
-	{"plain", 4096, []string{"-O", "^64bit,^metadata_csum"}, "", ""},
+	{"csum-v3-64bit", "ext4", 4096, []string{"-O", "64bit,metadata_csum"}, "", "journal_checksum_v3"},
+	{"csum-v1-1k", "ext4", 1024, []string{"-O", "^64bit,^metadata_csum"}, "journal_checksum", "journal_checksum"},
+	{"plain", "ext4", 4096, []string{"-O", "^64bit,^metadata_csum"}, "", ""},
+	{"ext3", "ext3", 4096, nil, "", ""},
 }
 
 // TestJournalReplayKernel: the kernel writes a journal (a mounted ext4
@@ -247,8 +250,8 @@ func TestJournalReplayKernel(t *testing.T) {
 	for _, c := range kernelJournalCases {
 		t.Run(c.name, func(t *testing.T) {
 			extra := append([]string{"-E", "lazy_itable_init=0,lazy_journal_init=0"}, c.mkfs...)
-			img := mkfs(t, "ext4", c.bs, "", "64M", extra...)
-			crash, model := kernelCrashImage(t, img, c.mountOpt)
+			img := mkfs(t, c.fsType, c.bs, "", "64M", extra...)
+			crash, model := kernelCrashImage(t, img, c.fsType, c.mountOpt)
 			hdr := dumpe2fsHeader(t, crash)
 			if !strings.Contains(headerField(hdr, "Filesystem features"), "needs_recovery") {
 				t.Fatalf("the copy does not need recovery:\n%s", hdr)
@@ -280,12 +283,13 @@ func TestJournalReplayKernel(t *testing.T) {
 	}
 }
 
-// kernelCrashImage mounts img with the kernel (extra mount options opt),
+// kernelCrashImage mounts img with the kernel's fsType driver (extra mount
+// options opt),
 // runs the workload, syncs, snapshots the tree as the kernel shows it and
 // copies the image while it is still mounted: the journal holds committed
 // transactions and needs_recovery is set, as after a crash. The mount is
 // undone before it returns.
-func kernelCrashImage(t *testing.T, img, opt string) (string, map[string]treeEntry) {
+func kernelCrashImage(t *testing.T, img, fsType, opt string) (string, map[string]treeEntry) {
 	t.Helper()
 	dev := testenv.AttachLoop(t, img)
 	mnt := t.TempDir()
@@ -293,7 +297,7 @@ func kernelCrashImage(t *testing.T, img, opt string) (string, map[string]treeEnt
 	if opt != "" {
 		opts += "," + opt
 	}
-	if out, err := testenv.Output("mount", "-t", "ext4", "-o", opts, dev, mnt); err != nil {
+	if out, err := testenv.Output("mount", "-t", fsType, "-o", opts, dev, mnt); err != nil {
 		t.Fatalf("mount: %v: %s", err, out)
 	}
 	mounted := true
@@ -322,7 +326,7 @@ func TestJournalReadOnlyOpenDoesNotReplay(t *testing.T) {
 	testenv.RequireRoot(t)
 	testenv.RequireTool(t, "mount")
 	img := mkfs(t, "ext4", 4096, "", "32M", "-E", "lazy_itable_init=0,lazy_journal_init=0")
-	crash, _ := kernelCrashImage(t, img, "")
+	crash, _ := kernelCrashImage(t, img, "ext4", "")
 	before, err := os.ReadFile(crash)
 	if err != nil {
 		t.Fatal(err)
@@ -408,8 +412,8 @@ func TestJournalCorruptLastCommit(t *testing.T) {
 	for _, c := range kernelJournalCases[:2] { // the checksummed ones
 		t.Run(c.name, func(t *testing.T) {
 			extra := append([]string{"-E", "lazy_itable_init=0,lazy_journal_init=0"}, c.mkfs...)
-			img := mkfs(t, "ext4", c.bs, "", "64M", extra...)
-			crash, _ := kernelCrashImage(t, img, c.mountOpt)
+			img := mkfs(t, c.fsType, c.bs, "", "64M", extra...)
+			crash, _ := kernelCrashImage(t, img, c.fsType, c.mountOpt)
 			_, full, _ := replayOpen(t, copyFile(t, crash))
 
 			log, _ := imageJournal(t, crash)

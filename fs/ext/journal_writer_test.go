@@ -95,24 +95,6 @@ func setJournalFeatures(t *testing.T, dev *fileDev, log jbd2.Log, compat, incomp
 	}
 }
 
-// setNeedsRecovery sets needs_recovery in the primary superblock of the
-// image on dev, as a mounted journaled file system has it.
-func setNeedsRecovery(t *testing.T, dev *fileDev) {
-	t.Helper()
-	blk := uint64(superblockOffset / dev.bs)
-	off := superblockOffset % dev.bs
-	b := dev.block(blk)
-	r := b[off : off+superblockSize]
-	le := binary.LittleEndian
-	le.PutUint32(r[0x60:], le.Uint32(r[0x60:])|uint32(IncompatRecover))
-	if ROCompatFeatures(le.Uint32(r[0x64:]))&ROCompatMetadataCsum != 0 {
-		le.PutUint32(r[sbChecksumOff:], superblockCsum(r))
-	}
-	if err := dev.WriteBlock(blk, b); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // labelledSuperblock returns the block holding the primary superblock with
 // its volume name set to label (checksum recomputed): a real metadata
 // block for a transaction.
@@ -261,7 +243,7 @@ func TestJournalWriterReplayedEverywhere(t *testing.T) {
 			if wraps == 0 {
 				t.Fatalf("the log did not wrap in %d transactions", rounds)
 			}
-			setNeedsRecovery(t, dev)
+			patchSuper(t, img, func(b []byte) { b[0x60] |= byte(IncompatRecover) }) // as a mounted volume has it
 			checkLogdump(t, img, c.incompat)
 
 			byFsck := copyFile(t, img)

@@ -13,10 +13,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/mpaged/mpaged/fs/ext/jbd2"
 	"github.com/mpaged/mpaged/internal/testenv"
+	"github.com/mpaged/mpaged/uring"
+	"github.com/mpaged/mpaged/uring/faultring"
 )
 
 // treeEntry is what a file tree comparison looks at: type and permission
@@ -441,6 +444,66 @@ func TestJournalCorruptLastCommit(t *testing.T) {
 			v.Close()
 			theirs := snapshotTree(t, mustOpenImage(t, byFsck, openOpts{readOnly: true}).Volume)
 			sameTree(t, "replayed by fs/ext vs by e2fsck", ours, theirs)
+		})
+	}
+}
+
+// TestJournalReplayInterrupted: recovery cut short by a failing device at
+// each step of its order (the replayed blocks, the journal superblock that
+// empties the log, the file-system superblock that drops needs_recovery)
+// leaves a volume the next read-write open recovers to the very bytes an
+// uninterrupted recovery leaves.
+func TestJournalReplayInterrupted(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTool(t, "mount")
+	img := mkfs(t, "ext4", 4096, "", "64M", "-E", "lazy_itable_init=0,lazy_journal_init=0")
+	crash, _ := kernelCrashImage(t, img, "ext4", "")
+	oneShot := copyFile(t, crash)
+	v, _, _ := replayOpen(t, oneShot)
+	v.Close()
+	want, err := os.ReadFile(oneShot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, _ := imageJournal(t, crash)
+	jsb, _ := log.Map(0)
+	const bs = 4096
+	for _, c := range []struct {
+		name     string
+		off, end int64
+	}{
+		{"every write", 0, 0},
+		{"journal superblock", int64(jsb) * bs, int64(jsb+1) * bs},
+		{"file-system superblock", superblockOffset, superblockOffset + superblockSize},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			img := copyFile(t, crash)
+			var fr *faultring.Ring
+			_, err := openImage(t, img, openOpts{rw: true, wrap: func(inner uring.Ring) uring.Ring {
+				fr = faultring.New(inner, 1)
+				fr.Add(faultring.Rule{Ops: faultring.Ops(uring.OpWritev, uring.OpWrite), Off: c.off, End: c.end,
+					Fault: faultring.Fault{Errno: syscall.EIO}})
+				return fr
+			}})
+			if !errors.Is(err, syscall.EIO) {
+				t.Fatalf("open with failing writes: %v, want EIO", err)
+			}
+			if fr.FaultStats().Errors == 0 {
+				t.Fatal("no write failed")
+			}
+			v := mustOpenImage(t, img, openOpts{rw: true})
+			if sb := v.Superblock(); sb.HasIncompat(IncompatRecover) {
+				t.Fatal("needs_recovery still set")
+			}
+			v.Close()
+			got, err := os.ReadFile(img)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want) {
+				i := mismatch(got, want)
+				t.Fatalf("the interrupted and resumed recovery differs from a single one at byte %d (block %d)", i, i/bs)
+			}
 		})
 	}
 }

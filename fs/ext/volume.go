@@ -28,8 +28,10 @@ type Config struct {
 	// the superblock then fails its read with EIO).
 	DeviceSize int64
 	// ReadOnly opens the volume for reading only. Without it, Open
-	// refuses volumes that must not be written (ErrNeedsRecovery,
-	// ErrReadOnly for unknown RO_COMPAT features) and serves read-only,
+	// replays a journal that needs recovery (and fails with
+	// ErrNeedsRecovery if it cannot), refuses volumes that must not be
+	// written (ErrReadOnly for unknown RO_COMPAT features) and serves
+	// read-only,
 	// with the reason logged and reported by Volume.ReadOnly, volumes
 	// with features the writer does not handle (a journal, extents, ...):
 	// writes to them fail with ErrReadOnly naming the features. The
@@ -299,7 +301,7 @@ func (v *Volume) decideAccess() error {
 		if !v.cfg.ReadOnly {
 			return fmt.Errorf("%w: the journal holds unreplayed transactions; run e2fsck first or open read-only", ErrNeedsRecovery)
 		}
-		v.logf("ext: journal needs recovery: reading the volume as it was before the unreplayed transactions (run e2fsck to replay them)")
+		v.logf("ext: journal needs recovery: reading the volume as it was before the unreplayed transactions (open it read-write or run e2fsck to replay them)")
 	}
 	if unknown := sb.ROCompat &^ knownROCompat; unknown != 0 && !v.cfg.ReadOnly {
 		return fmt.Errorf("%w: unknown RO_COMPAT features %s", ErrReadOnly, unknown)

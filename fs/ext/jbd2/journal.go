@@ -36,14 +36,13 @@ type Journal struct {
 	l   Layout
 	buf []byte
 
-	// head is the log block the next transaction starts at; tail the
-	// first block of the oldest transaction not checkpointed; used the
-	// blocks from tail to head. used == 0: the log is empty and the
-	// superblock says s_start 0.
-	head, tail uint32
-	used       uint64
-	// seq is the next transaction's ID, tailSeq the oldest one in the log.
-	seq, tailSeq uint32
+	// head is the log block the next transaction starts at; used the
+	// blocks from the log's start (the superblock's s_start) to head.
+	// used == 0: the log is empty and the superblock says s_start 0.
+	head uint32
+	used uint64
+	// seq is the next transaction's ID.
+	seq uint32
 	// pending is the newest committed bytes of each block not yet written
 	// home.
 	pending map[uint64][]byte
@@ -218,7 +217,6 @@ func (j *Journal) check(tx *Transaction) error {
 // with the next transaction, and makes that durable before the first
 // block of the transaction can be acknowledged.
 func (j *Journal) startLog() error {
-	j.tail, j.tailSeq = j.head, j.seq
 	j.sb.Start, j.sb.Sequence = j.head, j.seq
 	if err := writeSuperblock(j.io, j.sb); err != nil {
 		return err
@@ -356,7 +354,7 @@ func (j *Journal) checkpoint() error {
 	if err := j.io.dev.Flush(); err != nil {
 		return fmt.Errorf("jbd2: checkpoint: flush journal superblock: %w", err)
 	}
-	j.used, j.tail, j.tailSeq = 0, 0, 0
+	j.used = 0
 	clear(j.pending)
 	return nil
 }

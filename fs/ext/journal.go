@@ -17,8 +17,12 @@ import (
 // superblock again, now as the last committed transaction left it, and
 // opens as usual. A read-only Open does not write the device: it reads the
 // volume as it is on the device, before the unreplayed transactions, and
-// says so through Logf (an in-memory overlay of the replayed blocks would
-// show the recovered state; not done). External journals (the journal on
+// says so through Logf. An in-memory overlay of the replayed blocks would
+// show the recovered state, but it would have to sit under every mapping
+// (directory and symbolic-link blocks, journaled as metadata, are read
+// through their inode's own mapping, not the metadata mapping) and
+// survive page eviction: that is the device layer's job, not this
+// package's, so it is not done. External journals (the journal on
 // another device: s_journal_dev, no journal inode) are refused for
 // read-write by name, as before.
 

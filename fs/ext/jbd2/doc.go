@@ -59,7 +59,10 @@
 // log has no room, Commit checkpoints: every block committed since the
 // last checkpoint is written home (newest copy; revoked ones are dropped),
 // flushed, and the log marked empty. Journal keeps those copies in memory
-// until then.
+// until then. A write or flush that fails part-way aborts the Journal
+// (ErrAborted from then on, as jbd2 aborts its journal): whether the
+// transaction's commit block arrived is unknown, and only recovery may
+// decide what the log holds.
 //
 // Not supported: fast commits (INCOMPAT fast_commit: refused), external
 // journal devices (fs/ext refuses them by name), checksum types other than

@@ -33,6 +33,11 @@ var (
 	ErrTransaction = errors.New("jbd2: invalid transaction")
 	// ErrTooBig: a transaction needs more log blocks than the journal has.
 	ErrTooBig = errors.New("jbd2: transaction larger than the journal")
+	// ErrAborted: an earlier Commit or Checkpoint failed part-way, so the
+	// log's state on the device is no longer known; the Journal refuses
+	// further work (as jbd2 aborts its journal) and leaves the log to
+	// recovery.
+	ErrAborted = errors.New("jbd2: journal aborted after a failed write")
 	// ErrClosed: the Journal was closed.
 	ErrClosed = errors.New("jbd2: journal closed")
 )

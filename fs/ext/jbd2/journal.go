@@ -47,6 +47,8 @@ type Journal struct {
 	// home.
 	pending map[uint64][]byte
 	closed  bool
+	// aborted is the failure that stopped the journal (see ErrAborted).
+	aborted error
 	now     func() time.Time
 	// sumV1 is the checksum v1 of the transaction being written.
 	sumV1 uint32
@@ -137,15 +139,40 @@ func (j *Journal) wrap(pos uint64) uint32 {
 // async_commit the commit block goes out with the rest and one flush
 // covers all: its checksum, not the order, tells recovery whether the
 // transaction arrived whole.
+//
+// A failure once writing has begun aborts the journal (ErrAborted from
+// then on): a commit block may or may not have reached the device, and
+// writing the next transaction over a half-written one could let a stale
+// commit block seal blocks never committed. Recovery sorts it out.
 func (j *Journal) Commit(tx *Transaction) (uint32, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.closed {
-		return 0, ErrClosed
+	if err := j.usable(); err != nil {
+		return 0, err
 	}
 	if err := j.check(tx); err != nil {
 		return 0, err
 	}
+	tid, err := j.commit(tx)
+	if err != nil {
+		j.aborted = err
+	}
+	return tid, err
+}
+
+// usable refuses work on a closed or aborted journal.
+func (j *Journal) usable() error {
+	switch {
+	case j.closed:
+		return ErrClosed
+	case j.aborted != nil:
+		return fmt.Errorf("%w: %w", ErrAborted, j.aborted)
+	}
+	return nil
+}
+
+// commit is Commit of a checked transaction.
+func (j *Journal) commit(tx *Transaction) (uint32, error) {
 	need := j.BlocksFor(len(tx.Blocks), len(tx.Revoked))
 	if need > j.capacity() {
 		return 0, fmt.Errorf("%w: %d log blocks needed, the log has %d", ErrTooBig, need, j.capacity())
@@ -324,10 +351,14 @@ func (j *Journal) remember(tx *Transaction) {
 func (j *Journal) Checkpoint() error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.closed {
-		return ErrClosed
+	if err := j.usable(); err != nil {
+		return err
 	}
-	return j.checkpoint()
+	if err := j.checkpoint(); err != nil {
+		j.aborted = err
+		return err
+	}
+	return nil
 }
 
 func (j *Journal) checkpoint() error {
@@ -359,12 +390,14 @@ func (j *Journal) checkpoint() error {
 	return nil
 }
 
-// Close checkpoints what is left and leaves the log empty.
+// Close checkpoints what is left and leaves the log empty. An aborted
+// journal is closed without touching the device: its log is for recovery.
 func (j *Journal) Close() error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.closed {
-		return ErrClosed
+	if err := j.usable(); err != nil {
+		j.closed = true
+		return err
 	}
 	j.closed = true
 	return j.checkpoint()

@@ -3,6 +3,7 @@ package jbd2
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -17,6 +18,10 @@ type memDev struct {
 	n      uint64
 	blocks map[uint64][]byte
 	ops    []string // "w<blk>" and "flush", in order
+	// writesLeft > 0: that many more writes succeed, then every write
+	// fails (a device that died); 0: no limit.
+	writesLeft int
+	dead       bool
 }
 
 func newMemDev(t testing.TB, bs int, n uint64) *memDev {
@@ -50,10 +55,19 @@ func (d *memDev) WriteBlock(blk uint64, b []byte) error {
 		d.t.Errorf("write of block %d outside the %d-block volume", blk, d.n)
 		return fmt.Errorf("write past the end")
 	}
+	if d.dead {
+		return errDeviceDead
+	}
+	if d.writesLeft > 0 {
+		d.writesLeft--
+		d.dead = d.writesLeft == 0
+	}
 	copy(d.block(blk), b)
 	d.ops = append(d.ops, fmt.Sprintf("w%d", blk))
 	return nil
 }
+
+var errDeviceDead = errors.New("device died")
 
 func (d *memDev) Flush() error   { d.ops = append(d.ops, "flush"); return nil }
 func (d *memDev) Blocks() uint64 { return d.n }
@@ -480,5 +494,52 @@ func BenchmarkRecover(b *testing.B) {
 		if _, err := Recover(d, log); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestTornCommit: the device dies at every point of a transaction's
+// writes; recovery replays exactly the transactions committed before it,
+// and the journal refuses further commits (aborted).
+func TestTornCommit(t *testing.T) {
+	for _, spec := range specs[1:] {
+		t.Run(spec.name, func(t *testing.T) {
+			for cut := 1; ; cut++ {
+				dev := newMemDev(t, testBS, testVolume)
+				log := makeJournal(t, dev, journalSpec{compat: spec.compat, incompat: spec.incompat, start: testJStart, len: testJLength})
+				j, err := Open(dev, log)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := model{}
+				for v := range 3 {
+					commitRound(t, j, v, want, j.sb.HasIncompat(IncompatRevoke))
+				}
+				dev.writesLeft = cut
+				_, err = j.Commit(&Transaction{Blocks: []Block{{Home: 60, Data: blockOf(60, 9)}, {Home: 61, Data: blockOf(61, 9)}}})
+				if err == nil {
+					// A descriptor, two copies and the commit block: four writes.
+					if cut < 4 {
+						t.Fatalf("cut after %d writes: the commit succeeded", cut)
+					}
+					return // the transaction fit before the cut: every cut point was tried
+				}
+				if _, err := j.Commit(&Transaction{}); !errors.Is(err, ErrAborted) {
+					t.Fatalf("cut %d: commit after a failed one: %v, want ErrAborted", cut, err)
+				}
+				dev.dead = false
+				st, err := Recover(dev, log)
+				if err != nil {
+					t.Fatalf("cut %d: %v", cut, err)
+				}
+				if st.Transactions != 3 {
+					t.Fatalf("cut %d: replayed %d transactions, want 3", cut, st.Transactions)
+				}
+				for h, b := range want {
+					if !bytes.Equal(dev.block(h), b) {
+						t.Fatalf("cut %d: block %d not at its last committed bytes", cut, h)
+					}
+				}
+			}
+		})
 	}
 }

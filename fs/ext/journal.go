@@ -183,8 +183,12 @@ func (v *Volume) replayJournal() error {
 		// write it back so the mapping closes clean.
 		return errors.Join(fmt.Errorf("%w: %w", ErrNeedsRecovery, err), dev.Flush())
 	}
-	v.logf("ext: journal replayed: %d transactions (%d..%d), %d blocks written home, %d revoked copies skipped (%d revoke records)",
-		st.Transactions, st.Start, int64(st.End)-1, st.Blocks, st.Revoked, st.RevokeRecords)
+	if st.Transactions == 0 {
+		v.logf("ext: journal replayed: 0 transactions (the log was empty); needs_recovery cleared")
+	} else {
+		v.logf("ext: journal replayed: %d transactions (IDs %d..%d), %d blocks written home, %d revoked copies skipped (%d revoke records)",
+			st.Transactions, st.Start, st.End-1, st.Blocks, st.Revoked, st.RevokeRecords)
+	}
 	if st.ChecksumEnd {
 		v.logf("ext: journal: the log ended at a transaction that failed its checksums (%s); it was not replayed", st.EndReason)
 	}

@@ -153,6 +153,9 @@ func (j *Journal) Commit(tx *Transaction) (uint32, error) {
 	if err := j.check(tx); err != nil {
 		return 0, err
 	}
+	if need := j.BlocksFor(len(tx.Blocks), len(tx.Revoked)); need > j.capacity() {
+		return 0, fmt.Errorf("%w: %d log blocks needed, the log has %d", ErrTooBig, need, j.capacity())
+	}
 	tid, err := j.commit(tx)
 	if err != nil {
 		j.aborted = err
@@ -171,12 +174,9 @@ func (j *Journal) usable() error {
 	return nil
 }
 
-// commit is Commit of a checked transaction.
+// commit is Commit of a checked transaction that fits the log.
 func (j *Journal) commit(tx *Transaction) (uint32, error) {
 	need := j.BlocksFor(len(tx.Blocks), len(tx.Revoked))
-	if need > j.capacity() {
-		return 0, fmt.Errorf("%w: %d log blocks needed, the log has %d", ErrTooBig, need, j.capacity())
-	}
 	if need > j.free() {
 		if err := j.checkpoint(); err != nil {
 			return 0, err
@@ -230,8 +230,13 @@ func (j *Journal) check(tx *Transaction) error {
 		seen[b.Home] = true
 	}
 	for _, r := range tx.Revoked {
-		if seen[r] {
+		switch {
+		case seen[r]:
 			return fmt.Errorf("%w: block %d both written and revoked", ErrTransaction, r)
+		case r >= j.io.dev.Blocks():
+			return fmt.Errorf("%w: revoke of block %d outside the volume's %d blocks", ErrTransaction, r, j.io.dev.Blocks())
+		case !j.l.Is64Bit && r > 0xFFFFFFFF:
+			return fmt.Errorf("%w: revoke of block %d needs the 64bit journal feature", ErrTransaction, r)
 		}
 	}
 	if len(tx.Revoked) > 0 && !j.sb.HasIncompat(IncompatRevoke) {

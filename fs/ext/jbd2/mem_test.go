@@ -543,3 +543,44 @@ func TestTornCommit(t *testing.T) {
 		})
 	}
 }
+
+// TestCommitRefusals: malformed or oversized transactions are refused
+// before anything is written, and the journal stays usable.
+func TestCommitRefusals(t *testing.T) {
+	const volume = 1 << 33 // past 32-bit block numbers: the journal is not 64-bit
+	dev := newMemDev(t, testBS, volume)
+	log := makeJournal(t, dev, journalSpec{incompat: IncompatRevoke, start: testJStart, len: 24})
+	j, err := Open(dev, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := blockOf(5, 0)
+	many := make([]Block, 40)
+	for i := range many {
+		many[i] = Block{Home: uint64(100 + i), Data: ok}
+	}
+	for _, c := range []struct {
+		name string
+		tx   Transaction
+		want error
+	}{
+		{"short block", Transaction{Blocks: []Block{{Home: 5, Data: ok[:100]}}}, ErrTransaction},
+		{"outside the volume", Transaction{Blocks: []Block{{Home: volume, Data: ok}}}, ErrTransaction},
+		{"past 32 bits", Transaction{Blocks: []Block{{Home: 1 << 32, Data: ok}}}, ErrTransaction},
+		{"twice", Transaction{Blocks: []Block{{Home: 5, Data: ok}, {Home: 5, Data: ok}}}, ErrTransaction},
+		{"written and revoked", Transaction{Blocks: []Block{{Home: 5, Data: ok}}, Revoked: []uint64{5}}, ErrTransaction},
+		{"revoke outside", Transaction{Revoked: []uint64{volume + 1}}, ErrTransaction},
+		{"revoke past 32 bits", Transaction{Revoked: []uint64{1 << 32}}, ErrTransaction},
+		{"larger than the log", Transaction{Blocks: many}, ErrTooBig},
+	} {
+		if _, err := j.Commit(&c.tx); !errors.Is(err, c.want) {
+			t.Errorf("%s: %v, want %v", c.name, err, c.want)
+		}
+	}
+	if len(dev.ops) != 0 {
+		t.Errorf("refused transactions wrote %v", dev.ops)
+	}
+	if _, err := j.Commit(&Transaction{Blocks: []Block{{Home: 5, Data: ok}}}); err != nil {
+		t.Fatalf("a good transaction after the refusals: %v", err)
+	}
+}

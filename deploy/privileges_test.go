@@ -33,7 +33,8 @@ const firstDynamicUID = 61184
 // udev gives disks, root:disk 0660), and the unit's LimitMEMLOCK. The
 // other cases show why each is there: with a smaller memlock limit the
 // frames cannot be registered (the daemon serves, slower), and without
-// group disk the device does not open.
+// group disk the device does not open. The last two run it as the
+// DaemonSet's securityContext does: uid 0 with IPC_LOCK alone.
 func TestServicePrivileges(t *testing.T) {
 	testenv.RequireRoot(t)
 	setpriv := testenv.RequireTool(t, "setpriv")
@@ -51,23 +52,33 @@ func TestServicePrivileges(t *testing.T) {
 
 	for i, tc := range []struct {
 		name       string
-		memlock    string // prlimit's value
-		groups     []string
+		memlock    string   // prlimit's value
+		identity   []string // setpriv's user and groups
+		bounding   string   // setpriv's capability bounding set
 		wantServe  bool
 		wantFixed  bool
 		wantStderr string
 	}{
-		{name: "as the unit runs it", memlock: enough, groups: []string{"--groups=" + disk.Gid}, wantServe: true, wantFixed: true},
+		{name: "as the unit runs it", memlock: enough, identity: []string{"--groups=" + disk.Gid}, bounding: "-all", wantServe: true, wantFixed: true},
 		// Room for the ring, not for an arena: registration fails with
 		// ENOMEM, and the daemon serves from unregistered frames.
-		{name: "with a memlock below an arena", memlock: "1048576", groups: []string{"--groups=" + disk.Gid}, wantServe: true, wantStderr: "OnArena failed"},
-		{name: "without group disk", memlock: enough, groups: []string{"--clear-groups"}, wantStderr: "permission denied"},
+		{name: "with a memlock below an arena", memlock: "1048576", identity: []string{"--groups=" + disk.Gid}, bounding: "-all", wantServe: true, wantStderr: "OnArena failed"},
+		{name: "without group disk", memlock: enough, identity: []string{"--clear-groups"}, bounding: "-all", wantStderr: "permission denied"},
+		// The DaemonSet's securityContext: uid 0 (the device's owner
+		// here) with IPC_LOCK alone, under a memlock limit below an
+		// arena, as a container runtime may give: IPC_LOCK lifts the
+		// limit off the frames, and without it they go unregistered.
+		{name: "as the DaemonSet runs it", memlock: "1048576", identity: []string{"--reuid=0", "--regid=0", "--clear-groups"}, bounding: "-all,+ipc_lock", wantServe: true, wantFixed: true},
+		{name: "as the DaemonSet runs it without IPC_LOCK", memlock: "1048576", identity: []string{"--reuid=0", "--regid=0", "--clear-groups"}, bounding: "-all", wantServe: true, wantStderr: "OnArena failed"},
 	} {
 		uid := strconv.Itoa(firstDynamicUID + i)
 		t.Run(tc.name, func(t *testing.T) {
-			argv := []string{prlimit, "--memlock=" + tc.memlock, setpriv, "--reuid=" + uid, "--regid=" + uid}
-			argv = append(argv, tc.groups...)
-			argv = append(argv, "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs",
+			argv := []string{prlimit, "--memlock=" + tc.memlock, setpriv}
+			if !strings.HasPrefix(tc.identity[0], "--reuid") {
+				argv = append(argv, "--reuid="+uid, "--regid="+uid)
+			}
+			argv = append(argv, tc.identity...)
+			argv = append(argv, "--inh-caps=-all", "--bounding-set="+tc.bounding, "--no-new-privs",
 				bin, "serve", "--listen", "127.0.0.1:0", "--volume", dev, "--ring", "native", "--cache", "16MiB")
 			if !tc.wantServe {
 				out := runToExit(t, dir, argv)

@@ -25,6 +25,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	execIfAsked() // the test binary as a seccomp wrapper (seccomp_test.go)
 	code := m.Run()
 	testenv.RemoveBuilt()
 	os.Exit(code)

@@ -283,8 +283,8 @@ func (m *Mapping) writePageBlocks(p *Page) error {
 				p.Unlock()
 				return err
 			}
-			if bm.Flags&New != 0 && m.forget != nil {
-				m.forget.ForgetBlock(bm.PBlock)
+			if bm.Flags&New != 0 {
+				m.forgetNew(bm.PBlock, 1)
 			}
 			b.setMapped(i, bm.PBlock, bm.Flags)
 		}

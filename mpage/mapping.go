@@ -24,6 +24,12 @@ type MappingConfig struct {
 	// If it implements InodeWriter, the background Flusher calls it after
 	// writing the mapping's pages. Optional.
 	Owner any
+	// Meta is the volume's metadata mapping (one whose block n is device
+	// block n), if it caches blocks this file's mapper allocates: blocks
+	// the mapper answers New for are forgotten there (ForgetBlocks), and
+	// after a write Bio that ends at a Boundary block, the block after it
+	// is written if dirty (WriteBlockIfDirty). Optional.
+	Meta *Mapping
 }
 
 // InodeWriter is implemented by a mapping's Owner that keeps per-file
@@ -57,7 +63,11 @@ type Mapping struct {
 	// Optional mapper hooks, found once.
 	forget   BlockForgetter
 	boundary BoundaryWriter
+	meta     *Mapping    // MappingConfig.Meta, or nil
 	inode    InodeWriter // the Owner's write_inode, or nil
+	// journal is the BlockJournal metadata blocks join when marked
+	// dirty (SetJournal); nil without one.
+	journal atomic.Pointer[journalBox]
 
 	mu sync.Mutex
 	// pages is the page index; a page's dirty and writeback tags are
@@ -113,6 +123,7 @@ func NewMapping(cfg MappingConfig) (*Mapping, error) {
 	m.size.Store(cfg.Size)
 	m.forget, _ = cfg.Mapper.(BlockForgetter)
 	m.boundary, _ = cfg.Mapper.(BoundaryWriter)
+	m.meta = cfg.Meta
 	m.inode, _ = cfg.Owner.(InodeWriter)
 	m.ra.init()
 	return m, nil
@@ -172,9 +183,9 @@ func (m *Mapping) DirtyPages() int {
 	return m.nDirty
 }
 
-// FindPage returns the cached page at index with a reference the caller
+// findPage returns the cached page at index with a reference the caller
 // must drop with Release, or nil.
-func (m *Mapping) FindPage(index uint64) *Page {
+func (m *Mapping) findPage(index uint64) *Page {
 	m.mu.Lock()
 	p := m.pages.get(index)
 	if p != nil {
@@ -188,7 +199,7 @@ func (m *Mapping) FindPage(index uint64) *Page {
 	return p
 }
 
-// Release drops a reference from FindPage or GrabPage. The last reference
+// Release drops a reference from findPage, grabPage, a BlockRef or a Reader. The last reference
 // to a page that was removed from its mapping frees it: until then a holder
 // may still read its Data.
 func (p *Page) Release() {
@@ -201,12 +212,12 @@ func (p *Page) Release() {
 	}
 }
 
-// GrabPage returns the page at index locked and referenced, creating it
+// grabPage returns the page at index locked and referenced, creating it
 // (not Uptodate) if it is not cached. created says which.
-func (m *Mapping) GrabPage(index uint64) (p *Page, created bool, err error) {
+func (m *Mapping) grabPage(index uint64) (p *Page, created bool, err error) {
 	for {
-		if p = m.FindPage(index); p != nil {
-			p.Lock()
+		if p = m.findPage(index); p != nil {
+			p.lock()
 			if p.mapping == m {
 				return p, false, nil
 			}
@@ -470,7 +481,7 @@ func (m *Mapping) Truncate(size int64) error {
 			return nil
 		}
 		for _, p := range batch[:n] {
-			p.Lock()
+			p.lock()
 			p.WaitWriteback()
 			if p.mapping == m {
 				m.remove(p)
@@ -503,10 +514,10 @@ func (m *Mapping) truncatePartial(idx uint64, off int, size int64) error {
 			return fmt.Errorf("mpage: %s: truncate to %d: %w", m.name, size, err)
 		}
 	} else {
-		if p = m.FindPage(idx); p == nil {
+		if p = m.findPage(idx); p == nil {
 			return nil
 		}
-		p.Lock()
+		p.lock()
 	}
 	p.WaitWriteback()
 	if p.mapping == m {
@@ -576,7 +587,7 @@ func (m *Mapping) Close() error {
 			return nil
 		}
 		for _, p := range batch[:n] {
-			p.Lock()
+			p.lock()
 			if p.mapping == m {
 				m.remove(p)
 			}

@@ -78,7 +78,7 @@ func (op *pageRead) step(mayBlock bool) stepResult {
 				if !mayBlock {
 					return stepBlock
 				}
-				np, _, err := m.GrabPage(op.idx)
+				np, _, err := m.grabPage(op.idx)
 				if err != nil {
 					return op.fail(err)
 				}
@@ -122,11 +122,11 @@ func (op *pageRead) step(mayBlock bool) stepResult {
 // or at a marker, or nil when readahead could not keep it.
 func (op *pageRead) lookup() *Page {
 	m, st := op.m, op.m.dev.stats
-	p := m.FindPage(op.idx)
+	p := m.findPage(op.idx)
 	if p == nil {
 		st.CacheMisses.Add(1)
 		if p = m.onMiss(op.idx, op.want); p == nil {
-			p = m.FindPage(op.idx) // someone else created it meanwhile
+			p = m.findPage(op.idx) // someone else created it meanwhile
 		}
 		return p
 	}
@@ -142,7 +142,7 @@ func (op *pageRead) lookup() *Page {
 // the page turned out uptodate or left the mapping under the lock.
 func (op *pageRead) readLocked() bool {
 	m, p := op.m, op.p
-	p.Lock()
+	p.lock()
 	if p.mapping != m {
 		p.Unlock()
 		p.Release()

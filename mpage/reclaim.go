@@ -108,6 +108,7 @@ func (p *Page) reset(flags PageFlags) {
 	p.Index, p.mapping, p.bufs = 0, nil, nil
 	p.pending.Store(0)
 	p.refs.Store(0)
+	p.pins.Store(0)
 	p.detached.Store(false)
 	p.flags.Store(uint32(flags))
 }

@@ -185,9 +185,11 @@ func (wc *writeCtx) writeOne(p *Page, wbc *WritebackControl) error {
 		// waiting for one of them (truncate, fsync, another walk
 		// sleeping on a page of ours), and would wait forever.
 		wc.flush()
-		p.Lock()
+		p.lock()
 	}
-	if p.mapping != m {
+	if p.mapping != m || p.pins.Load() != 0 {
+		// Gone, or pinned by a journal until its transaction commits:
+		// a pinned page stays dirty for a later walk.
 		p.Unlock()
 		return nil
 	}
@@ -205,8 +207,13 @@ func (wc *writeCtx) writeOne(p *Page, wbc *WritebackControl) error {
 
 // WritePage writes one locked page now, whether or not it is dirty (a
 // metadata block the file system wants on the device), and unlocks it. It
-// waits for a write already in flight on the page first.
+// waits for a write already in flight on the page first. A page a journal
+// has pinned (BlockRef.Pin) is not written.
 func (m *Mapping) WritePage(p *Page) error {
+	if p.pins.Load() != 0 {
+		p.Unlock()
+		return nil
+	}
 	p.WaitWriteback()
 	m.clearDirtyForIO(p)
 	wc := getWriteCtx(m)
@@ -291,8 +298,8 @@ func (wc *writeCtx) writePage(p *Page) error {
 	p.Unlock()
 	if run.boundary || firstUnmapped != bpp {
 		wc.bio = wc.bio.submit()
-		if run.boundary && m.boundary != nil {
-			m.boundary.WriteBoundary(run.boundaryBlock)
+		if run.boundary {
+			m.writeBoundary(run.boundaryBlock)
 		}
 	} else {
 		wc.lastBlockInBio = wc.blocks[bpp-1]
@@ -418,10 +425,8 @@ func (wc *writeCtx) mapExtent(blockInFile, left, lastBlock uint64) bool {
 	}
 	n := min(max(bm.Len, 1), int(want))
 	wc.ext = extent{start: blockInFile, n: uint64(n), pblock: bm.PBlock, flags: bm.Flags, valid: true}
-	if bm.Flags&New != 0 && m.forget != nil {
-		for k := range uint64(n) {
-			m.forget.ForgetBlock(bm.PBlock + k)
-		}
+	if bm.Flags&New != 0 {
+		m.forgetNew(bm.PBlock, n)
 	}
 	return true
 }
@@ -440,4 +445,32 @@ func (wc *writeCtx) confused(p *Page, why Reason) error {
 		wc.bio = wc.bio.submit()
 	}
 	return wc.m.writePageBlocks(p)
+}
+
+// forgetNew drops what the volume caches for device blocks [pblock,
+// pblock+n), which the mapper just allocated to this file's data: the
+// metadata mapping forgets them (a freed indirect block's pending write
+// must not land over the data), and a BlockForgetter mapper is told.
+func (m *Mapping) forgetNew(pblock uint64, n int) {
+	if m.meta != nil {
+		m.meta.ForgetBlocks(pblock, n)
+	}
+	if m.forget != nil {
+		for k := range uint64(n) {
+			m.forget.ForgetBlock(pblock + k)
+		}
+	}
+}
+
+// writeBoundary runs after a write Bio ending at the boundary block pblock
+// was submitted: a BoundaryWriter mapper is told, and the metadata block
+// after it (the indirect block the allocator placed there) is written if
+// dirty, so data and its indirect block go out in one sweep.
+func (m *Mapping) writeBoundary(pblock uint64) {
+	if m.boundary != nil {
+		m.boundary.WriteBoundary(pblock)
+	}
+	if m.meta != nil {
+		m.meta.WriteBlockIfDirty(pblock + 1)
+	}
 }

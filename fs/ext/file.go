@@ -52,7 +52,6 @@ func (n *node) inode() *Inode { return n.cur.Load() }
 // it); the file's ReadAt then reports what actually went wrong.
 type diagMapper struct {
 	inner   mpage.BlockMapper
-	v       *Volume // for the write hooks; nil on read-only volumes
 	lastErr atomic.Pointer[error]
 }
 
@@ -62,24 +61,6 @@ func (d *diagMapper) MapBlocks(bm *mpage.BlockMap) error {
 		d.lastErr.Store(&err)
 	}
 	return err
-}
-
-// ForgetBlock implements mpage.BlockForgetter for the engine's write path:
-// a block the mapper allocated to file data loses whatever the metadata
-// mapping holds for it (see Volume.forgetBlocks).
-func (d *diagMapper) ForgetBlock(pblock uint64) {
-	if d.v != nil {
-		d.v.forgetBlocks(pblock, 1)
-	}
-}
-
-// WriteBoundary implements mpage.BoundaryWriter: after the engine submits
-// data up to the boundary block pblock, the metadata block after it (the
-// indirect block the allocator put there) is written if dirty.
-func (d *diagMapper) WriteBoundary(pblock uint64) {
-	if d.v != nil {
-		d.v.writeMetaBlockIfDirty(pblock + 1)
-	}
 }
 
 func (d *diagMapper) takeErr() error {
@@ -167,8 +148,11 @@ func (v *Volume) newNode(in *Inode) (*node, error) {
 		BlockSize: sb.BlockSize, Size: int64(size), Name: fmt.Sprintf("inode %d", in.Ino),
 	}
 	if !v.readOnly {
-		dm.v = v
 		cfg.Owner = n // the background flusher's write_inode
+		// The engine's write path forgets the blocks it allocates in
+		// the metadata mapping and writes the indirect block after a
+		// boundary from it.
+		cfg.Meta = v.meta
 	}
 	m, err := mpage.NewMapping(cfg)
 	if err != nil {

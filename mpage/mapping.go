@@ -226,42 +226,23 @@ func (m *Mapping) grabPage(index uint64) (p *Page, created bool, err error) {
 			p.Release()
 			continue
 		}
-		np, err := m.cache.newPage()
-		if err != nil {
+		// Created the way ReadPages creates a window's pages, one page
+		// long: allocPages then insertNew.
+		var np [1]*Page
+		if _, err := m.cache.allocPages(np[:], true); err != nil {
 			return nil, false, fmt.Errorf("mpage: %s page %d: %w", m.name, index, err)
 		}
-		np.Index = index
-		np.set(Locked)
-		np.refs.Store(1)
-		ok, err := m.insert(np)
-		if ok {
-			return np, true, nil
+		idx := [1]uint64{index}
+		kept, err := m.insertNew(idx[:], np[:])
+		if kept == 1 {
+			return np[0], true, nil
 		}
-		// Lost a race with another creator, or the mapping closed:
-		// freed still locked (freePage clears it off the CLOCK ring).
-		m.cache.freePage(np)
+		// Lost a race with another creator (the page was freed), or
+		// the mapping closed.
 		if err != nil {
 			return nil, false, err
 		}
 	}
-}
-
-// insert adds a new, locked page to the index and the cache's CLOCK ring;
-// false if a page with that index is already there, or, with ErrClosed, if
-// the mapping is closed.
-func (m *Mapping) insert(p *Page) (bool, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return false, fmt.Errorf("mpage: %s: %w", m.name, ErrClosed)
-	}
-	if !m.pages.insert(p) {
-		return false, nil
-	}
-	p.mapping = m
-	m.nPages++
-	m.cache.link(p)
-	return true, nil
 }
 
 // setDirty marks p dirty and tags it. The caller holds the page lock.

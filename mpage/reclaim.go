@@ -24,17 +24,6 @@ import (
 // SWAP_CLUSTER_MAX).
 const evictBatch = 32
 
-// newPage returns an unlinked page with a frame, evicting clean pages when
-// the cache is at its limit or the frame pool is empty, and waiting a
-// while for writeback when every page is dirty or busy.
-func (c *Cache) newPage() (*Page, error) {
-	var out [1]*Page
-	if _, err := c.allocPages(out[:], true); err != nil {
-		return nil, err
-	}
-	return out[0], nil
-}
-
 // allocPages fills out with unlinked pages with frames and returns how
 // many: all of out unless frames ran short. It evicts clean pages so that
 // the cache, with out added, stays within its limit, and more when the

@@ -54,14 +54,10 @@ type BoundaryWriter interface {
 	WriteBoundary(pblock uint64)
 }
 
-// writeCtx is the state of one WritePages walk (the seeds' mpage_data).
+// writeCtx is the state of one WritePages walk (the seeds' mpage_data):
+// the request builder and the run of dirty pages ahead.
 type writeCtx struct {
-	m              *Mapping
-	bio            *Bio
-	lastBlockInBio uint64
-	ext            extent
-	bm             BlockMap
-	blocks         [maxBlocksPerPage]uint64
+	bioBuilder
 	// runPages is how many dirty pages, starting with the one being
 	// written, the walk has in a row: the mapper may allocate for all of
 	// them in one call.
@@ -72,14 +68,12 @@ var writeCtxPool = sync.Pool{New: func() any { return new(writeCtx) }}
 
 func getWriteCtx(m *Mapping) *writeCtx {
 	wc := writeCtxPool.Get().(*writeCtx)
-	wc.m = m
+	wc.bioBuilder.m, wc.dir = m, Write
 	return wc
 }
 
 func putWriteCtx(wc *writeCtx) {
-	if wc.bio != nil {
-		wc.bio = wc.bio.submit()
-	}
+	wc.flush()
 	*wc = writeCtx{}
 	writeCtxPool.Put(wc)
 }
@@ -241,8 +235,6 @@ func (wc *writeCtx) writePage(p *Page) error {
 	if invariants.Enabled {
 		invariants.Check(p.Has(Locked|Uptodate) && !p.Has(Writeback), "page %d: write of a page not locked, not uptodate or already under writeback (flags %v)", p.Index, p.Flags())
 	}
-	bpp := m.blocksPerPage()
-	blkbits := uint(m.blkbits)
 	size := m.Size()
 	var run pageRun
 	var why Reason
@@ -255,8 +247,6 @@ func (wc *writeCtx) writePage(p *Page) error {
 	if !ok {
 		return wc.confused(p, why)
 	}
-	firstUnmapped := run.n
-
 	endIndex := uint64(size >> PageShift)
 	if p.Index >= endIndex {
 		// The page straddles EOF: what lies past it goes out as zeroes.
@@ -270,39 +260,30 @@ func (wc *writeCtx) writePage(p *Page) error {
 		}
 		p.zero(off, PageSize)
 	}
+	return wc.queue(p, run)
+}
 
-	if wc.bio != nil && wc.lastBlockInBio != wc.blocks[0]-1 {
-		wc.bio = wc.bio.submit()
-	}
-	length := firstUnmapped << blkbits
-	for {
-		if wc.bio == nil {
-			wc.bio = m.dev.allocBio(m, Write, bioPages, wc.blocks[0], m.dev.maxVecs, alloc.MemAlloc)
-			if wc.bio == nil {
-				return wc.confused(p, ReasonAllocFailed)
-			}
-		}
-		// The page goes into the Bio before its buffers are cleaned:
-		// had it failed, the per-block path would still find them dirty.
-		if wc.bio.add(p, length) {
-			break
-		}
-		wc.bio = wc.bio.submit()
+// queue adds a mapped page to the walk's Bio, or to a new one, and starts
+// its writeback. p is unlocked on return.
+func (wc *writeCtx) queue(p *Page, run pageRun) error {
+	m := wc.m
+	wc.breakUnlessContiguous()
+	// The page goes into the Bio before its buffers are cleaned: had it
+	// failed, the per-block path would still find them dirty.
+	if !wc.addPage(p, run.n<<m.blkbits, m.dev.maxVecs, alloc.MemAlloc) {
+		return wc.confused(p, ReasonAllocFailed)
 	}
 	if b := p.bufs; b != nil {
-		for i := range firstUnmapped {
+		for i := range run.n {
 			b.state[i] &^= bufDirty
 		}
 	}
 	m.setWriteback(p)
 	p.Unlock()
-	if run.boundary || firstUnmapped != bpp {
-		wc.bio = wc.bio.submit()
-		if run.boundary {
-			m.writeBoundary(run.boundaryBlock)
-		}
-	} else {
-		wc.lastBlockInBio = wc.blocks[bpp-1]
+	bpp := m.blocksPerPage()
+	wc.endPage(run.boundary || run.n != bpp, bpp-1)
+	if run.boundary {
+		m.writeBoundary(run.boundaryBlock)
 	}
 	return nil
 }
@@ -431,19 +412,9 @@ func (wc *writeCtx) mapExtent(blockInFile, left, lastBlock uint64) bool {
 	return true
 }
 
-// flush submits the Bio being built, if any.
-func (wc *writeCtx) flush() {
-	if wc.bio != nil {
-		wc.bio = wc.bio.submit()
-	}
-}
-
 // confused sends what is pending and writes p block by block.
 func (wc *writeCtx) confused(p *Page, why Reason) error {
-	wc.m.dev.stats.Confused[Write][why].Add(1)
-	if wc.bio != nil {
-		wc.bio = wc.bio.submit()
-	}
+	wc.bioBuilder.confused(why)
 	return wc.m.writePageBlocks(p)
 }
 

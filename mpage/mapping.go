@@ -482,9 +482,8 @@ func (m *Mapping) truncatePartial(idx uint64, off int, size int64) error {
 	mapped := false
 	if size&(1<<m.blkbits-1) != 0 {
 		bm := BlockMap{Block: uint64(size >> m.blkbits), Len: 1}
-		m.dev.stats.MapCalls[Read].Add(1)
-		if err := m.mapper.MapBlocks(&bm); err != nil {
-			return fmt.Errorf("mpage: %s: truncate to %d: map block %d: %w", m.name, size, bm.Block, err)
+		if merr := m.mapBlocks(&bm); merr != nil {
+			return fmt.Errorf("mpage: %s: truncate to %d: %w", m.name, size, merr)
 		}
 		mapped = bm.Flags&(Mapped|MapUptodate) == Mapped
 	}

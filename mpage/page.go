@@ -97,6 +97,9 @@ type Page struct {
 	// pins counts BlockRef.Pin holds (a journal's transaction): while
 	// non-zero, writeback leaves the page dirty and does not write it.
 	pins atomic.Int32
+	// mapErr is the mapping failure that failed the page's last
+	// per-block read, for its readers (readError); nil otherwise.
+	mapErr atomic.Pointer[MapError]
 	// detached: removed from its mapping; the last Release frees it.
 	detached atomic.Bool
 	cache    *Cache

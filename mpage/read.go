@@ -313,8 +313,9 @@ func (rc *readCtx) mapExtent(p *Page, pageBlock int, blockInFile, lastBlock uint
 	bm := &rc.bm
 	*bm = BlockMap{Block: blockInFile, Len: int(lastBlock - blockInFile),
 		Data: p.Data[pageBlock<<blkbits : (pageBlock+1)<<blkbits]}
-	rc.m.dev.stats.MapCalls[Read].Add(1)
-	if err := rc.m.mapper.MapBlocks(bm); err != nil {
+	if merr := rc.m.mapBlocks(bm); merr != nil {
+		// The per-block path asks again, block by block, and its
+		// answer decides the page (see readPageBlocks).
 		rc.ext.valid = false
 		return false
 	}

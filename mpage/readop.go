@@ -95,7 +95,7 @@ func (op *pageRead) step(mayBlock bool) stepResult {
 				return stepDone
 			}
 			if op.attempt > 0 && p.Has(Error) {
-				return op.fail(fmt.Errorf("mpage: %s: read page %d: %w", m.name, op.idx, syscall.EIO))
+				return op.fail(m.readError(p, op.idx))
 			}
 			if !mayBlock {
 				return stepBlock
@@ -110,7 +110,7 @@ func (op *pageRead) step(mayBlock bool) stepResult {
 				return stepDone
 			}
 			if p.Has(Error) {
-				return op.fail(fmt.Errorf("mpage: %s: read page %d: %w", m.name, op.idx, syscall.EIO))
+				return op.fail(m.readError(p, op.idx))
 			}
 			op.attempt++
 			op.state = rsCheck
@@ -169,4 +169,15 @@ func (op *pageRead) fail(err error) stepResult {
 	}
 	op.err = err
 	return stepDone
+}
+
+// readError is what a reader of page idx reports when its read failed:
+// EIO, wrapping the mapping failure that failed it if one did. The failure
+// is the page's own (Page.mapErr), so a concurrent reader of another page
+// never reports it.
+func (m *Mapping) readError(p *Page, idx uint64) error {
+	if merr := p.mapErr.Load(); merr != nil {
+		return fmt.Errorf("mpage: %s: read page %d: %w: %w", m.name, idx, merr, syscall.EIO)
+	}
+	return fmt.Errorf("mpage: %s: read page %d: %w", m.name, idx, syscall.EIO)
 }

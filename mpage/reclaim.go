@@ -98,6 +98,7 @@ func (p *Page) reset(flags PageFlags) {
 	p.pending.Store(0)
 	p.refs.Store(0)
 	p.pins.Store(0)
+	p.mapErr.Store(nil)
 	p.detached.Store(false)
 	p.flags.Store(uint32(flags))
 }

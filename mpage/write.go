@@ -1,7 +1,6 @@
 package mpage
 
 import (
-	"errors"
 	"fmt"
 	"sync"
 
@@ -395,12 +394,12 @@ func (wc *writeCtx) mapExtent(blockInFile, left, lastBlock uint64) bool {
 	want = min(want, lastBlock-blockInFile+1)
 	bm := &wc.bm
 	*bm = BlockMap{Block: blockInFile, Len: int(want), Create: true}
-	m.dev.stats.MapCalls[Write].Add(1)
-	err := m.mapper.MapBlocks(bm)
-	if err == nil && bm.Flags&Mapped == 0 {
-		err = errors.New("mpage: mapper left a block unmapped on create")
-	}
-	if err != nil {
+	if merr := m.mapBlocks(bm); merr != nil {
+		// The per-block path asks again for the page's blocks one by
+		// one, as the seeds' block_write_full_page does: if that fails
+		// too, its MapError is what the page reports (and a mapper
+		// that can map one block where it could not map the run has
+		// written the page, with nothing to report).
 		wc.ext.valid = false
 		return false
 	}

@@ -20,10 +20,10 @@ type node struct {
 	// cur is the inode as last committed (read from the device or written
 	// to the metadata mapping). Readers load it without locks; a writer
 	// publishes a new copy, never changes a published one.
-	cur    atomic.Pointer[Inode]
-	m      *mpage.Mapping
-	refs   int           // guarded by v.mu
-	elem   *list.Element // on v.idle when refs == 0
+	cur  atomic.Pointer[Inode]
+	m    *mpage.Mapping
+	refs int           // guarded by v.mu
+	elem *list.Element // on v.idle when refs == 0
 
 	// Write side. wmu serialises changes to the inode and its data:
 	// WriteAt, Truncate, directory edits, link counts, inode commits.

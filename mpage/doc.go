@@ -102,8 +102,10 @@
 //
 // Concurrency: Mapping and Cache methods are safe for concurrent use. Page
 // Data belongs to the holder of the page lock. Lock order: the file
-// system's own locks, then one page (block) lock at a time, then a
-// Mapping's mu, then the Cache's locks (mu, dmu); a BlockJournal's
-// JoinBlock runs under a block lock and must not take another; mu is never
-// held while sleeping on a page. See Mapping.
+// system's own locks, then a file page's lock (held while the engine calls
+// the mapper and the metadata mapping's ForgetBlocks), then one metadata
+// block (page) lock at a time, then a Mapping's mu, then the Cache's locks
+// (mu, dmu); a BlockJournal's JoinBlock runs under a block lock and must
+// not take another; mu is never held while sleeping on a page. See
+// Mapping.
 package mpage

@@ -41,9 +41,10 @@ import (
 //
 // Lock order: a block's lock is its page's lock. It is taken one at a time
 // (never while holding another page lock of the same mapping), may be
-// taken while holding a file system lock or a mapper's lock, and is held
-// while JoinBlock runs: a journal must not take a page lock, or sleep on
-// anything that waits for one, from JoinBlock.
+// taken while holding a file system lock, a mapper's lock or a file page's
+// lock (the engine holds one while it calls the mapper and ForgetBlocks),
+// and is held while JoinBlock runs: a journal must not take a page lock,
+// or sleep on anything that waits for one, from JoinBlock.
 
 // BlockJournal is a running journal that metadata blocks join when they
 // are dirtied (the seeds' later jbd2 get_write_access and

@@ -7,8 +7,9 @@ import "github.com/mpaged/mpaged/alloc"
 // without the direction-specific parts: the Bio being built, the device
 // block its last page ends at, the mapper's last answer and the current
 // page's device blocks. Invariant: while bio is non-nil it holds at
-// least one page, and lastBlockInBio is the device block its last page
-// ends at when that page filled its vec (else the Bio was submitted).
+// least one page, whole, and lastBlockInBio is the device block that page
+// ends at (a page that ends short of its last block, at a hole or EOF, or
+// at a Boundary, submits the Bio instead, so nothing may follow it).
 type bioBuilder struct {
 	m              *Mapping
 	dir            Dir

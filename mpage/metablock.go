@@ -142,7 +142,9 @@ func (r BlockRef) MarkDirty() {
 // their new bytes never reach their home location first. Pinning is per
 // page: a pinned block holds back the other dirty blocks of its page. A
 // pin holds a page reference, so the page stays cached. Dirty pinned pages
-// count as dirty for throttling and keep the mapping on the dirty list.
+// count as dirty for throttling and keep the mapping on the dirty list;
+// WriteAndWait and a Flusher pass return with them still dirty (with a
+// journal, their durability is its commit, not their home write).
 func (r BlockRef) Pin() {
 	r.p.refs.Add(1)
 	r.p.pins.Add(1)

@@ -199,9 +199,10 @@ func (m *Mapping) findPage(index uint64) *Page {
 	return p
 }
 
-// Release drops a reference from findPage, grabPage, a BlockRef or a Reader. The last reference
-// to a page that was removed from its mapping frees it: until then a holder
-// may still read its Data.
+// Release drops a reference (findPage, grabPage, a Reader's result; a
+// BlockRef's Release calls it). The last reference to a page that was
+// removed from its mapping frees it: until then a holder may still read
+// its Data.
 func (p *Page) Release() {
 	n := p.refs.Add(-1)
 	if n < 0 {

@@ -273,8 +273,19 @@ func TestMetaBlockJournal(t *testing.T) {
 	if e.Meta.DirtyPages() != 2 {
 		t.Fatalf("%d dirty pages while pinned, want 2", e.Meta.DirtyPages())
 	}
+	ref, err := e.Meta.ReadBlock(20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ref.Release()
+	if !ref.Pinned() {
+		t.Fatal("a block in the transaction is not pinned")
+	}
 	// Commit: the blocks' bytes go to the log (blocks 900, 901), not home.
 	j.commit(t, 900)
+	if ref.Pinned() {
+		t.Fatal("a committed block is still pinned")
+	}
 	if got := writtenBlocks(e); !slices.Equal(got, []uint64{900, 901}) {
 		t.Fatalf("commit wrote %v, want [900 901]", got)
 	}

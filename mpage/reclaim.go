@@ -94,11 +94,17 @@ func (c *Cache) pageFor(frame []byte) *Page {
 // its flags to flags in one store: a reused page on the CLOCK ring is never
 // seen unlocked.
 func (p *Page) reset(flags PageFlags) {
+	// A page is freed unpinned (a pin holds a reference); a mapping
+	// failure is rare: loads, not stores, on the eviction path.
+	if invariants.Enabled {
+		invariants.Check(p.pins.Load() == 0, "page %d: freed while pinned", p.Index)
+	}
 	p.Index, p.mapping, p.bufs = 0, nil, nil
 	p.pending.Store(0)
 	p.refs.Store(0)
-	p.pins.Store(0)
-	p.mapErr.Store(nil)
+	if p.mapErr.Load() != nil {
+		p.mapErr.Store(nil)
+	}
 	p.detached.Store(false)
 	p.flags.Store(uint32(flags))
 }

@@ -25,7 +25,7 @@ func metaEnv(t *testing.T) *mpagetest.Env {
 func grabUptodate(t *testing.T, m *mpage.Mapping, idx uint64) *mpage.Page {
 	t.Helper()
 	mustRead(t, m, 1, int64(idx)*mpage.PageSize)
-	p, _, err := m.GrabPage(idx)
+	p, _, err := mpage.GrabPage(m, idx)
 	if err != nil {
 		t.Fatal(err)
 	}

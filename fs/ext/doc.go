@@ -62,10 +62,15 @@
 //     before them where they can, unwritten extents are split where
 //     written, and the tree is rewritten from the extent list (smallest
 //     depth, checksummed blocks); new files on extent volumes use extents;
-//   - per-block metadata writes (meta.go): only the blocks changed are
+//   - per-block metadata writes (meta.go), through mpage's metadata
+//     block API (ReadBlock, BlockRef.Lock/Data/MarkDirty/Release,
+//     ZeroBlock, ForgetBlocks, SyncBlock): only the blocks changed are
 //     dirtied in a metadata page, blocks reused for data are forgotten,
-//     and the engine's Boundary hook writes the indirect block after its
-//     data;
+//     and the engine, given the metadata mapping as each file mapping's
+//     Meta, forgets the data blocks its write path allocates and writes
+//     the indirect block after a boundary's data itself. MarkDirty is
+//     where a journal (mpage.BlockJournal) will take metadata blocks
+//     into its transactions; none is installed yet;
 //   - files (write.go): OpenWrite/Create, File.WriteAt (blocks are
 //     allocated when data enters the cache, so ENOSPC is WriteAt's),
 //     File.Truncate, File.Sync and Volume.Sync (data, then directories,
@@ -145,7 +150,15 @@
 // lock order. The per-inode cache has its own mutex, never held across
 // I/O; a mapper's lock guards its block map (shared by lookups), and
 // mappers read metadata only through the metadata mapping, never with a
-// page of it locked.
+// block of it locked. The whole order: Volume.ns, a node's wmu (parent
+// before child), the mapper's lock, allocMu, then one metadata block lock
+// at a time (BlockRef.Lock, the page's lock; mpage's Mapping and Cache
+// locks come after it).
+//
+// Errors of a block mapper reach the caller of the read or write that
+// asked, and only that caller: the engine returns them as an
+// *mpage.MapError (wrapped with EIO on a read), so errors.Is sees
+// ErrCorrupt, ErrNoSpace and the rest through it.
 //
 // Example:
 //

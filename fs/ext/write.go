@@ -192,9 +192,8 @@ func (n *node) truncate(size int64) error {
 func (n *node) syncData() error {
 	err := n.m.WriteAndWait(0, -1)
 	if err != nil {
-		if merr := n.mapper.takeErr(); merr != nil {
-			err = fmt.Errorf("%w (%w)", merr, err)
-		}
+		// A mapper failure (ENOSPC, corrupt metadata) is in err, as the
+		// MapError of the page it failed.
 		err = fmt.Errorf("ext: inode %d: %w", n.ino, err)
 	}
 	if n.inodeDirty.Load() {

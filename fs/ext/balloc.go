@@ -222,14 +222,18 @@ func (v *Volume) allocInGroup(g uint32, from, to uint64, n int) (blk uint64, got
 		if uninit {
 			v.initBlockBitmap(g, b)
 		}
+		base := sb.groupFirstBlock(g)
 		i := findClear(b, from, to)
+		for i < to && v.busyBlock(base+i) {
+			i = findClear(b, i+1, to)
+		}
 		if i >= to {
 			// Nothing dirtied; an initialised bitmap left in the cache
 			// is what the next look builds again.
 			return errNothing
 		}
 		k := uint64(0)
-		for i+k < to && k < uint64(n) && b[(i+k)>>3]&(1<<((i+k)&7)) == 0 {
+		for i+k < to && k < uint64(n) && b[(i+k)>>3]&(1<<((i+k)&7)) == 0 && !v.busyBlock(base+i+k) {
 			b[(i+k)>>3] |= 1 << ((i + k) & 7)
 			k++
 		}
@@ -300,6 +304,9 @@ func (v *Volume) freeBlockRange(blk uint64, n int) error {
 				}
 			})
 			v.freeBlocks += uint64(freed)
+		}
+		if err == nil && v.jnl != nil {
+			v.jnl.freed(blk, int(k))
 		}
 		if err == nil && double > 0 {
 			err = fmt.Errorf("%w: group %d: freeing %d blocks from %d that were already free", ErrCorrupt, g, double, blk)
@@ -469,3 +476,7 @@ func (v *Volume) freeInode(ino uint32, dir bool) error {
 	v.freeInodes++
 	return err
 }
+
+// busyBlock reports whether blk was freed by a journal transaction not yet
+// committed: it is not handed out before then (see jtxn.go).
+func (v *Volume) busyBlock(blk uint64) bool { return v.jnl != nil && v.jnl.busy(blk) }

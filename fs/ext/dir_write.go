@@ -152,6 +152,9 @@ func (v *Volume) readDirBlock(dir *node, b []byte, blk int64) error {
 // writeDirBlock writes block blk of directory dir back, resealed.
 func (v *Volume) writeDirBlock(dir *node, b []byte, blk int64) error {
 	v.sealDirBlock(dir, b)
+	if v.jnl != nil {
+		return v.writeDirBlockJournaled(dir, b, blk)
+	}
 	if _, err := dir.writeAt(b, blk*int64(len(b))); err != nil {
 		return err
 	}
@@ -503,9 +506,11 @@ func (v *Volume) nsOp(op, path string, fn func(comps []string) error) error {
 		return &fs.PathError{Op: op, Path: path, Err: err}
 	}
 	defer v.leave()
+	stop := v.startHandle()
 	v.ns.Lock()
 	err = fn(comps)
 	v.ns.Unlock()
+	stop()
 	if err != nil {
 		return &fs.PathError{Op: op, Path: path, Err: err}
 	}

@@ -47,6 +47,11 @@ var (
 	// superblock says it was not cleanly unmounted (or has recorded
 	// errors), and Config.AllowUnclean was not set.
 	ErrUnclean = errors.New("ext: volume was not cleanly unmounted (run e2fsck -p)")
+	// ErrJournalAborted: a journal commit or checkpoint failed part-way
+	// (the wrapped error says how); nothing commits again, writes fail,
+	// and the volume stays marked needs_recovery for the next open (or
+	// e2fsck) to replay what the log holds. It wraps EIO.
+	ErrJournalAborted = &sentinel{"ext: journal aborted", []error{syscall.EIO}}
 	// ErrSectorSize: the device's logical blocks (Config.SectorSize) are
 	// larger than the file system's blocks, so direct I/O cannot address
 	// single blocks; or SectorSize itself is not one the engine can use.

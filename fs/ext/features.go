@@ -144,9 +144,11 @@ const knownROCompat = ROCompatSparseSuper | ROCompatLargeFile | ROCompatBtreeDir
 // The features this package can write. A volume with any other feature
 // set is served read-only, and ReadOnly says which features stopped it:
 //
-//   - has_journal, fast_commit: every metadata change would have to go
-//     through the journal (not implemented); writing around it leaves a
-//     journal whose replay undoes ours.
+//   - has_journal with the journal on another device (s_journal_inum 0:
+//     an external journal), fast_commit: the writer journals into an
+//     internal jbd2 journal only (jtxn.go); writing around a journal
+//     leaves one whose replay undoes ours. An internal journal is
+//     written (has_journal is writable then).
 //   - orphan_file, snapshot bits, quota, project: structures that must
 //     change with every allocation or deletion and are not maintained.
 //   - inline_data, bigalloc, ea_inode, mmp, encrypt, casefold, dirdata,
@@ -170,8 +172,18 @@ const (
 // written, "" if there are none.
 func unwritableFeatures(s *Superblock) string {
 	var parts []string
-	if c := s.Compat &^ writeCompat; c != 0 {
-		parts = append(parts, c.String())
+	compat := s.Compat &^ writeCompat
+	if internalJournal(s) && journalWritable {
+		compat &^= CompatHasJournal
+	}
+	if c := compat; c != 0 {
+		if c&CompatHasJournal != 0 && s.JournalInum == 0 {
+			parts = append(parts, "external journal (device "+strconv.FormatUint(uint64(s.JournalDev), 16)+")")
+			c &^= CompatHasJournal
+		}
+		if c != 0 {
+			parts = append(parts, c.String())
+		}
 	}
 	if i := s.Incompat &^ writeIncompat; i != 0 {
 		parts = append(parts, i.String())
@@ -181,3 +193,13 @@ func unwritableFeatures(s *Superblock) string {
 	}
 	return strings.Join(parts, " ")
 }
+
+// internalJournal reports whether s has a journal in an inode of its own
+// (the journal the writer can write).
+func internalJournal(s *Superblock) bool {
+	return s.HasCompat(CompatHasJournal) && s.JournalInum != 0 && !s.HasIncompat(IncompatJournalDev)
+}
+
+// journaled reports whether the volume has the journal its writes go
+// through.
+func (v *Volume) journaled() bool { return internalJournal(v.sb) && journalWritable }

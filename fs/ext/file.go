@@ -219,6 +219,13 @@ func (v *Volume) releaseNode(n *node, evict bool) {
 		// Unlinked while open, and this was the last user.
 		delete(v.nodes, n.ino)
 		v.mu.Unlock()
+		if v.jnl != nil {
+			// This release may run inside a handle (handles do not
+			// nest): the free gets one of its own.
+			v.orphanFrees.Add(1)
+			go v.freeOrphanHandle(n)
+			return
+		}
 		if err := v.freeOrphan(n); err != nil {
 			v.logf("ext: freeing unlinked inode %d: %v", n.ino, err)
 		}
@@ -309,6 +316,7 @@ func (n *node) WriteInode() (bool, error) {
 		return false, nil
 	}
 	defer v.leave()
+	defer v.startHandle()()
 	n.wmu.Lock()
 	defer n.wmu.Unlock()
 	if !n.inodeDirty.Load() {
@@ -415,3 +423,14 @@ func (f *File) Close() error {
 }
 
 var _ io.ReaderAt = (*File)(nil)
+
+// freeOrphanHandle frees an unlinked node whose last user is gone, in a
+// handle of its own (journaled volumes).
+func (v *Volume) freeOrphanHandle(n *node) {
+	defer v.orphanFrees.Done()
+	stop := v.startHandle()
+	defer stop()
+	if err := v.freeOrphan(n); err != nil {
+		v.logf("ext: freeing unlinked inode %d: %v", n.ino, err)
+	}
+}

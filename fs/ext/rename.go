@@ -68,9 +68,11 @@ func (v *Volume) Rename(oldpath, newpath string) error {
 		return wrap(err)
 	}
 	defer v.leave()
+	stop := v.startHandle()
 	v.ns.Lock()
 	err = v.rename(oldComps, newComps, oldTrailing || newTrailing, renameHooks{})
 	v.ns.Unlock()
+	stop()
 	if err != nil {
 		return wrap(err)
 	}

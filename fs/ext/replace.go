@@ -164,8 +164,12 @@ func (v *Volume) renameOver(tmp string, comps []string, check func(*FileInfo) er
 		return nil, false, err
 	}
 	defer v.leave()
+	// With a journal the rename and the old file's last link go in one
+	// transaction: nothing to hold until the directory is durable.
+	keep := v.jnl == nil
+	stop := v.startHandle()
 	v.ns.Lock()
-	err = v.rename(tmpComps, comps, false, renameHooks{keepTarget: true, check: func(tgt *node) error {
+	err = v.rename(tmpComps, comps, false, renameHooks{keepTarget: keep, check: func(tgt *node) error {
 		var cur *FileInfo
 		if tgt != nil {
 			fi := infoOf(baseName(comps), tgt.inode())
@@ -176,13 +180,15 @@ func (v *Volume) renameOver(tmp string, comps []string, check func(*FileInfo) er
 				return err
 			}
 		}
-		if tgt != nil {
+		if tgt != nil && keep {
 			v.holdNode(tgt)
-			held, existed = tgt, true
+			held = tgt
 		}
+		existed = tgt != nil
 		return nil
 	}})
 	v.ns.Unlock()
+	stop()
 	if err != nil {
 		if held != nil {
 			v.putNode(held)
@@ -206,10 +212,12 @@ func (v *Volume) dropHeld(held *node) error {
 		return err
 	}
 	defer v.leave()
+	stop := v.startHandle()
 	v.ns.Lock()
 	err := v.dropLink(held, now())
 	v.ns.Unlock()
 	v.putNode(held)
+	stop()
 	if err != nil {
 		return err
 	}

@@ -93,6 +93,15 @@ func (v *Volume) markInUse() {
 		return
 	}
 	v.inUse = true
+	if v.jnl != nil {
+		if err := v.markInUseJournaled(); err != nil {
+			// Nothing may commit while the device does not say
+			// needs_recovery: the journal refuses from now on.
+			v.jnl.abort(err)
+			v.logf("ext: marking the volume in use: %v", err)
+		}
+		return
+	}
 	le := binary.LittleEndian
 	err := v.updateSuper(func(r []byte) {
 		le.PutUint16(r[sbStateOff:], le.Uint16(r[sbStateOff:])&^stateValid)

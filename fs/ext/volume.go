@@ -125,6 +125,13 @@ type Volume struct {
 	needLargeFile atomic.Bool
 	// metaDirtyLimit is how many dirty metadata pages start writeback.
 	metaDirtyLimit int
+
+	// jnl is the journal's write side on a journaled volume open for
+	// writing (jtxn.go), nil otherwise.
+	jnl *volJournal
+	// orphanFrees counts frees of unlinked files handed to goroutines of
+	// their own (journaled volumes: see releaseNode); Close waits for them.
+	orphanFrees sync.WaitGroup
 }
 
 // Open reads and checks the superblock and group descriptors of the volume
@@ -188,6 +195,12 @@ func Open(cfg Config) (*Volume, error) {
 		}
 		v.freeBlocks, v.freeInodes = fb, uint32(fi)
 		v.metaDirtyLimit = max(int(cfg.Cache.Stats().Limit/8), 64)
+	}
+	if !v.readOnly && v.journaled() {
+		if err := v.openJournal(); err != nil {
+			v.meta.Close()
+			return nil, err
+		}
 	}
 	root, err := v.getNode(rootIno)
 	if err != nil {
@@ -313,6 +326,10 @@ func (v *Volume) decideAccess() error {
 		v.roReason = "opened read-only"
 	case feats != "":
 		v.roReason = "features this package cannot write: " + feats
+	case v.journaled() && sb.LastOrphan != 0:
+		// The kernel frees the inodes on the orphan list when it
+		// mounts; this package does not walk it.
+		return fmt.Errorf("%w: the orphan list is not empty (s_last_orphan %d): run e2fsck -p, or open read-only", ErrUnclean, sb.LastOrphan)
 	case sb.BlocksCount > 1<<32 && !sb.HasIncompat(IncompatExtents):
 		// Block pointers of indirect-mapped files are 32 bits.
 		v.roReason = fmt.Sprintf("%d blocks: past what 32-bit block pointers address", sb.BlocksCount)
@@ -388,6 +405,7 @@ func (v *Volume) Group(g uint32) (GroupDesc, error) {
 // then (WasClean). If the sync fails the volume is left marked in use
 // (e2fsck will check it) and the error returned.
 func (v *Volume) Close() error {
+	v.orphanFrees.Wait()
 	v.life.Lock()
 	defer v.life.Unlock()
 	if v.closed {
@@ -395,7 +413,11 @@ func (v *Volume) Close() error {
 	}
 	v.closed = true
 	var errs []error
-	if !v.readOnly && v.inUse {
+	if v.jnl != nil {
+		if err := v.closeJournaled(); err != nil {
+			errs = append(errs, fmt.Errorf("ext: close: %w", err))
+		}
+	} else if !v.readOnly && v.inUse {
 		err := v.freeOrphans()
 		if serr := v.syncAll(); err == nil {
 			err = serr

@@ -197,6 +197,7 @@ func (n *node) syncData() error {
 		err = fmt.Errorf("ext: inode %d: %w", n.ino, err)
 	}
 	if n.inodeDirty.Load() {
+		stop := n.v.startHandle()
 		n.wmu.Lock()
 		if n.inodeDirty.Load() {
 			if cerr := n.commitLocked(nil); cerr != nil && err == nil {
@@ -204,6 +205,7 @@ func (n *node) syncData() error {
 			}
 		}
 		n.wmu.Unlock()
+		stop()
 	}
 	return err
 }
@@ -223,6 +225,7 @@ func (f *File) WriteAt(b []byte, off int64) (int, error) {
 		return 0, err
 	}
 	defer f.v.leave()
+	defer f.v.startHandle()()
 	f.n.wmu.Lock()
 	defer f.n.wmu.Unlock()
 	return f.n.writeAt(b, off)
@@ -243,6 +246,7 @@ func (f *File) Truncate(size int64) error {
 		return err
 	}
 	defer f.v.leave()
+	defer f.v.startHandle()()
 	f.n.wmu.Lock()
 	defer f.n.wmu.Unlock()
 	return f.n.truncate(size)
@@ -324,7 +328,9 @@ func (v *Volume) OpenWrite(path string, flag int, perm fs.FileMode) (*File, erro
 		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
 	}
 	defer v.leave()
+	stop := v.startHandle()
 	f, err := v.openWrite(comps, flag, perm)
+	stop()
 	if err != nil {
 		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
 	}
@@ -405,6 +411,9 @@ func (v *Volume) Sync() error {
 	if v.readOnly {
 		return nil
 	}
+	if v.jnl != nil {
+		return v.syncJournaled(true)
+	}
 	return v.syncAll()
 }
 
@@ -438,6 +447,10 @@ func (v *Volume) syncAll() error {
 // leaves never holds half of a Create, Unlink, Mkdir or Rename. The caller
 // is inside the volume's lifetime (enter).
 func (v *Volume) syncNamesLocked() error {
+	if v.jnl != nil {
+		// The journal commits whole changes: no name-space lock needed.
+		return v.syncJournaled(false)
+	}
 	v.ns.RLock()
 	defer v.ns.RUnlock()
 	err := v.syncDirs()

@@ -287,8 +287,7 @@ func TestWriteReadOnly(t *testing.T) {
 		extra     []string
 		want      string
 	}{
-		{"ext3 journal", "ext3", nil, "has_journal"},
-		{"ext4", "ext4", nil, "has_journal"},
+		{"fast_commit", "ext4", []string{"-O", "fast_commit"}, "fast_commit"},
 		{"bigalloc", "ext4", []string{"-O", "^has_journal,bigalloc", "-C", "16384"}, "bigalloc"},
 		{"quota", "ext4", []string{"-O", "^has_journal,quota"}, "quota"},
 		{"inline_data", "ext4", []string{"-O", "^has_journal,^extent,^64bit,inline_data"}, "inline_data"},

@@ -407,3 +407,31 @@ func (j *Journal) Close() error {
 	j.closed = true
 	return j.checkpoint()
 }
+
+// EnableRevoke sets the revoke feature in the journal superblock (durably)
+// if it is not set, as jbd2 does when its file system mounts: a log
+// without it must not hold revoke blocks, and a file system that frees
+// journaled metadata needs them. Only the journal's own superblock
+// changes; v1 superblocks have no feature words and are refused.
+func (j *Journal) EnableRevoke() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if err := j.usable(); err != nil {
+		return err
+	}
+	if j.sb.HasIncompat(IncompatRevoke) {
+		return nil
+	}
+	if j.sb.Version != 2 {
+		return fmt.Errorf("%w: a v1 journal superblock has no revoke feature", ErrUnsupported)
+	}
+	j.sb.Incompat |= IncompatRevoke
+	if err := writeSuperblock(j.io, j.sb); err != nil {
+		return err
+	}
+	if err := j.io.dev.Flush(); err != nil {
+		return fmt.Errorf("jbd2: flush journal superblock: %w", err)
+	}
+	j.l = LayoutOf(j.sb)
+	return nil
+}

@@ -122,6 +122,16 @@ func (v *Volume) closeJournaled() error {
 	}
 	err := v.jnl.close()
 	errs = append(errs, err)
+	if err == nil {
+		// Everything is home (checkpointed); the caches still hold it
+		// dirty, unpinned now: write it so the mappings close clean.
+		for _, n := range v.holdNodes() {
+			if err := n.m.WriteAndWait(0, -1); err != nil {
+				errs = append(errs, fmt.Errorf("ext: inode %d: %w", n.ino, err))
+			}
+			v.putNode(n)
+		}
+	}
 	if err == nil && v.inUse {
 		errs = append(errs, v.clearRecoverFlag())
 	}

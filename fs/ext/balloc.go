@@ -223,17 +223,14 @@ func (v *Volume) allocInGroup(g uint32, from, to uint64, n int) (blk uint64, got
 			v.initBlockBitmap(g, b)
 		}
 		base := sb.groupFirstBlock(g)
-		i := findClear(b, from, to)
-		for i < to && v.busyBlock(base+i) {
-			i = findClear(b, i+1, to)
-		}
+		i, limit := v.findFree(b, base, from, to)
 		if i >= to {
 			// Nothing dirtied; an initialised bitmap left in the cache
 			// is what the next look builds again.
 			return errNothing
 		}
 		k := uint64(0)
-		for i+k < to && k < uint64(n) && b[(i+k)>>3]&(1<<((i+k)&7)) == 0 && !v.busyBlock(base+i+k) {
+		for i+k < limit && k < uint64(n) && b[(i+k)>>3]&(1<<((i+k)&7)) == 0 {
 			b[(i+k)>>3] |= 1 << ((i + k) & 7)
 			k++
 		}
@@ -477,6 +474,22 @@ func (v *Volume) freeInode(ino uint32, dir bool) error {
 	return err
 }
 
-// busyBlock reports whether blk was freed by a journal transaction not yet
-// committed: it is not handed out before then (see jtxn.go).
-func (v *Volume) busyBlock(blk uint64) bool { return v.jnl != nil && v.jnl.busy(blk) }
+// findFree returns the first clear bit of bitmap b (of the group whose
+// first block is base) in [from, to) whose block is not busy (freed by a
+// journal transaction not yet committed: not handed out before then, see
+// jtxn.go), or to; and the bit where the next busy block is (at most to),
+// which a run from it must stop before.
+func (v *Volume) findFree(b []byte, base, from, to uint64) (uint64, uint64) {
+	i := findClear(b, from, to)
+	if v.jnl == nil {
+		return i, to
+	}
+	for i < to {
+		busy, end := v.jnl.busySpan(base + i)
+		if !busy {
+			return i, min(to, max(end, base)-base)
+		}
+		i = findClear(b, min(end-base, to), to)
+	}
+	return to, to
+}

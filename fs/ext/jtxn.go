@@ -63,15 +63,16 @@ var journalWritable = true
 
 // txn is a transaction: the blocks it journals (home block -> reference,
 // pinned once) and the blocks it revokes.
-// freed lists the blocks it frees (busy until it commits).
+// freed lists the runs of blocks it frees (busy until it commits): a
+// file's blocks are freed a run at a time, so the list stays short.
 type txn struct {
 	blocks  map[uint64]mpage.BlockRef
 	revoked map[uint64]struct{}
-	freed   map[uint64]struct{}
+	freed   [][2]uint64 // first block, count
 }
 
 func newTxn() *txn {
-	return &txn{blocks: map[uint64]mpage.BlockRef{}, revoked: map[uint64]struct{}{}, freed: map[uint64]struct{}{}}
+	return &txn{blocks: map[uint64]mpage.BlockRef{}, revoked: map[uint64]struct{}{}}
 }
 
 func (t *txn) empty() bool { return len(t.blocks) == 0 && len(t.revoked) == 0 && len(t.freed) == 0 }
@@ -168,24 +169,48 @@ func (jn *volJournal) freed(blk uint64, n int) {
 	jn.mu.Lock()
 	defer jn.mu.Unlock()
 	jn.revokeLocked(blk, n)
-	for b := blk; b < blk+uint64(n); b++ {
-		jn.running.freed[b] = struct{}{}
+	t := jn.running
+	if last := len(t.freed) - 1; last >= 0 && t.freed[last][0]+t.freed[last][1] == blk {
+		t.freed[last][1] += uint64(n)
+		return
 	}
+	t.freed = append(t.freed, [2]uint64{blk, uint64(n)})
 }
 
-// busy reports whether blk was freed by a transaction not yet committed.
-// Called by the allocator under a bitmap block's lock.
-func (jn *volJournal) busy(blk uint64) bool {
+// busySpan says of blk whether it was freed by a transaction not yet
+// committed, and where the span it starts ends: the first block from blk
+// on that is not busy (busy), or the first busy block after blk (free;
+// max uint64 when none is). The allocator calls it under a bitmap block's
+// lock.
+func (jn *volJournal) busySpan(blk uint64) (busy bool, end uint64) {
 	jn.mu.Lock()
 	defer jn.mu.Unlock()
-	if _, ok := jn.running.freed[blk]; ok {
-		return true
-	}
+	lists := [][][2]uint64{jn.running.freed}
 	if jn.committing != nil {
-		_, ok := jn.committing.freed[blk]
-		return ok
+		lists = append(lists, jn.committing.freed)
 	}
-	return false
+	for moved := true; moved; {
+		moved = false
+		for _, l := range lists {
+			for _, r := range l {
+				if blk >= r[0] && blk < r[0]+r[1] {
+					blk, busy, moved = r[0]+r[1], true, true
+				}
+			}
+		}
+	}
+	if busy {
+		return true, blk
+	}
+	end = ^uint64(0)
+	for _, l := range lists {
+		for _, r := range l {
+			if r[0] > blk && r[0] < end {
+				end = r[0]
+			}
+		}
+	}
+	return false, end
 }
 
 // revokeLocked drops blocks [blk, blk+n), freed or become file data, from
@@ -193,6 +218,15 @@ func (jn *volJournal) busy(blk uint64) bool {
 // log. The caller holds jn.mu.
 func (jn *volJournal) revokeLocked(blk uint64, n int) {
 	t := jn.running
+	committing := 0
+	if jn.committing != nil {
+		committing = len(jn.committing.blocks)
+	}
+	if uint64(n) > uint64(len(jn.logged)+len(t.blocks)+committing) {
+		// A long run (a file's data): look the other way round.
+		jn.revokeRangeLocked(blk, blk+uint64(n))
+		return
+	}
 	for b := blk; b < blk+uint64(n); b++ {
 		if ref, ok := t.blocks[b]; ok {
 			ref.Unpin()
@@ -204,6 +238,31 @@ func (jn *volJournal) revokeLocked(blk uint64, n int) {
 		}
 		if logged {
 			t.revoked[b] = struct{}{}
+		}
+	}
+}
+
+// revokeRangeLocked is revokeLocked of [from, to) by walking the
+// transactions' block sets rather than the range.
+func (jn *volJournal) revokeRangeLocked(from, to uint64) {
+	t := jn.running
+	in := func(b uint64) bool { return b >= from && b < to }
+	for b, ref := range t.blocks {
+		if in(b) {
+			ref.Unpin()
+			delete(t.blocks, b)
+		}
+	}
+	for b := range jn.logged {
+		if in(b) {
+			t.revoked[b] = struct{}{}
+		}
+	}
+	if jn.committing != nil {
+		for b := range jn.committing.blocks {
+			if in(b) {
+				t.revoked[b] = struct{}{}
+			}
 		}
 	}
 }

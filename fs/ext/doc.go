@@ -1,5 +1,5 @@
 // Package ext reads ext2, ext3 and ext4 volumes through the mpage engine,
-// and writes ext2 and journal-less ext4 (see below).
+// and writes ext2, ext3 and ext4, journaled through jbd2 or not (see below).
 //
 // It owns the on-disk format: the superblock (features, geometry,
 // checksum), the group descriptors (32- and 64-byte, meta_bg and flex_bg
@@ -43,11 +43,12 @@
 // is ENOENT and so fs.ErrNotExist, ErrNotEmpty ENOTEMPTY, ...). Corrupt
 // metadata gives ErrCorrupt, never a panic; the parse functions are fuzzed.
 //
-// Writing (ext2, and ext4 without a journal: the features listed in
-// features.go) is open to volumes opened with ReadOnly false whose
-// features the writer handles; others are served read-only and ReadOnly
-// says which features stopped it (a journal, inline data, bigalloc,
-// quota, ...). The write side has:
+// Writing (ext2, ext3 and ext4, with an internal journal or without one:
+// the features listed in features.go) is open to volumes opened with
+// ReadOnly false whose features the writer handles; others are served
+// read-only and ReadOnly says which features stopped it (an external
+// journal, fast_commit, inline data, bigalloc, quota, ...). The write
+// side has:
 //
 //   - allocation (balloc.go): block and inode bitmaps, group descriptors
 //     (counts, flags, crc16/crc32c checksums, lazily initialised groups)
@@ -68,9 +69,9 @@
 //     dirtied in a metadata page, blocks reused for data are forgotten,
 //     and the engine, given the metadata mapping as each file mapping's
 //     Meta, forgets the data blocks its write path allocates and writes
-//     the indirect block after a boundary's data itself. MarkDirty is
-//     where a journal (mpage.BlockJournal) will take metadata blocks
-//     into its transactions; none is installed yet;
+//     the indirect block after a boundary's data itself. On a journaled
+//     volume MarkDirty is where the journal (an mpage.BlockJournal,
+//     jtxn.go) takes metadata blocks into its running transaction;
 //   - files (write.go): OpenWrite/Create, File.WriteAt (blocks are
 //     allocated when data enters the cache, so ENOSPC is WriteAt's),
 //     File.Truncate, File.Sync and Volume.Sync (data, then directories,
@@ -101,11 +102,13 @@
 // open (WasClean). A read-write open of an unclean volume (not cleanly
 // unmounted, or with recorded errors) fails with ErrUnclean unless
 // Config.AllowUnclean; read-only opens read it as it is, saying so
-// through Logf. Every Sync leaves a consistent image (e2fsck -fn finds
-// nothing; Sync waits for a name-space change in progress), but there is
-// no journal: a crash between syncs needs e2fsck, and so does a crash
+// through Logf. Without a journal every Sync leaves a consistent image
+// (e2fsck -fn finds nothing; Sync waits for a name-space change in
+// progress), but a crash between syncs needs e2fsck, and so does a crash
 // while a File keeps an unlinked or replaced inode open (ext2 has no
-// orphan list; e2fsck -p frees it).
+// orphan list; e2fsck -p frees it). A journaled volume is marked as the
+// kernel's ext4 marks it instead: s_state stays clean and needs_recovery
+// is set, durably, before the first change (see Journaled writing).
 //
 // The journal (journal.go, package jbd2): a read-write Open of a volume
 // whose superblock says needs_recovery replays its internal journal before
@@ -116,9 +119,69 @@
 // read-only Open writes nothing: it reads the volume as it is on the
 // device, before the unreplayed transactions, and logs that it does. An
 // external journal needing recovery is refused (ErrNeedsRecovery naming
-// it). Volumes with a journal are still served read-only: writing through
-// the journal (jbd2.Journal, the commit writer) waits for the metadata
-// layer to hand it transactions.
+// it). A journaled volume whose orphan list is not empty (s_last_orphan,
+// left by a kernel that crashed with unlinked open files) is refused
+// read-write with ErrUnclean naming it: this package does not walk the
+// list (e2fsck -p, or a kernel mount, does).
+//
+// Journaled writing (jtxn.go, jvolume.go): on a volume with an internal
+// journal every change goes through the journal in the kernel's
+// data=ordered mode, and a crash at any point leaves a volume that replay
+// (ours at the next read-write Open, the kernel's, e2fsck's) brings to a
+// consistent state without repair: the state after the last commit.
+//
+//   - The running transaction: every metadata block a change dirties
+//     joins it, pinned (writeback leaves it dirty until the transaction
+//     has committed): metadata-mapping blocks through the journal hook
+//     (MarkDirty calls JoinBlock), directory blocks, which live in their
+//     directory's own mapping, explicitly (writeDirBlock changes them in
+//     place under the block's lock instead of through WriteAt). Freed
+//     blocks with a copy in the log (since the last checkpoint, or in the
+//     transaction being committed) get revoke records; so do metadata
+//     blocks that become file data (ForgetBlock). Blocks a transaction
+//     frees are busy, not handed out by the allocator, until it commits.
+//   - Handles: every public change (WriteAt, Truncate, OpenWrite, Mkdir,
+//     Rmdir, Unlink, Rename, ReplaceFile's steps, the flusher's
+//     WriteInode, the free of an unlinked file at its last close, Close's
+//     last changes) runs inside a handle: a shared hold of the journal's
+//     handle lock, taken before any other lock of the volume. A commit
+//     freezes the running transaction under the exclusive hold (it waits
+//     for running handles, new ones wait for it), copies the frozen
+//     blocks' bytes and starts a new transaction, then lets handles go
+//     before any I/O, so a commit never holds half a change. Handles do
+//     not nest; the last release of an unlinked open file, which may
+//     happen inside one, frees it on a goroutine with a handle of its own
+//     (Close waits for those).
+//   - Commit: the data of every cached file is written and waited for
+//     (ordered: what the metadata makes reachable is on the device before
+//     the commit block; jbd2 flushes before writing it), jbd2 writes the
+//     transaction (revokes, descriptors, copies, commit block, flushes),
+//     then its blocks are unpinned and writeback may take them home. A
+//     commit runs at File.Sync (and ReplaceFile's syncs), at Volume.Sync
+//     (which then checkpoints: everything home, the log empty), every 5 s
+//     (the kernel's commit interval) from a goroutine of the volume, and
+//     at the start of a handle when the running transaction takes more
+//     than a quarter of the log. The journal writes its log and its
+//     checkpoints straight to the device, never through the metadata
+//     mapping (a log block may share a page with a pinned block; a
+//     checkpoint writes the committed copy of a block whose cached bytes
+//     a newer transaction may already have changed).
+//   - State: the session's first change sets needs_recovery (and the
+//     journal's revoke feature) and writes the superblock straight to the
+//     device, flushed, before anything can commit. Close runs a last
+//     transaction (orphans freed, the superblock's counts and state),
+//     checkpoints, closes the journal (an empty log) and only then clears
+//     needs_recovery, durably: the kernel and e2fsck see a clean ext4. A
+//     commit that fails aborts the journal (ErrJournalAborted from then
+//     on) and leaves needs_recovery set for the next open to replay.
+//   - Not done: a file unlinked while open, or replaced by ReplaceFile
+//     while open, keeps its inode until the last close, and the journal
+//     has no orphan list to name it, so a crash in between leaves an
+//     unattached inode for e2fsck (as without a journal); allocation by
+//     writeback (WriteAt allocates before, so the engine's writeback
+//     normally allocates nothing) runs outside a handle; the superblock's
+//     free counts are written at Sync and Close only (e2fsck -fy then
+//     fixes them silently, as after a kernel crash).
 //
 // Reading through io/fs: Volume.FS is an fs.FS (with ReadDirFS, StatFS,
 // ReadFileFS, ReadLinkFS) over the volume with Go's path rules; its files
@@ -138,8 +201,10 @@
 // reach the device without a Sync, and a read-only opener of the image
 // sees them once the writes complete. It is not Sync: there is no device
 // flush, no order between data and the metadata pointing at it, and the
-// superblock's free counts are written only by Sync and Close, so a crash
-// still needs e2fsck. Stop the Flusher before closing the volume.
+// superblock's free counts are written only by Sync and Close, so without
+// a journal a crash still needs e2fsck. With one the flusher skips pinned
+// (uncommitted) metadata, and the 5 s commit bounds what a crash loses.
+// Stop the Flusher before closing the volume.
 //
 // Concurrency: a Volume and its Files are safe for concurrent use. Public
 // calls hold the volume's lifetime lock shared, so Close waits for calls in
@@ -150,10 +215,15 @@
 // lock order. The per-inode cache has its own mutex, never held across
 // I/O; a mapper's lock guards its block map (shared by lookups), and
 // mappers read metadata only through the metadata mapping, never with a
-// block of it locked. The whole order: Volume.ns, a node's wmu (parent
-// before child), the mapper's lock, allocMu, then one metadata block lock
-// at a time (BlockRef.Lock, the page's lock; mpage's Mapping and Cache
-// locks come after it).
+// block of it locked. The whole order: a journal handle (journaled
+// volumes; never held while waiting for another handle or a commit),
+// Volume.ns, a node's wmu (parent before child), the mapper's lock,
+// allocMu, then one metadata block lock at a time (BlockRef.Lock, the
+// page's lock; mpage's Mapping and Cache locks come after it), then the
+// journal's own mutex (taken by JoinBlock, ForgetBlock and the allocator's
+// busy check under a block lock; nothing holding it takes a page lock).
+// A commit takes the handle lock exclusively with nothing else held, then
+// one block lock at a time to copy the frozen blocks.
 //
 // Errors of a block mapper reach the caller of the read or write that
 // asked, and only that caller: the engine returns them as an

@@ -31,7 +31,8 @@ type Config struct {
 	MaxConcurrent int
 	QueueTimeout  time.Duration
 	// IdleTimeout bounds a stall inside a request body or response: each
-	// chunk read or written renews it (default 30 s). MinRate is the
+	// chunk read or written renews it (default 30 s); it also bounds, up
+	// to 10 s, how long a client may take to send its headers. MinRate is the
 	// least a body must move per second, averaged over each IdleTimeout
 	// (default 1 KiB/s): a client that trickles holds one of the
 	// MaxConcurrent slots, so it is cut off too.
@@ -103,7 +104,7 @@ func (s *Server) SetShuttingDown() { s.shutting.Store(true) }
 func (s *Server) NewHTTPServer() *http.Server {
 	return &http.Server{
 		Handler:           s.handler,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: min(10*time.Second, s.cfg.IdleTimeout),
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),

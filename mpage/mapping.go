@@ -423,6 +423,23 @@ func (m *Mapping) writeRecovered() {
 	m.mu.Unlock()
 }
 
+// dropWriteErr takes p's failed write out of the mapping's error count:
+// the data that failed is gone (discarded or removed), nothing is left to
+// retry.
+func (m *Mapping) dropWriteErr(p *Page) {
+	m.mu.Lock()
+	m.dropWriteErrLocked(p)
+	m.mu.Unlock()
+}
+
+func (m *Mapping) dropWriteErrLocked(p *Page) {
+	if p.testAndClear(writeErr) {
+		if m.failed--; m.failed <= 0 {
+			m.failed, m.lastErr = 0, nil
+		}
+	}
+}
+
 // Err is the mapping's write error: the latest write failure, for as long as
 // any page's data has failed to reach the device. fsync reports it; unlike
 // Linux it is not consumed by being reported.
@@ -528,13 +545,9 @@ func (m *Mapping) remove(p *Page) {
 	if p.testAndClear(Dirty) {
 		m.dropDirtyTag(p)
 	}
-	if p.testAndClear(writeErr) {
-		// The data that failed to reach the device is gone with the
-		// page: nothing is left to report.
-		if m.failed--; m.failed <= 0 {
-			m.failed, m.lastErr = 0, nil
-		}
-	}
+	// The data that failed to reach the device is gone with the page:
+	// nothing is left to report.
+	m.dropWriteErrLocked(p)
 	m.deletePage(p)
 	m.mu.Unlock()
 	m.cache.unlink(p)

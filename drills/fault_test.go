@@ -3,10 +3,10 @@ package drills
 import (
 	"bytes"
 	"errors"
-	"io"
-	"slices"
 	"fmt"
+	"io"
 	"net/http"
+	"slices"
 	"syscall"
 	"testing"
 

@@ -147,14 +147,21 @@ func (s *Server) routes() http.Handler {
 // or delete a file it did not name.
 func refuseDotSegments(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p := r.URL.Path
-		if strings.Contains(p, "//") || strings.Contains(p, "/./") || strings.Contains(p, "/../") ||
-			strings.HasSuffix(p, "/.") || strings.HasSuffix(p, "/..") {
-			writeError(w, apiError(http.StatusBadRequest, "invalid_path", "paths may not hold empty, . or .. segments: "+p))
+		if p := r.URL.Path; !strings.HasPrefix(p, "/") || hasDotSegment(p) {
+			// A target that is not a path ("*", found by FuzzHTTP)
+			// would get a bare 400 from the mux: say why, in JSON.
+			writeError(w, apiError(http.StatusBadRequest, "invalid_path", "paths start with / and may not hold empty, . or .. segments: "+p))
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// hasDotSegment reports whether the URL path p (which starts with "/")
+// has an empty segment (other than a trailing slash's), a "." or a "..".
+func hasDotSegment(p string) bool {
+	return strings.Contains(p, "//") || strings.Contains(p, "/./") || strings.Contains(p, "/../") ||
+		strings.HasSuffix(p, "/.") || strings.HasSuffix(p, "/..")
 }
 
 // dispatch picks the route's handler by method (405 with Allow

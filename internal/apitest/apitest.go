@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -47,6 +48,9 @@ type Options struct {
 	FaultSeed uint64
 	// CacheBytes is the page cache's size (default 8 MiB).
 	CacheBytes int64
+	// ServerLog, if set, is the HTTP server's error log: where net/http
+	// reports a handler's panic (it recovers it and drops the connection).
+	ServerLog *log.Logger
 }
 
 // New makes the volume and serves it; any failure fails the test.
@@ -89,7 +93,9 @@ func Open(t testing.TB, o Options) (*Env, error) {
 	}
 	o.Cfg.Volume = e.Vol
 	e.Srv = api.New(o.Cfg)
-	e.TS = httptest.NewServer(e.Srv.Handler())
+	e.TS = httptest.NewUnstartedServer(e.Srv.Handler())
+	e.TS.Config.ErrorLog = o.ServerLog
+	e.TS.Start()
 	t.Cleanup(func() {
 		if err := e.Close(); err != nil {
 			t.Errorf("close: %v", err)

@@ -634,4 +634,3 @@ func serveBinary(t *testing.T, bin, img, name string, row *Row) bool {
 	}
 	return servedOK
 }
-

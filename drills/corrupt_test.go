@@ -187,7 +187,7 @@ func corpusBytes(t *testing.T, file string) []byte {
 }
 
 // flipVolumes are n copies of the bases with random bytes of their first
-// 2 MiB overwritten; volume i uses the seed's stream i, so one failing
+// 2 MiB (half of them: 256 KiB) overwritten; volume i uses the seed's stream i, so one failing
 // volume is remade from its name alone.
 func flipVolumes(bases []baseImage, n int) []corruptVolume {
 	out := make([]corruptVolume, 0, n)
@@ -196,9 +196,16 @@ func flipVolumes(bases []baseImage, n int) []corruptVolume {
 		out = append(out, corruptVolume{name: fmt.Sprintf("%s:flip/%d", b.name, i), make: func() ([]byte, int) {
 			r := rand.New(rand.NewPCG(*seedFlag, uint64(i)))
 			raw := bytes.Clone(b.raw)
+			// Every other volume has its flips in the first 256 KiB,
+			// where the superblock, descriptors, bitmaps and inode
+			// tables of these small images are.
+			span := min(len(raw), 2<<20)
+			if i%4 >= 2 {
+				span = 256 << 10
+			}
 			flips := 1 + r.IntN(64)
 			for range flips {
-				raw[r.IntN(min(len(raw), 2<<20))] = byte(r.Uint32())
+				raw[r.IntN(span)] = byte(r.Uint32())
 			}
 			return raw, flips
 		}})

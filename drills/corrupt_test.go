@@ -513,7 +513,7 @@ func TestCorruptBinary(t *testing.T) {
 	}
 	row.Acknowledged = runs - failed
 	row.Verified = runs - row.Hangs - row.Crashes // each run's outcome checked: output, or exit 1 with a message
-	row.Note = fmt.Sprintf("%s; %d ls/cat runs (%d exited with an error), max RSS %s; serve on %d volumes (%d served)",
+	row.Note = fmt.Sprintf("%s; %d ls/cat runs (%d exited with an error), peak RSS (VmHWM, sampled) %s; serve on %d volumes (%d served)",
 		seedNote(), runs, failed, humanize.IBytes(uint64(maxRSS)), (len(vols)+2)/3, served)
 	t.Log(row.Note)
 }
@@ -563,10 +563,8 @@ func runBounded(t *testing.T, bin, name string, row *Row, runs, failed, maxRSS *
 	var out, errb bytes.Buffer
 	cmd := execCommand(ctx, bin, args...)
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	if ru, ok := rusage(cmd); ok {
-		*maxRSS = max(*maxRSS, ru)
-	}
+	peak, err := boundedRun(cmd)
+	*maxRSS = max(*maxRSS, peak)
 	switch {
 	case ctx.Err() != nil:
 		row.Hangs++

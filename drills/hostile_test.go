@@ -212,7 +212,7 @@ func TestHostileInput(t *testing.T) {
 }
 
 // slowLoris opens clients that send their headers, or their body, a byte
-// a second, and checks the daemon cuts each off within its timeouts while
+// a second, or stop sending a body short of its Content-Length, and checks the daemon cuts each off within its timeouts while
 // a well-behaved client keeps being answered.
 func slowLoris(t *testing.T, d *testenv.Daemon, addr string, idle time.Duration) Row {
 	t.Helper()
@@ -233,8 +233,11 @@ func slowLoris(t *testing.T, d *testenv.Daemon, addr string, idle time.Duration)
 		go func() {
 			defer wg.Done()
 			kind, msg := "headers", "PUT /v1/files/loris HTTP/1.1\r\nHost: mpaged\r\nX-Slow: "+strings.Repeat("z", 60)
-			if i%2 == 1 {
+			switch i % 3 {
+			case 1:
 				kind, msg = "body", strings.Repeat("b", 60)
+			case 2:
+				kind = "stalled body" // a Content-Length the body never reaches
 			}
 			took, cut := trickle(addr, kind, msg, 30*time.Second)
 			results <- result{kind, took, cut}
@@ -254,6 +257,7 @@ func slowLoris(t *testing.T, d *testenv.Daemon, addr string, idle time.Duration)
 	}
 	wg.Wait()
 	close(results)
+	d.Must(http.StatusNotFound, http.MethodGet, "/v1/files/loris", nil) // no cut-off PUT left a file
 	var worst time.Duration
 	for r := range results {
 		row.Rounds++
@@ -269,7 +273,7 @@ func slowLoris(t *testing.T, d *testenv.Daemon, addr string, idle time.Duration)
 			row.Acknowledged++
 		}
 	}
-	row.Note = fmt.Sprintf("%d slow-loris clients (headers, bodies) cut off within %v (--idle-timeout %v), %d normal GETs served meanwhile",
+	row.Note = fmt.Sprintf("%d slow-loris clients (headers, bodies, stalled bodies) cut off within %v (--idle-timeout %v), %d normal GETs served meanwhile",
 		2*n, worst.Round(100*time.Millisecond), idle, served)
 	return row
 }
@@ -284,8 +288,11 @@ func trickle(addr, kind, msg string, timeout time.Duration) (time.Duration, bool
 	}
 	defer conn.Close()
 	start := time.Now()
-	if kind == "body" {
+	if kind != "headers" {
 		fmt.Fprintf(conn, "PUT /v1/files/loris HTTP/1.1\r\nHost: mpaged\r\nContent-Length: 100000\r\n\r\n")
+	}
+	if kind == "stalled body" {
+		io.WriteString(conn, "ten bytes!") // and then nothing
 	}
 	closed := make(chan struct{})
 	go func() {
@@ -298,6 +305,9 @@ func trickle(addr, kind, msg string, timeout time.Duration) (time.Duration, bool
 		case <-closed:
 			return time.Since(start), time.Since(start) < timeout
 		case <-time.After(time.Second):
+		}
+		if kind == "stalled body" {
+			continue
 		}
 		if _, err := conn.Write([]byte{msg[i%len(msg)]}); err != nil {
 			<-closed

@@ -27,14 +27,14 @@ type bioFigures struct {
 
 func readBioFigures(t *testing.T, url string) bioFigures {
 	t.Helper()
-	mf := scrape(t, url)
+	mf := scrapeMetrics(t, url)
 	f := bioFigures{
 		budget:   scalarValue(t, mf, "mpaged_alloc_budget_bytes"),
 		degraded: scalarValue(t, mf, "mpaged_alloc_degraded_total"),
 		failed:   scalarValue(t, mf, "mpaged_alloc_failed_total"),
 		reserve:  scalarValue(t, mf, "mpaged_alloc_reserve_used_total"),
 	}
-	m, ok := metric(mf, "mpaged_bio_pages", "op", "write")
+	m, ok := findMetric(mf, "mpaged_bio_pages", "op", "write")
 	if !ok {
 		t.Fatal("no mpaged_bio_pages{op=\"write\"}")
 	}

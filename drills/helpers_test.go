@@ -58,7 +58,7 @@ func debugfsCat(t testing.TB, img, path string) []byte {
 }
 
 // scrape reads a /metrics page.
-func scrape(t testing.TB, url string) map[string]*dto.MetricFamily {
+func scrapeMetrics(t testing.TB, url string) map[string]*dto.MetricFamily {
 	t.Helper()
 	resp, err := http.Get(url + "/metrics")
 	if err != nil {
@@ -75,7 +75,7 @@ func scrape(t testing.TB, url string) map[string]*dto.MetricFamily {
 
 // metric finds the sample of name whose labels include want (name=value
 // pairs); ok is false when there is none.
-func metric(mf map[string]*dto.MetricFamily, name string, want ...string) (*dto.Metric, bool) {
+func findMetric(mf map[string]*dto.MetricFamily, name string, want ...string) (*dto.Metric, bool) {
 	fam := mf[name]
 	if fam == nil {
 		return nil, false
@@ -101,7 +101,7 @@ func metric(mf map[string]*dto.MetricFamily, name string, want ...string) (*dto.
 // scalarValue is a counter's or gauge's value, or fails t.
 func scalarValue(t testing.TB, mf map[string]*dto.MetricFamily, name string, labels ...string) float64 {
 	t.Helper()
-	m, ok := metric(mf, name, labels...)
+	m, ok := findMetric(mf, name, labels...)
 	if !ok {
 		t.Fatalf("no metric %s%v", name, labels)
 	}

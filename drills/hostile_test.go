@@ -28,7 +28,7 @@ type hostileCase struct {
 	json bool
 }
 
-func get(target string, hdr ...string) string {
+func rawGET(target string, hdr ...string) string {
 	return "GET " + target + " HTTP/1.1\r\n" + strings.Join(hdr, "\r\n") + endHeaders(hdr)
 }
 
@@ -39,7 +39,7 @@ func endHeaders(hdr []string) string {
 	return "\r\n"
 }
 
-func put(target string, body string, hdr ...string) string {
+func rawPUT(target string, body string, hdr ...string) string {
 	if !slices.ContainsFunc(hdr, func(h string) bool { return strings.HasPrefix(strings.ToLower(h), "content-length:") }) {
 		hdr = append(hdr, fmt.Sprintf("Content-Length: %d", len(body)))
 	}
@@ -60,42 +60,42 @@ func hostileCases(fileSize int) []hostileCase {
 	bad, nf, ok := http.StatusBadRequest, http.StatusNotFound, http.StatusOK
 	part, unsat := http.StatusPartialContent, http.StatusRequestedRangeNotSatisfiable
 	return []hostileCase{
-		{"dot-dot", get("/v1/files/../../etc/passwd"), []int{bad}, true},
-		{"dot-dot inside", get("/v1/files/d/../../../etc/passwd"), []int{bad}, true},
-		{"encoded dot-dot", get("/v1/files/%2e%2e/%2e%2e/etc/passwd"), []int{bad}, true},
-		{"encoded dot-dot and slash", get("/v1/files/%2e%2e%2f%2e%2e%2fetc%2fpasswd"), []int{bad}, true},
-		{"mixed-case encoding", get("/v1/files/%2E%2E/etc/passwd"), []int{bad}, true},
-		{"encoded slash", get("/v1/files/d%2fx"), []int{ok}, true}, // names /d/x: a slash is a slash
-		{"encoded slash to nowhere", get("/v1/files/nope%2fx"), []int{nf}, true},
-		{"double slash", get("/v1/files//etc/passwd"), []int{bad}, true},
-		{"NUL", get("/v1/files/f%00.txt"), []int{bad}, true},
-		{"NUL in a PUT", put("/v1/files/a%00b", "x"), []int{bad}, true},
-		{"dot-dot PUT", put("/v1/files/..%2f..%2fescaped", "x"), []int{bad}, true},
-		{"component of 256 bytes", get("/v1/files/" + long), []int{bad}, true},
-		{"PUT component of 256 bytes", put("/v1/files/"+long, "x"), []int{bad}, true},
-		{"PUT component of 255 bytes", put("/v1/files/"+long[:255], "x"), []int{http.StatusCreated}, true},
-		{"path over 4096 bytes", get("/v1/files/" + deep), []int{bad}, true},
-		{"URL over the header limit", get(huge), []int{http.StatusRequestHeaderFieldsTooLarge}, false},
-		{"backslashes", get(`/v1/files/..\..\etc\passwd`), []int{nf, bad}, false},
-		{"4000 ranges", get("/v1/files/f", "Range: "+many.String()), []int{ok, part, unsat}, true},
-		{"overlapping ranges", get("/v1/files/f", "Range: bytes=0-100,50-150,0-"), []int{ok, part}, true},
-		{"negative range", get("/v1/files/f", "Range: bytes=-5-10"), []int{unsat}, true},
-		{"reversed range", get("/v1/files/f", "Range: bytes=100-5"), []int{unsat}, true},
+		{"dot-dot", rawGET("/v1/files/../../etc/passwd"), []int{bad}, true},
+		{"dot-dot inside", rawGET("/v1/files/d/../../../etc/passwd"), []int{bad}, true},
+		{"encoded dot-dot", rawGET("/v1/files/%2e%2e/%2e%2e/etc/passwd"), []int{bad}, true},
+		{"encoded dot-dot and slash", rawGET("/v1/files/%2e%2e%2f%2e%2e%2fetc%2fpasswd"), []int{bad}, true},
+		{"mixed-case encoding", rawGET("/v1/files/%2E%2E/etc/passwd"), []int{bad}, true},
+		{"encoded slash", rawGET("/v1/files/d%2fx"), []int{ok}, true}, // names /d/x: a slash is a slash
+		{"encoded slash to nowhere", rawGET("/v1/files/nope%2fx"), []int{nf}, true},
+		{"double slash", rawGET("/v1/files//etc/passwd"), []int{bad}, true},
+		{"NUL", rawGET("/v1/files/f%00.txt"), []int{bad}, true},
+		{"NUL in a PUT", rawPUT("/v1/files/a%00b", "x"), []int{bad}, true},
+		{"dot-dot PUT", rawPUT("/v1/files/..%2f..%2fescaped", "x"), []int{bad}, true},
+		{"component of 256 bytes", rawGET("/v1/files/" + long), []int{bad}, true},
+		{"PUT component of 256 bytes", rawPUT("/v1/files/"+long, "x"), []int{bad}, true},
+		{"PUT component of 255 bytes", rawPUT("/v1/files/"+long[:255], "x"), []int{http.StatusCreated}, true},
+		{"path over 4096 bytes", rawGET("/v1/files/" + deep), []int{bad}, true},
+		{"URL over the header limit", rawGET(huge), []int{http.StatusRequestHeaderFieldsTooLarge}, false},
+		{"backslashes", rawGET(`/v1/files/..\..\etc\passwd`), []int{nf, bad}, false},
+		{"4000 ranges", rawGET("/v1/files/f", "Range: "+many.String()), []int{ok, part, unsat}, true},
+		{"overlapping ranges", rawGET("/v1/files/f", "Range: bytes=0-100,50-150,0-"), []int{ok, part}, true},
+		{"negative range", rawGET("/v1/files/f", "Range: bytes=-5-10"), []int{unsat}, true},
+		{"reversed range", rawGET("/v1/files/f", "Range: bytes=100-5"), []int{unsat}, true},
 		// net/http serves a zero-length suffix as an empty 206 (RFC 9110
 		// calls it unsatisfiable): no bytes, no harm; recorded as is.
-		{"zero suffix", get("/v1/files/f", "Range: bytes=-0"), []int{unsat, part}, true},
-		{"range past int64", get("/v1/files/f", "Range: bytes=0-99999999999999999999"), []int{unsat}, true},
-		{"start at max int64", get("/v1/files/f", "Range: bytes=9223372036854775807-"), []int{unsat}, true},
-		{"suffix past int64", get("/v1/files/f", "Range: bytes=-99999999999999999999"), []int{unsat, ok, part}, true},
-		{"not bytes", get("/v1/files/f", "Range: pages=0-1"), []int{unsat, ok}, true},
-		{"garbage range", get("/v1/files/f", "Range: bytes=abc"), []int{unsat}, true},
-		{"empty range", get("/v1/files/f", "Range: bytes="), []int{unsat, ok}, true},
-		{"body over --max-body", put("/v1/files/big", strings.Repeat("b", 2<<20)), []int{http.StatusRequestEntityTooLarge}, true},
-		{"length over --max-body", put("/v1/files/big", "", "Content-Length: 1099511627776"), []int{http.StatusRequestEntityTooLarge}, true},
-		{"negative length", put("/v1/files/big", "", "Content-Length: -1"), []int{bad}, false},
-		{"two lengths", put("/v1/files/big", "xx", "Content-Length: 2", "Content-Length: 3"), []int{bad}, false},
-		{"length past int64", put("/v1/files/big", "", "Content-Length: 99999999999999999999"), []int{bad}, false},
-		{"length shorter than the body", put("/v1/files/short", "0123456789", "Content-Length: 4"), []int{http.StatusCreated}, true},
+		{"zero suffix", rawGET("/v1/files/f", "Range: bytes=-0"), []int{unsat, part}, true},
+		{"range past int64", rawGET("/v1/files/f", "Range: bytes=0-99999999999999999999"), []int{unsat}, true},
+		{"start at max int64", rawGET("/v1/files/f", "Range: bytes=9223372036854775807-"), []int{unsat}, true},
+		{"suffix past int64", rawGET("/v1/files/f", "Range: bytes=-99999999999999999999"), []int{unsat, ok, part}, true},
+		{"not bytes", rawGET("/v1/files/f", "Range: pages=0-1"), []int{unsat, ok}, true},
+		{"garbage range", rawGET("/v1/files/f", "Range: bytes=abc"), []int{unsat}, true},
+		{"empty range", rawGET("/v1/files/f", "Range: bytes="), []int{unsat, ok}, true},
+		{"body over --max-body", rawPUT("/v1/files/big", strings.Repeat("b", 2<<20)), []int{http.StatusRequestEntityTooLarge}, true},
+		{"length over --max-body", rawPUT("/v1/files/big", "", "Content-Length: 1099511627776"), []int{http.StatusRequestEntityTooLarge}, true},
+		{"negative length", rawPUT("/v1/files/big", "", "Content-Length: -1"), []int{bad}, false},
+		{"two lengths", rawPUT("/v1/files/big", "xx", "Content-Length: 2", "Content-Length: 3"), []int{bad}, false},
+		{"length past int64", rawPUT("/v1/files/big", "", "Content-Length: 99999999999999999999"), []int{bad}, false},
+		{"length shorter than the body", rawPUT("/v1/files/short", "0123456789", "Content-Length: 4"), []int{http.StatusCreated}, true},
 		{"chunked over --max-body", "PUT /v1/files/big HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nBODY" + chunked(3<<20), []int{http.StatusRequestEntityTooLarge}, true},
 		{"unknown method", "BREW /v1/files/f HTTP/1.1\r\n", []int{http.StatusMethodNotAllowed}, true},
 		{"method with a space", "G ET /v1/files/f HTTP/1.1\r\n", []int{bad}, false},

@@ -183,7 +183,7 @@ func watchDaemon(ctx context.Context, t *testing.T, d *testenv.Daemon, peakRSS, 
 		if rss := d.RSS(); rss > peakRSS.Load() {
 			peakRSS.Store(rss)
 		}
-		if g := int64(scalarValue(t, scrape(t, d.URL), "go_goroutines")); g > peakG.Load() {
+		if g := int64(scalarValue(t, scrapeMetrics(t, d.URL), "go_goroutines")); g > peakG.Load() {
 			peakG.Store(g)
 		}
 		select {

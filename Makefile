@@ -9,9 +9,9 @@ BIN       := bin/mpaged
 # in the fuzz coordinator, fixed in Go 1.27). Counts never race a deadline.
 FUZZTIME  ?= 100000x
 # Fuzz targets run briefly by make test: package:target.
-FUZZ      := ./alloc:FuzzParsePSI ./uring/faultring:FuzzParseRule ./fs/ext:FuzzSuperblock ./fs/ext:FuzzGroupDesc ./fs/ext:FuzzInode ./fs/ext:FuzzExtentHeader ./fs/ext:FuzzDirEntries ./fs/ext:FuzzSplitPath ./api:FuzzPathSegments ./api:FuzzHTTP
+FUZZ      := ./alloc:FuzzParsePSI ./uring/faultring:FuzzParseRule ./fs/ext:FuzzSuperblock ./fs/ext:FuzzGroupDesc ./fs/ext:FuzzInode ./fs/ext:FuzzExtentHeader ./fs/ext:FuzzDirEntries ./fs/ext/jbd2:FuzzSuperblock ./fs/ext/jbd2:FuzzLogBlock ./fs/ext/jbd2:FuzzRecover ./fs/ext:FuzzSplitPath ./api:FuzzPathSegments ./api:FuzzHTTP
 
-.PHONY: all build run test deps fmt-check vet unit tagged invariants fuzz drills-short drills bench bench-compare clean
+.PHONY: all build run test deps fmt-check vet unit tagged invariants fuzz drills-short drills deploy-check bench bench-compare clean
 
 all: build
 
@@ -37,9 +37,10 @@ vet:
 
 # unit and tagged include cmd/mpaged's TestBenchQuick: `mpaged bench --quick`
 # on a zram (else loop) device, every runner, report, JSON and chart.
-# The drills run on their own (drills-short), so they print their table.
+# The drills run on their own (drills-short), so they print their table;
+# deploy/'s checks too (deploy-check).
 unit:
-	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v '/drills$$')
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v -e '/drills$$' -e '/deploy$$')
 
 # The iouring-go backend links only with -checklinkname=0, behind its tag.
 tagged:
@@ -68,7 +69,16 @@ drills:
 	$(GO) test -count=1 -timeout 60m ./drills/ -args -drills.long -drills.summary=$(CURDIR)/drills-out/long.txt
 	@cat drills-out/long.txt
 
-test: deps fmt-check vet build unit tagged invariants fuzz drills-short
+# The files in deploy/, each checked by the tool that reads it:
+# systemd-analyze verify (the unit and its drop-in), promtool (config,
+# rules, the rules' unit tests), a real Prometheus scraping a real daemon
+# (every dashboard query, the alert rules). The Kubernetes manifests are
+# checked by their own module, so k8s.io/api stays out of go.mod.
+deploy-check: build
+	$(GO) test -race -count=1 ./deploy/
+	cd deploy/kubernetes && $(GO) vet ./... && MPAGED_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 ./...
+
+test: deps fmt-check vet build unit tagged invariants fuzz drills-short deploy-check
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./uring/ ./alloc/ ./mpage/

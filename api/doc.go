@@ -15,6 +15,15 @@
 //	POST     /v1/fsync/{path}   data and metadata of a file on the device
 //	POST     /v1/sync           everything on the device
 //	GET      /healthz, /readyz  liveness; readiness (503 while shutting down)
+//	any      /dav/{path}        WebDAV (package dav): OPTIONS, GET, HEAD,
+//	                            PUT, DELETE, MKCOL, COPY, MOVE, PROPFIND,
+//	                            PROPPATCH, LOCK, UNLOCK
+//
+// /dav/ follows the /v1 rules below (token, shutdown, concurrency, body
+// limit, idle timeout and minimum rate, metrics route "dav"); its
+// statuses and bodies are WebDAV's (text and XML, not JSON), except the
+// 401, 411, 413 and 503 answered before package dav sees the request.
+// Its guarantees are in package dav's documentation.
 //
 // # Guarantees
 //

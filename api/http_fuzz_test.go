@@ -13,6 +13,7 @@ import (
 	"github.com/mpaged/mpaged/api"
 	"github.com/mpaged/mpaged/internal/apitest"
 	"github.com/mpaged/mpaged/internal/testenv"
+	"github.com/mpaged/mpaged/internal/voltest"
 )
 
 // FuzzHTTP sends requests built from a fuzzed method, target, one header
@@ -23,7 +24,7 @@ import (
 // volume passes e2fsck -fn when the fuzzing ends.
 func FuzzHTTP(f *testing.F) {
 	testenv.RequireTool(f, "e2fsck")
-	img := apitest.MakeImage(f, "8M", map[string]string{"f": strings.Repeat("0123456789", 1000), "d/x": "x"})
+	img := voltest.MakeImage(f, "8M", map[string]string{"f": strings.Repeat("0123456789", 1000), "d/x": "x"})
 	f.Cleanup(func() { // runs after the volume is closed (cleanups run last first)
 		if out, err := testenv.Output("e2fsck", "-fn", img); err != nil {
 			f.Errorf("e2fsck -fn after fuzzing: %v\n%s", err, out)

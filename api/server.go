@@ -132,6 +132,7 @@ func (s *Server) routes() http.Handler {
 	} {
 		mux.Handle(rt.pattern, s.cfg.Instrument(rt.name, s.dispatch(rt)))
 	}
+	mux.Handle(davPrefix+"/", s.cfg.Instrument("dav", s.davRoute()))
 	if s.cfg.Metrics != nil {
 		mux.Handle("/metrics", s.cfg.Metrics)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/mpaged/mpaged/internal/apitest"
 	"github.com/mpaged/mpaged/internal/testenv"
+	"github.com/mpaged/mpaged/internal/voltest"
 )
 
 // injectBanner is what the daemon logs for every --inject rule.
@@ -76,7 +77,7 @@ func TestFaultBioBudget(t *testing.T) {
 	defer func() { summary.Add(row) }()
 	run := func(budget string) bioFigures {
 		t.Helper()
-		img := apitest.MakeImage(t, "96M", nil)
+		img := voltest.MakeImage(t, "96M", nil)
 		args := []string{"--volume", img, "--cache", "64MiB"}
 		if budget != "" {
 			args = append(args, "--bio-budget", budget)
@@ -125,7 +126,7 @@ func TestFaultBioBudget(t *testing.T) {
 // acknowledged and is on the image after shutdown.
 func TestFaultInjectFlag(t *testing.T) {
 	const failures = 3
-	img := apitest.MakeImage(t, "32M", map[string]string{"old": "old content"})
+	img := voltest.MakeImage(t, "32M", map[string]string{"old": "old content"})
 	d := testenv.StartDaemon(t, t.TempDir(), "--volume", img, "--inject", fmt.Sprintf("op=writev|write,errno=EIO,count=%d", failures))
 	if !strings.Contains(d.Stderr.String(), injectBanner) {
 		t.Fatalf("--inject without the %q warning:\n%s", injectBanner, d.Stderr.String())

@@ -15,6 +15,7 @@ import (
 
 	"github.com/mpaged/mpaged/internal/apitest"
 	"github.com/mpaged/mpaged/internal/testenv"
+	"github.com/mpaged/mpaged/internal/voltest"
 )
 
 // hostileCase is one request a hostile client sends, raw, and the
@@ -148,7 +149,7 @@ func rawCall(addr, raw string, timeout time.Duration) (*http.Response, []byte, e
 func TestHostileInput(t *testing.T) {
 	const fileSize = 10000
 	content := strings.Repeat("0123456789", fileSize/10)
-	img := apitest.MakeImage(t, "32M", map[string]string{"f": content, "d/x": "x"})
+	img := voltest.MakeImage(t, "32M", map[string]string{"f": content, "d/x": "x"})
 	idle := pick(time.Second, 2*time.Second)
 	d := testenv.StartDaemon(t, t.TempDir(), "--volume", img, "--max-body", "1MiB", "--idle-timeout", idle.String())
 	addr := strings.TrimPrefix(d.URL, "http://")

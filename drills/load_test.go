@@ -17,8 +17,8 @@ import (
 	"github.com/dustin/go-humanize"
 
 	"github.com/mpaged/mpaged/engine"
-	"github.com/mpaged/mpaged/internal/apitest"
 	"github.com/mpaged/mpaged/internal/testenv"
+	"github.com/mpaged/mpaged/internal/voltest"
 )
 
 // The load drill's shape: clients, working set against cache, and the
@@ -80,7 +80,7 @@ func TestLoad(t *testing.T) {
 		files[i] = randBytes(r, loadFileSize)
 		tree[fmt.Sprintf("r/%02d", i)] = string(files[i])
 	}
-	img := apitest.MakeImage(t, "256M", tree)
+	img := voltest.MakeImage(t, "256M", tree)
 	d := testenv.StartDaemon(t, t.TempDir(), "--volume", img, "--cache", loadCacheFlag, "--log-level", "warn")
 	for i := range loadClients {
 		d.Must(http.StatusCreated, http.MethodPost, fmt.Sprintf("/v1/mkdir/w%02d", i), nil)

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs from Debian's packages: e2fsprogs
 # (mke2fs -d, e2fsck, debugfs), util-linux (losetup), fio, prometheus
-# (prometheus, promtool) and nginx. Run by `make deps` and so by `make test`.
+# (prometheus, promtool), nginx, systemd (systemd-analyze, for deploy/'s
+# unit file) and the WebDAV clients the dav tests run (litmus, the
+# conformance suite; rclone). Run by `make deps` and so by `make test`.
 # As root it installs what is missing; otherwise it lists what is missing and
 # the tests that need it skip (or fail under CI=true).
 set -euo pipefail
@@ -11,7 +13,8 @@ declare -A want=(
   [mke2fs]=e2fsprogs [e2fsck]=e2fsprogs [debugfs]=e2fsprogs
   [losetup]=util-linux [fio]=fio
   [prometheus]=prometheus [promtool]=prometheus
-  [nginx]=nginx
+  [nginx]=nginx [systemd-analyze]=systemd
+  [litmus]=litmus [rclone]=rclone
 )
 
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }

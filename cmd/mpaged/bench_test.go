@@ -120,7 +120,10 @@ func checkHTTPRows(t *testing.T, rows map[string]bench.Row) {
 			if r == "http-mpaged" && (row.PagesPerBio == nil || row.HTTP.CacheBytes <= 0) {
 				t.Errorf("%s/%s: no daemon counters %+v %+v", w, r, row, row.HTTP)
 			}
-			if dev := row.HTTP.DeviceReadPerByte; dev != nil && (w == "http-get-cold" && *dev < 1 || w == "http-get-warm" && *dev > 0.1) {
+			// Cold: nearly every byte came from the device. Not exactly
+			// every byte: fadvise(DONTNEED) may leave a few of the
+			// kernel's pages cached (seen: 0.98 for nginx under load).
+			if dev := row.HTTP.DeviceReadPerByte; dev != nil && (w == "http-get-cold" && *dev < 0.9 || w == "http-get-warm" && *dev > 0.1) {
 				t.Errorf("%s/%s: the device read %.2f bytes per byte served", w, r, *dev)
 			}
 		}

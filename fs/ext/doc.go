@@ -102,6 +102,19 @@
 // while a File keeps an unlinked or replaced inode open (ext2 has no
 // orphan list; e2fsck -p frees it).
 //
+// The journal (journal.go, package jbd2): a read-write Open of a volume
+// whose superblock says needs_recovery replays its internal journal before
+// anything else (jbd2.Recover through a mapping of its own: scan, revokes,
+// replay, flush, empty log, flush), then clears needs_recovery, flushes,
+// logs "journal replayed: N transactions ..., M blocks written home, R
+// revoked copies skipped", and opens the volume as the journal left it. A
+// read-only Open writes nothing: it reads the volume as it is on the
+// device, before the unreplayed transactions, and logs that it does. An
+// external journal needing recovery is refused (ErrNeedsRecovery naming
+// it). Volumes with a journal are still served read-only: writing through
+// the journal (jbd2.Journal, the commit writer) waits for the metadata
+// layer to hand it transactions.
+//
 // Reading through io/fs: Volume.FS is an fs.FS (with ReadDirFS, StatFS,
 // ReadFileFS, ReadLinkFS) over the volume with Go's path rules; its files
 // are io.ReaderAt and io.Seeker, its directories fs.ReadDirFile.

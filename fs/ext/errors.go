@@ -38,9 +38,10 @@ var (
 	// or read-write was asked of a volume that can only be read (unknown
 	// RO_COMPAT features). It wraps EROFS.
 	ErrReadOnly = &sentinel{"ext: read-only volume", []error{syscall.EROFS}}
-	// ErrNeedsRecovery: the journal holds transactions not yet replayed,
-	// and read-write access was asked for. Run e2fsck (or mount it with
-	// the kernel driver once) first.
+	// ErrNeedsRecovery: the journal holds transactions not yet replayed
+	// and a read-write open could not replay them: the journal is on an
+	// external device, or recovery failed (the wrapped jbd2 error says
+	// why). Run e2fsck (or mount it with the kernel driver once) first.
 	ErrNeedsRecovery = errors.New("ext: journal needs recovery")
 	// ErrUnclean: read-write access was asked for a volume whose
 	// superblock says it was not cleanly unmounted (or has recorded

@@ -154,7 +154,9 @@ const knownROCompat = ROCompatSparseSuper | ROCompatLargeFile | ROCompatBtreeDir
 //     read-only, btree_dir: formats the writer does not produce or
 //     must not touch.
 //
-// needs_recovery is refused outright for read-write (ErrNeedsRecovery).
+// needs_recovery: a read-write Open replays the journal first (see
+// journal.go), which clears it; an external journal still needing
+// recovery is refused (ErrNeedsRecovery).
 const (
 	writeCompat = CompatDirPrealloc | CompatImagicInodes | CompatExtAttr | CompatResizeInode |
 		CompatDirIndex | CompatLazyBG | CompatSparseSuper2 | CompatStableInodes

@@ -28,8 +28,10 @@ type Config struct {
 	// the superblock then fails its read with EIO).
 	DeviceSize int64
 	// ReadOnly opens the volume for reading only. Without it, Open
-	// refuses volumes that must not be written (ErrNeedsRecovery,
-	// ErrReadOnly for unknown RO_COMPAT features) and serves read-only,
+	// replays a journal that needs recovery (and fails with
+	// ErrNeedsRecovery if it cannot), refuses volumes that must not be
+	// written (ErrReadOnly for unknown RO_COMPAT features) and serves
+	// read-only,
 	// with the reason logged and reported by Volume.ReadOnly, volumes
 	// with features the writer does not handle (a journal, extents, ...):
 	// writes to them fail with ErrReadOnly naming the features. The
@@ -142,30 +144,23 @@ func Open(cfg Config) (*Volume, error) {
 	if v.cfg.IdleFiles <= 0 {
 		v.cfg.IdleFiles = 128
 	}
-	raw, err := readSuperblock(cfg)
+	sb, err := loadSuperblock(cfg)
 	if err != nil {
 		return nil, err
 	}
-	sb, err := ParseSuperblock(raw)
-	if err != nil {
-		return nil, err
-	}
-	if err := checkSectorSize(sb, cfg.SectorSize); err != nil {
-		return nil, err
+	if sb.HasIncompat(IncompatRecover) && !cfg.ReadOnly {
+		// Replay first, then read the superblock the journal left.
+		if err := recoverJournal(cfg, sb, v.logf); err != nil {
+			return nil, err
+		}
+		if sb, err = loadSuperblock(cfg); err != nil {
+			return nil, err
+		}
 	}
 	v.sb = sb
 	v.blkbits = uint(10 + sb.LogBlockSize)
 	v.blockBufs.New = func() any { b := make([]byte, sb.BlockSize); return &b }
-
-	const maxBytes = 1 << 62
-	if sb.BlocksCount > maxBytes>>v.blkbits {
-		return nil, fmt.Errorf("%w: superblock: %d blocks of %d bytes", ErrUnsupported, sb.BlocksCount, sb.BlockSize)
-	}
 	size := int64(sb.BlocksCount) << v.blkbits
-	if cfg.DeviceSize >= 0 && size > cfg.DeviceSize {
-		return nil, fmt.Errorf("%w: superblock: %d blocks of %d bytes (%d bytes) do not fit the %d-byte device (truncated image?)",
-			ErrCorrupt, sb.BlocksCount, sb.BlockSize, size, cfg.DeviceSize)
-	}
 	if err := v.decideAccess(); err != nil {
 		return nil, err
 	}
@@ -257,6 +252,34 @@ func readSuperblock(cfg Config) ([]byte, error) {
 	return raw, nil
 }
 
+// loadSuperblock reads, parses and checks the superblock against the
+// device: its block size against the sector size, its block count against
+// the device's size.
+func loadSuperblock(cfg Config) (*Superblock, error) {
+	raw, err := readSuperblock(cfg)
+	if err != nil {
+		return nil, err
+	}
+	sb, err := ParseSuperblock(raw)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkSectorSize(sb, cfg.SectorSize); err != nil {
+		return nil, err
+	}
+	blkbits := uint(10 + sb.LogBlockSize)
+	const maxBytes = 1 << 62
+	if sb.BlocksCount > maxBytes>>blkbits {
+		return nil, fmt.Errorf("%w: superblock: %d blocks of %d bytes", ErrUnsupported, sb.BlocksCount, sb.BlockSize)
+	}
+	size := int64(sb.BlocksCount) << blkbits
+	if cfg.DeviceSize >= 0 && size > cfg.DeviceSize {
+		return nil, fmt.Errorf("%w: superblock: %d blocks of %d bytes (%d bytes) do not fit the %d-byte device (truncated image?)",
+			ErrCorrupt, sb.BlocksCount, sb.BlockSize, size, cfg.DeviceSize)
+	}
+	return sb, nil
+}
+
 // checkSectorSize refuses a file system whose blocks are smaller than the
 // device's logical blocks: direct I/O of one such block is refused by the
 // device (EINVAL), and blocks are the unit of every later I/O.
@@ -278,7 +301,7 @@ func (v *Volume) decideAccess() error {
 		if !v.cfg.ReadOnly {
 			return fmt.Errorf("%w: the journal holds unreplayed transactions; run e2fsck first or open read-only", ErrNeedsRecovery)
 		}
-		v.logf("ext: journal needs recovery: reading the volume as it was before the unreplayed transactions (run e2fsck to replay them)")
+		v.logf("ext: journal needs recovery: reading the volume as it was before the unreplayed transactions (open it read-write or run e2fsck to replay them)")
 	}
 	if unknown := sb.ROCompat &^ knownROCompat; unknown != 0 && !v.cfg.ReadOnly {
 		return fmt.Errorf("%w: unknown RO_COMPAT features %s", ErrReadOnly, unknown)

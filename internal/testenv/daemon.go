@@ -53,8 +53,17 @@ var servingRE = regexp.MustCompile(`serving .* on (http://\S+)`)
 // serves (or exits). It is killed when the test ends if still running.
 func StartDaemon(t testing.TB, dir string, args ...string) *Daemon {
 	t.Helper()
+	return StartDaemonCommand(t, dir, append([]string{MpagedBinary(t), "serve", "--listen", "127.0.0.1:0"}, args...))
+}
+
+// StartDaemonCommand is StartDaemon for a whole command line, argv[0] the
+// program: the daemon run through setpriv or prlimit, as a service manager
+// would run it. The program must exec mpaged serve (so that Stop signals
+// the daemon itself) with --listen 127.0.0.1:0.
+func StartDaemonCommand(t testing.TB, dir string, argv []string) *Daemon {
+	t.Helper()
 	d := &Daemon{t: t, Stdout: new(SyncBuffer), Stderr: new(SyncBuffer), done: make(chan struct{})}
-	d.Cmd = exec.Command(MpagedBinary(t), append([]string{"serve", "--listen", "127.0.0.1:0"}, args...)...)
+	d.Cmd = exec.Command(argv[0], argv[1:]...)
 	d.Cmd.Dir = dir
 	pr, pw := io.Pipe()
 	d.Cmd.Stdout = io.MultiWriter(d.Stdout, pw)

@@ -1,0 +1,21 @@
+package dav
+
+import "errors"
+
+var (
+	// ErrShortBody: a PUT body ended before the length its request
+	// declared (or ran past it); nothing was replaced.
+	ErrShortBody = errors.New("dav: the request body does not have the declared length")
+	// ErrHidden: the path names the volume's staging directory, which
+	// WebDAV neither lists nor lets anyone reach.
+	ErrHidden = errors.New("dav: the staging directory is not served")
+	// ErrRootRemoval: a DELETE or an overwriting MOVE/COPY named the root
+	// of the volume.
+	ErrRootRemoval = errors.New("dav: the root collection cannot be removed")
+	// ErrInPlaceWrite: a File opened without O_TRUNC was written to; the
+	// FileSystem only replaces whole files (atomically).
+	ErrInPlaceWrite = errors.New("dav: files are replaced whole; open with O_TRUNC to write")
+	// ErrNotReadable: a read, seek or listing was asked of a file that
+	// cannot give it (a file being written, or a directory's bytes).
+	ErrNotReadable = errors.New("dav: not readable this way")
+)

@@ -1,0 +1,225 @@
+package ext
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/mpaged/mpaged/fs/ext/jbd2"
+	"github.com/mpaged/mpaged/mpage"
+)
+
+// The journal (see package jbd2 for its format and recovery).
+//
+// A read-write Open of a volume whose superblock says needs_recovery
+// replays the internal journal first (recoverJournal), then reads the
+// superblock again, now as the last committed transaction left it, and
+// opens as usual. A read-only Open does not write the device: it reads the
+// volume as it is on the device, before the unreplayed transactions, and
+// says so through Logf. An in-memory overlay of the replayed blocks would
+// show the recovered state, but it would have to sit under every mapping
+// (directory and symbolic-link blocks, journaled as metadata, are read
+// through their inode's own mapping, not the metadata mapping) and
+// survive page eviction: that is the device layer's job, not this
+// package's, so it is not done. External journals (the journal on
+// another device: s_journal_dev, no journal inode) are refused for
+// read-write by name, as before.
+
+// JournalLog returns the internal journal's block map: the extents (or
+// block pointers) of inode s_journal_inum, collected into runs.
+func (v *Volume) JournalLog() (*jbd2.ExtentLog, error) {
+	if err := v.enter(); err != nil {
+		return nil, err
+	}
+	defer v.leave()
+	return v.journalLog()
+}
+
+func (v *Volume) journalLog() (*jbd2.ExtentLog, error) {
+	sb := v.sb
+	if !sb.HasCompat(CompatHasJournal) {
+		return nil, fmt.Errorf("%w: the volume has no journal", ErrNotFound)
+	}
+	if sb.JournalInum == 0 {
+		return nil, fmt.Errorf("%w: external journal (device %#x)", ErrUnsupported, sb.JournalDev)
+	}
+	in, err := v.readInode(sb.JournalInum)
+	if err != nil {
+		return nil, fmt.Errorf("ext: journal: %w", err)
+	}
+	var mapper mpage.BlockMapper
+	switch {
+	case in.Flags&FlagInlineData != 0:
+		return nil, fmt.Errorf("%w: journal inode %d has inline data", ErrCorrupt, in.Ino)
+	case in.Flags&FlagExtents != 0:
+		em, err := newExtentMapper(v, in)
+		if err != nil {
+			return nil, fmt.Errorf("ext: journal: %w", err)
+		}
+		mapper = em
+	default:
+		mapper = newIndirectMapper(v, in)
+	}
+	blocks := in.Size >> v.blkbits
+	if blocks == 0 || blocks > sb.BlocksCount {
+		return nil, fmt.Errorf("%w: journal inode %d: size %d", ErrCorrupt, in.Ino, in.Size)
+	}
+	var exts []jbd2.Extent
+	for lblk := uint64(0); lblk < blocks; {
+		bm := mpage.BlockMap{Block: lblk, Len: int(min(blocks-lblk, 1<<20))}
+		if err := mapper.MapBlocks(&bm); err != nil {
+			return nil, fmt.Errorf("ext: journal block %d: %w", lblk, err)
+		}
+		if bm.Flags&mpage.Mapped == 0 {
+			return nil, fmt.Errorf("%w: journal inode %d: hole at block %d", ErrCorrupt, in.Ino, lblk)
+		}
+		n := uint64(bm.Len)
+		if last := len(exts) - 1; last >= 0 && exts[last].Physical+exts[last].Len == bm.PBlock {
+			exts[last].Len += n
+		} else {
+			exts = append(exts, jbd2.Extent{Logical: lblk, Physical: bm.PBlock, Len: n})
+		}
+		lblk += n
+	}
+	return jbd2.NewExtentLog(exts)
+}
+
+// MetaDevice is a jbd2.Device over a mapping of the whole volume in its
+// block size: journal blocks and replayed home blocks go through the page
+// cache like every other metadata I/O, and Flush writes the mapping back
+// and flushes the device.
+type MetaDevice struct {
+	m       *mpage.Mapping
+	blkbits uint
+	blocks  uint64
+}
+
+// NewMetaDevice is a jbd2.Device over m, a linear mapping of a volume of
+// blocks blocks.
+func NewMetaDevice(m *mpage.Mapping, blocks uint64) *MetaDevice {
+	return &MetaDevice{m: m, blkbits: m.BlkBits(), blocks: blocks}
+}
+
+// ReadBlock implements jbd2.Device.
+func (d *MetaDevice) ReadBlock(blk uint64, b []byte) error {
+	if blk >= d.blocks {
+		return fmt.Errorf("%w: block %d past the end of the volume (%d blocks)", ErrCorrupt, blk, d.blocks)
+	}
+	n, err := d.m.ReadAt(b, int64(blk)<<d.blkbits)
+	if err == io.EOF && n == len(b) {
+		err = nil
+	}
+	return err
+}
+
+// WriteBlock implements jbd2.Device.
+func (d *MetaDevice) WriteBlock(blk uint64, b []byte) error {
+	if blk >= d.blocks {
+		return fmt.Errorf("%w: write of block %d past the end of the volume (%d blocks)", ErrCorrupt, blk, d.blocks)
+	}
+	_, err := d.m.WriteAt(b, int64(blk)<<d.blkbits)
+	return err
+}
+
+// Flush implements jbd2.Device.
+func (d *MetaDevice) Flush() error {
+	if err := d.m.WriteAndWait(0, -1); err != nil {
+		return err
+	}
+	return d.m.Device().Flush()
+}
+
+// Blocks implements jbd2.Device.
+func (d *MetaDevice) Blocks() uint64 { return d.blocks }
+
+// BlockSize implements jbd2.Device.
+func (d *MetaDevice) BlockSize() int { return 1 << d.blkbits }
+
+// recoverJournal replays the journal of the volume whose superblock is sb
+// and clears needs_recovery, through a mapping of its own that is closed
+// (clean) when it returns, so Open then reads everything afresh. The
+// order is jbd2.Recover's (replay, flush, empty the log, flush), then the
+// flag cleared and flushed: a crash anywhere replays again or finds an
+// empty log, and either way ends here.
+func recoverJournal(cfg Config, sb *Superblock, logf func(string, ...any)) error {
+	if sb.JournalInum == 0 || sb.JournalDev != 0 {
+		return fmt.Errorf("%w: %w: the journal is on an external device (%#x), which this package does not replay; run e2fsck with it",
+			ErrNeedsRecovery, ErrUnsupported, sb.JournalDev)
+	}
+	if !sb.HasCompat(CompatHasJournal) {
+		return fmt.Errorf("%w: needs_recovery is set but the volume has no journal; run e2fsck", ErrNeedsRecovery)
+	}
+	v := &Volume{cfg: cfg, logf: logf, sb: sb, blkbits: uint(10 + sb.LogBlockSize), readOnly: true, nodes: map[uint32]*node{}}
+	v.blockBufs.New = func() any { b := make([]byte, sb.BlockSize); return &b }
+	var err error
+	v.meta, err = mpage.NewMapping(mpage.MappingConfig{
+		Device: cfg.Device, Cache: cfg.Cache, Mapper: mpage.LinearMapper{Blocks: sb.BlocksCount},
+		BlockSize: sb.BlockSize, Size: int64(sb.BlocksCount) << v.blkbits, Name: "ext journal recovery",
+	})
+	if err != nil {
+		return fmt.Errorf("ext: recovery: %w", err)
+	}
+	err = v.replayJournal()
+	if cerr := v.meta.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("ext: recovery: %w", cerr)
+	}
+	return err
+}
+
+// replayJournal is recoverJournal on its mapping.
+func (v *Volume) replayJournal() error {
+	if err := v.loadGroups(); err != nil {
+		return fmt.Errorf("ext: recovery: %w", err)
+	}
+	log, err := v.journalLog()
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrNeedsRecovery, err)
+	}
+	dev := NewMetaDevice(v.meta, v.sb.BlocksCount)
+	st, err := jbd2.Recover(dev, log)
+	if err != nil {
+		// Whatever was replayed is on the device (and would be again):
+		// write it back so the mapping closes clean.
+		return errors.Join(fmt.Errorf("%w: %w", ErrNeedsRecovery, err), dev.Flush())
+	}
+	if st.Transactions == 0 {
+		v.logf("ext: journal replayed: 0 transactions (the log was empty); needs_recovery cleared")
+	} else {
+		v.logf("ext: journal replayed: %d transactions (IDs %d..%d), %d blocks written home, %d revoked copies skipped (%d revoke records)",
+			st.Transactions, st.Start, st.End-1, st.Blocks, st.Revoked, st.RevokeRecords)
+	}
+	if st.ChecksumEnd {
+		v.logf("ext: journal: the log ended at a transaction that failed its checksums (%s); it was not replayed", st.EndReason)
+	}
+	if st.Errno != 0 {
+		v.logf("ext: the journal recorded error %d (the file system aborted it): run e2fsck -f", st.Errno)
+	}
+	return v.clearNeedsRecovery(dev)
+}
+
+// clearNeedsRecovery clears needs_recovery in the superblock as replay
+// left it (the journal may have held a newer copy) and makes it durable.
+func (v *Volume) clearNeedsRecovery(dev *MetaDevice) error {
+	blk, off := v.superPos()
+	buf := make([]byte, v.sb.BlockSize)
+	if err := dev.ReadBlock(blk, buf); err != nil {
+		return fmt.Errorf("ext: recovery: read superblock: %w", err)
+	}
+	r := buf[off : off+superblockSize]
+	le := binary.LittleEndian
+	if le.Uint16(r[0x38:]) != superMagic {
+		return fmt.Errorf("%w: the replayed superblock has no ext magic", ErrCorrupt)
+	}
+	le.PutUint32(r[0x60:], le.Uint32(r[0x60:])&^uint32(IncompatRecover))
+	if ROCompatFeatures(le.Uint32(r[0x64:]))&ROCompatMetadataCsum != 0 {
+		le.PutUint32(r[sbChecksumOff:], superblockCsum(r))
+	}
+	if err := dev.WriteBlock(blk, buf); err != nil {
+		return fmt.Errorf("ext: recovery: write superblock: %w", err)
+	}
+	if err := dev.Flush(); err != nil {
+		return fmt.Errorf("ext: recovery: flush superblock: %w", err)
+	}
+	return nil
+}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -51,11 +52,13 @@ type baseImage struct {
 	gdOff       int64 // the first group descriptor
 	inodeOff    int64 // /dir/file's inode
 	dirBlockOff int64 // /dir's first block
+	journalOff  int64 // the journal's first block (its superblock); 0 without one
 }
 
-// makeBase builds an ext2 (1 KiB blocks, indirect maps) or ext4 (4 KiB,
-// extents, no journal) image of 4 MiB holding directories, small, empty,
-// sparse and multi-block files and symbolic links (one loop).
+// makeBase builds an ext2 (1 KiB blocks, indirect maps), ext3 (the same
+// with a 1 MiB journal) or ext4 (4 KiB, extents, no journal) image of 4 MiB
+// holding directories, small, empty, sparse and multi-block files and
+// symbolic links (one loop).
 func makeBase(t *testing.T, name, fsType string, blockSize int, extra ...string) baseImage {
 	t.Helper()
 	src := t.TempDir()
@@ -102,6 +105,13 @@ func makeBase(t *testing.T, name, fsType string, blockSize int, extra ...string)
 	}
 	dblk, _ := strconv.ParseInt(blocks[0], 10, 64)
 	b.dirBlockOff = dblk * int64(blockSize)
+	if fsType == "ext3" {
+		jblk, err := strconv.ParseInt(lastLine(testenv.Run(t, "debugfs", "-R", "bmap <8> 0", img)), 10, 64)
+		if err != nil || jblk == 0 {
+			t.Fatalf("debugfs bmap <8> 0: %v", err)
+		}
+		b.journalOff = jblk * int64(blockSize)
+	}
 	return b
 }
 
@@ -159,6 +169,49 @@ func corpusVolumes(t *testing.T, bases []baseImage) []corruptVolume {
 						raw[off+int64(i)] = data[i]
 					}
 					return raw, hits
+				}})
+			}
+		}
+	}
+	return out
+}
+
+// journalVolumes splice fs/ext/jbd2's fuzz corpus into the journal of
+// each base that has one, and mark the volume as needing recovery, so
+// opening it replays (or refuses) that journal: a journal superblock over
+// the journal's superblock; a log block (descriptor, commit, revoke) as
+// the journal's block 1, the journal superblock saying the log starts
+// there with that block's sequence.
+func journalVolumes(t *testing.T, bases []baseImage) []corruptVolume {
+	t.Helper()
+	root := filepath.Join("..", "fs", "ext", "jbd2", "testdata", "fuzz")
+	var out []corruptVolume
+	for _, target := range []string{"FuzzSuperblock", "FuzzLogBlock"} {
+		ents, err := os.ReadDir(filepath.Join(root, target))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ent := range ents {
+			data := corpusBytes(t, filepath.Join(root, target, ent.Name()))
+			for _, b := range bases {
+				if b.journalOff == 0 {
+					continue
+				}
+				out = append(out, corruptVolume{name: fmt.Sprintf("%s:jbd2/%s/%s", b.name, target, ent.Name()), make: func() ([]byte, int) {
+					raw := bytes.Clone(b.raw)
+					at := b.journalOff
+					if target == "FuzzLogBlock" {
+						at += int64(b.blockSize)
+						be := binary.BigEndian
+						be.PutUint32(raw[b.journalOff+28:], 1) // s_start: the log begins at block 1
+						if len(data) >= 12 {
+							copy(raw[b.journalOff+24:b.journalOff+28], data[8:12]) // s_sequence: the block's
+						}
+					}
+					n := copy(raw[at:at+int64(b.blockSize)], data)
+					le := binary.LittleEndian
+					le.PutUint32(raw[1024+0x60:], le.Uint32(raw[1024+0x60:])|0x4) // INCOMPAT_RECOVER
+					return raw, n
 				}})
 			}
 		}
@@ -367,6 +420,7 @@ func serveCorrupt(t *testing.T, drill string, vols []corruptVolume) {
 		}
 		if err != nil {
 			refused[errorClass(err)]++
+			t.Logf("%s: refused: %v", v.name, err)
 			continue
 		}
 		row.Acknowledged++
@@ -463,14 +517,17 @@ func corruptBases(t *testing.T) []baseImage {
 	testenv.RequireTool(t, "debugfs")
 	return []baseImage{
 		makeBase(t, "ext2-1k", "ext2", 1024),
+		makeBase(t, "ext3-1k", "ext3", 1024, "-J", "size=1"),
 		makeBase(t, "ext4-4k", "ext4", 4096, "-O", "^has_journal"),
 	}
 }
 
-// TestCorruptCorpus: every fs/ext fuzz corpus entry, spliced into real
-// images where its structure lives, is refused or served cleanly.
+// TestCorruptCorpus: every fs/ext (and fs/ext/jbd2) fuzz corpus entry,
+// spliced into real images where its structure lives, is refused or
+// served cleanly.
 func TestCorruptCorpus(t *testing.T) {
-	serveCorrupt(t, "corrupt/corpus", corpusVolumes(t, corruptBases(t)))
+	bases := corruptBases(t)
+	serveCorrupt(t, "corrupt/corpus", append(corpusVolumes(t, bases), journalVolumes(t, bases)...))
 }
 
 // TestCorruptFlips: images with random bytes of their first 2 MiB

@@ -85,6 +85,54 @@ func TestLoad(t *testing.T) {
 	for i := range loadClients {
 		d.Must(http.StatusCreated, http.MethodPost, fmt.Sprintf("/v1/mkdir/w%02d", i), nil)
 	}
+	run := runLoad(t, d, files, dur)
+	st := run.st
+	row := Row{Drill: "load", Rounds: st.requests.Load(), Acknowledged: st.ok.Load(), Hangs: st.hangs.Load()}
+	defer func() { summary.Add(row) }()
+	checkLastPuts(t, d, img, run.last, st, &row)
+	row.Verified, row.Lost = st.verified.Load(), st.wrong.Load()
+	bound := engine.FrameBytes(loadCache) + loadOverhead
+	lat := func(op loadOp) string {
+		h := st.lat[op]
+		return fmt.Sprintf("%s p50 %s p99 %s", op, time.Duration(h.ValueAtQuantile(50))*time.Microsecond,
+			time.Duration(h.ValueAtQuantile(99))*time.Microsecond)
+	}
+	row.Note = fmt.Sprintf("%d clients %v, cache %s of a %s working set; %s; %s; %s; RSS peak %s (bound %s), goroutines peak %d (bound %d); %d/s",
+		loadClients, dur, loadCacheFlag, humanize.IBytes(loadFiles*loadFileSize), lat(opRanged), lat(opWhole), lat(opPut),
+		humanize.IBytes(uint64(run.peakRSS)), humanize.IBytes(uint64(bound)), run.peakG, loadGoroutines,
+		int(float64(st.requests.Load())/dur.Seconds()))
+	t.Log(row.Note)
+	if n := st.errors5xx.Load(); n != 0 {
+		t.Errorf("%d answers were 5xx", n)
+	}
+	if n := st.other.Load(); n != 0 {
+		t.Errorf("%d requests failed otherwise (unexpected status or transport error)", n)
+	}
+	if row.Hangs != 0 {
+		t.Errorf("%d requests outlived the client's 30 s timeout", row.Hangs)
+	}
+	if run.peakRSS > bound {
+		t.Errorf("daemon RSS peaked at %s, over the frame pool plus %s (%s)", humanize.IBytes(uint64(run.peakRSS)),
+			humanize.IBytes(loadOverhead), humanize.IBytes(uint64(bound)))
+	}
+	if run.peakG > loadGoroutines {
+		t.Errorf("daemon goroutines peaked at %d, over %d", run.peakG, loadGoroutines)
+	}
+	if st.requests.Load() < loadClients {
+		t.Errorf("only %d requests in %v", st.requests.Load(), dur)
+	}
+}
+
+// loadRun is what a load run leaves: the counts, each client's last
+// acknowledged PUT, the daemon's peaks.
+type loadRun struct {
+	st             *loadStats
+	last           [][]byte
+	peakRSS, peakG int64
+}
+
+// runLoad runs the clients against d for dur while watching the daemon.
+func runLoad(t *testing.T, d *testenv.Daemon, files [][]byte, dur time.Duration) loadRun {
 	st := &loadStats{}
 	for i := range st.lat {
 		st.lat[i] = hdrhistogram.New(1, 60_000_000, 3)
@@ -98,7 +146,7 @@ func TestLoad(t *testing.T) {
 		defer close(watchDone)
 		watchDaemon(ctx, t, d, &peakRSS, &peakG)
 	}()
-	last := make([][]byte, loadClients) // each client's last acknowledged PUT
+	run := loadRun{st: st, last: make([][]byte, loadClients)}
 	var wg sync.WaitGroup
 	for c := range loadClients {
 		wg.Add(1)
@@ -106,17 +154,20 @@ func TestLoad(t *testing.T) {
 			defer wg.Done()
 			cl := loadClient{id: c, url: d.URL, http: client, st: st, files: files,
 				r: rand.New(rand.NewPCG(*seedFlag, uint64(c)))}
-			last[c] = cl.run(ctx)
+			run.last[c] = cl.run(ctx)
 		}()
 	}
 	wg.Wait()
 	<-watchDone
 	// The high-water mark catches a peak between two samples.
-	peakRSS.Store(max(peakRSS.Load(), vmHWM(fmt.Sprintf("/proc/%d/status", d.Cmd.Process.Pid))))
-	row := Row{Drill: "load", Rounds: st.requests.Load(), Acknowledged: st.ok.Load(), Hangs: st.hangs.Load()}
-	defer func() { summary.Add(row) }()
-	// Every client's last PUT is what its file holds, on the daemon and,
-	// after a clean shutdown, on the image.
+	run.peakRSS = max(peakRSS.Load(), vmHWM(fmt.Sprintf("/proc/%d/status", d.Cmd.Process.Pid)))
+	run.peakG = peakG.Load()
+	return run
+}
+
+// checkLastPuts: every client's file is its last acknowledged PUT, on
+// the daemon and, after a clean shutdown, on the image.
+func checkLastPuts(t *testing.T, d *testenv.Daemon, img string, last [][]byte, st *loadStats, row *Row) {
 	for c, want := range last {
 		if want == nil {
 			continue
@@ -141,37 +192,6 @@ func TestLoad(t *testing.T) {
 		} else {
 			st.verified.Add(1)
 		}
-	}
-	row.Verified, row.Lost = st.verified.Load(), st.wrong.Load()
-	bound := engine.FrameBytes(loadCache) + loadOverhead
-	lat := func(op loadOp) string {
-		h := st.lat[op]
-		return fmt.Sprintf("%s p50 %s p99 %s", op, time.Duration(h.ValueAtQuantile(50))*time.Microsecond,
-			time.Duration(h.ValueAtQuantile(99))*time.Microsecond)
-	}
-	row.Note = fmt.Sprintf("%d clients %v, cache %s of a %s working set; %s; %s; %s; RSS peak %s (bound %s), goroutines peak %d (bound %d); %d/s",
-		loadClients, dur, loadCacheFlag, humanize.IBytes(loadFiles*loadFileSize), lat(opRanged), lat(opWhole), lat(opPut),
-		humanize.IBytes(uint64(peakRSS.Load())), humanize.IBytes(uint64(bound)), peakG.Load(), loadGoroutines,
-		int(float64(st.requests.Load())/dur.Seconds()))
-	t.Log(row.Note)
-	if n := st.errors5xx.Load(); n != 0 {
-		t.Errorf("%d answers were 5xx", n)
-	}
-	if n := st.other.Load(); n != 0 {
-		t.Errorf("%d requests failed otherwise (unexpected status or transport error)", n)
-	}
-	if row.Hangs != 0 {
-		t.Errorf("%d requests outlived the client's 30 s timeout", row.Hangs)
-	}
-	if peakRSS.Load() > bound {
-		t.Errorf("daemon RSS peaked at %s, over the frame pool plus %s (%s)", humanize.IBytes(uint64(peakRSS.Load())),
-			humanize.IBytes(loadOverhead), humanize.IBytes(uint64(bound)))
-	}
-	if peakG.Load() > loadGoroutines {
-		t.Errorf("daemon goroutines peaked at %d, over %d", peakG.Load(), loadGoroutines)
-	}
-	if st.requests.Load() < loadClients {
-		t.Errorf("only %d requests in %v", st.requests.Load(), dur)
 	}
 }
 

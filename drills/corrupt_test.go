@@ -56,7 +56,7 @@ type baseImage struct {
 }
 
 // makeBase builds an ext2 (1 KiB blocks, indirect maps), ext3 (the same
-// with a 1 MiB journal) or ext4 (4 KiB, extents, no journal) image of 4 MiB
+// with a 1 MiB journal) or ext4 (extents, no journal) image of 4 MiB
 // holding directories, small, empty, sparse and multi-block files and
 // symbolic links (one loop).
 func makeBase(t *testing.T, name, fsType string, blockSize int, extra ...string) baseImage {
@@ -519,6 +519,9 @@ func corruptBases(t *testing.T) []baseImage {
 		makeBase(t, "ext2-1k", "ext2", 1024),
 		makeBase(t, "ext3-1k", "ext3", 1024, "-J", "size=1"),
 		makeBase(t, "ext4-4k", "ext4", 4096, "-O", "^has_journal"),
+		// Without checksums a flipped byte reaches the parsers instead
+		// of the checksum check in front of them.
+		makeBase(t, "ext4-1k-nocsum", "ext4", 1024, "-O", "^has_journal,^metadata_csum"),
 	}
 }
 

@@ -357,8 +357,9 @@ func TestFsyncReportsWriteErrors(t *testing.T) {
 // TestConcurrencyLimit: past MaxConcurrent a request waits its turn, and
 // is refused with 503 once QueueTimeout passes.
 func TestConcurrencyLimit(t *testing.T) {
-	e := apitest.New(t, apitest.Options{Tree: map[string]string{"f": "x"}, Cfg: api.Config{MaxConcurrent: 1, QueueTimeout: 50 * time.Millisecond}})
+	e := apitest.New(t, apitest.Options{Tree: map[string]string{"f": "x"}, Cfg: api.Config{MaxConcurrent: 1, QueueTimeout: 250 * time.Millisecond}})
 	pr, pw := io.Pipe()
+	t.Cleanup(func() { pw.Close() }) // a failed check must not leave the PUT waiting for its body
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -369,14 +370,35 @@ func TestConcurrencyLimit(t *testing.T) {
 			resp.Body.Close()
 		}
 	}()
-	pw.Write([]byte("a")) // the slow PUT holds the only slot now
-	resp, b := e.Do(http.MethodGet, "/v1/files/f", nil)
-	e.Want(resp, b, http.StatusServiceUnavailable, "busy")
+	pw.Write([]byte("a")) // the slow PUT is on its way to the only slot
+	waitBusy(t, e, http.MethodGet, "/v1/files/f")
 	pw.Write([]byte("b"))
 	pw.Close()
 	wg.Wait()
 	if got := e.Get("/v1/files/slow"); string(got) != "ab" {
 		t.Errorf("slow PUT: %q", got)
+	}
+}
+
+// waitBusy repeats a request until it is refused 503 "busy" (within 10
+// s): a slow request is to hold the only slot, but its client's first
+// body byte being taken says only that the client sent it, not that the
+// server has admitted the request, so a probe may get in first and be
+// answered. QueueTimeout must outlast a probe, or the slow request, queued
+// behind one, is refused instead.
+func waitBusy(t *testing.T, e *apitest.Env, method, path string, hdr ...string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, b := e.Do(method, path, nil, hdr...)
+		if resp.StatusCode == http.StatusServiceUnavailable {
+			e.Want(resp, b, http.StatusServiceUnavailable, "busy")
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s %s: still answered %d after 10 s, want 503 busy", method, path, resp.StatusCode)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -107,6 +107,9 @@ type Volume struct {
 	allocMu    sync.Mutex
 	freeBlocks uint64
 	freeInodes uint32
+	// quar: blocks and inodes freed since the last sync, not reused
+	// until it is durable (quarantine.go). Guarded by allocMu.
+	quar quarantine
 	// sbMu guards the superblock's bytes (sb.Raw) and inUse.
 	sbMu sync.Mutex
 	// inUse: the superblock on the device says "not cleanly unmounted"

@@ -441,9 +441,15 @@ func (v *Volume) syncAll() error {
 func (v *Volume) syncNamesLocked() error {
 	v.ns.RLock()
 	defer v.ns.RUnlock()
+	// What was freed before this point is durable once the flush is
+	// done, and may then be reused (quarantine.go).
+	gen := v.sealQuarantine()
 	err := v.syncDirs()
 	if merr := v.syncMeta(); err == nil {
 		err = merr
+	}
+	if err == nil {
+		v.releaseQuarantine(gen)
 	}
 	return err
 }

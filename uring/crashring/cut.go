@@ -1,6 +1,7 @@
 package crashring
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -15,13 +16,48 @@ type Image struct {
 	Pending, Whole, Torn, Absent int
 }
 
-// WriteFile writes the image to path (a new image file for e2fsck and
-// fs/ext to open).
-func (im *Image) WriteFile(path string) error {
-	if err := os.WriteFile(path, im.Data, 0o644); err != nil {
+// WriteFile writes the image to path, a new image file for e2fsck and
+// fs/ext to open. Blocks of zeros are left as holes, so a mostly empty
+// volume costs what it holds.
+func (im *Image) WriteFile(path string) (err error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
 		return fmt.Errorf("crashring: write the cut: %w", err)
 	}
+	defer func() {
+		if cerr := f.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("crashring: write the cut: %w", cerr)
+		}
+	}()
+	if err := f.Truncate(int64(len(im.Data))); err != nil {
+		return fmt.Errorf("crashring: write the cut: %w", err)
+	}
+	const chunk = 64 << 10
+	for off := 0; off < len(im.Data); off += chunk {
+		b := im.Data[off:min(off+chunk, len(im.Data))]
+		if allZero(b) {
+			continue
+		}
+		if _, err := f.WriteAt(b, int64(off)); err != nil {
+			return fmt.Errorf("crashring: write the cut: %w", err)
+		}
+	}
 	return nil
+}
+
+func allZero(b []byte) bool {
+	for len(b) >= 8 {
+		if binary.NativeEndian.Uint64(b) != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // String sums the cut up for a failure message.

@@ -54,6 +54,9 @@
 //     and superblock counts, all changed through the metadata mapping;
 //     blocks go right after the goal so sequential writes are contiguous,
 //     directories spread over groups, files stay near their directory;
+//     blocks and inodes freed since the last sync are not reused until
+//     it is durable (quarantine.go), so a power cut never shows an old
+//     name over a new file's bytes;
 //   - the indirect mapper's Create (indirect_write.go): the missing
 //     indirect blocks first, at the goal, then the data after them, New on
 //     fresh blocks, Boundary as on read; truncation frees data and

@@ -19,6 +19,11 @@ type Config struct {
 	SectorSize int
 	// NoTear keeps every pending write whole or absent in a cut.
 	NoTear bool
+	// BeforeFlush, if set, runs on the submitter's goroutine when a flush
+	// of a tracked file is submitted, before the ring records or forwards
+	// it: the moment the most writes are pending, where a test cuts
+	// (CutFile(fd, ...)) to catch what a sync leaves half done.
+	BeforeFlush func(fd int)
 }
 
 // Stats count what the ring tracked.
@@ -33,9 +38,10 @@ type Stats struct {
 // Ring is a uring.Ring whose tracked files can be cut (see the package
 // doc).
 type Ring struct {
-	inner  uring.Ring
-	sector int
-	noTear bool
+	inner       uring.Ring
+	sector      int
+	noTear      bool
+	beforeFlush func(fd int)
 
 	mu    sync.Mutex
 	files map[int]*tracked // by fd
@@ -75,7 +81,7 @@ func New(inner uring.Ring, cfg Config) *Ring {
 	if sector <= 0 {
 		sector = 512
 	}
-	return &Ring{inner: inner, sector: sector, noTear: cfg.NoTear, files: make(map[int]*tracked)}
+	return &Ring{inner: inner, sector: sector, noTear: cfg.NoTear, beforeFlush: cfg.BeforeFlush, files: make(map[int]*tracked)}
 }
 
 // Inner is the wrapped ring.

@@ -278,3 +278,30 @@ func TestCutNeedsOneFile(t *testing.T) {
 		t.Errorf("cut of an untracked fd: %v, want ErrNoFile", err)
 	}
 }
+
+// TestBeforeFlush: the hook runs once per flush of a tracked file, before
+// the flush takes effect, so a cut inside it still has the writes the
+// flush will make durable pending.
+func TestBeforeFlush(t *testing.T) {
+	var fx *fixture
+	var pendingAtFlush []int
+	fx = newFixture(t, crashring.Config{BeforeFlush: func(fd int) {
+		im, err := fx.crash.CutFile(fd, rand.New(rand.NewPCG(1, 1)))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		pendingAtFlush = append(pendingAtFlush, im.Pending)
+	}})
+	fx.write(0, 0xaa, sector)
+	fx.write(sector, 0xbb, sector)
+	if err := fx.flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := fx.flush(); err != nil {
+		t.Fatal(err)
+	}
+	if len(pendingAtFlush) != 2 || pendingAtFlush[0] != 2 || pendingAtFlush[1] != 0 {
+		t.Errorf("pending writes seen by the hook at each flush: %v, want [2 0]", pendingAtFlush)
+	}
+}

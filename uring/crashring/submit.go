@@ -39,6 +39,12 @@ func recorded(q *uring.Request) bool {
 	return q.Op == uring.OpFsync || q.Op.IsWrite() && q.Offset != uring.OffsetCurrent
 }
 
+func (c *Ring) isTracked(fd int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.files[fd] != nil
+}
+
 func (c *Ring) anyTracked(reqs []*uring.Request) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -63,6 +69,9 @@ type intercept struct {
 // submitOne records q, if it is a write or flush of a tracked file, and
 // forwards it. A refused request leaves no record.
 func (c *Ring) submitOne(q *uring.Request) error {
+	if q.Op == uring.OpFsync && c.beforeFlush != nil && c.isTracked(q.File.Fd()) {
+		c.beforeFlush(q.File.Fd())
+	}
 	ic := c.record(q)
 	if ic == nil {
 		return c.inner.Submit(q)

@@ -124,15 +124,15 @@ type crashStack struct {
 }
 
 // newCrashStack makes a fresh volume of size with mke2fs args and
-// serves it.
-func newCrashStack(t *testing.T, mkfs []string, size string) *crashStack {
+// serves it; beforeFlush is the crash ring's hook.
+func newCrashStack(t *testing.T, mkfs []string, size string, beforeFlush func(fd int)) *crashStack {
 	img := filepath.Join(t.TempDir(), "vol.img")
 	testenv.Run(t, "mke2fs", append(append([]string{"-q", "-F"}, mkfs...), img, size)...)
 	st := &crashStack{client: &http.Client{Timeout: 2 * time.Minute}}
 	var err error
 	st.eng, err = engine.Open(engine.Config{Path: img, Write: true, CacheBytes: 8 << 20, Logf: t.Logf,
 		WrapRing: func(r uring.Ring) uring.Ring {
-			st.ring = crashring.New(r, crashring.Config{SectorSize: crashSectorSize})
+			st.ring = crashring.New(r, crashring.Config{SectorSize: crashSectorSize, BeforeFlush: beforeFlush})
 			return st.ring
 		}})
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,10 +25,17 @@ type crashWorkload struct {
 	dirs  []string // directories that exist, "/" first
 	tally crashTally
 
-	// armed: the next request is cut during its flight (launch).
-	armed   bool
-	pending chan cutTaken
-	scratch string // where cut images are written
+	// armed: the next request is cut during its flight (launch), after
+	// a random delay or, when atFlush, as its flushAt-th device flush
+	// starts (onFlush).
+	armed     bool
+	atFlush   bool
+	flushAt   int
+	cutMu     sync.Mutex // guards flushAt, flushSnap and flushRNG against onFlush
+	flushSnap *model
+	flushRNG  *rand.Rand
+	pending   chan cutTaken
+	scratch   string // where cut images are written
 }
 
 // cutTaken is a cut and the oracle as it stood when the cut began.
@@ -39,8 +47,27 @@ type cutTaken struct {
 }
 
 func newCrashWorkload(t *testing.T, mkfs []string, size string, seed uint64) *crashWorkload {
-	return &crashWorkload{t: t, st: newCrashStack(t, mkfs, size), m: newModel(), seed: seed,
+	w := &crashWorkload{t: t, m: newModel(), seed: seed,
 		rng: rand.New(rand.NewPCG(seed, 0x5eed)), dirs: []string{"/"}, scratch: t.TempDir()}
+	w.st = newCrashStack(t, mkfs, size, w.onFlush)
+	return w
+}
+
+// onFlush runs as each device flush starts (the crash ring's BeforeFlush,
+// on the goroutine serving the request): the flushAt-th flush of an armed
+// request is cut there, with every write of the sync it ends pending.
+func (w *crashWorkload) onFlush(fd int) {
+	w.cutMu.Lock()
+	defer w.cutMu.Unlock()
+	if w.flushSnap == nil {
+		return
+	}
+	if w.flushAt--; w.flushAt > 0 {
+		return
+	}
+	im, err := w.st.ring.CutFile(fd, w.flushRNG)
+	w.pending <- cutTaken{im: im, snap: w.flushSnap, mid: true, err: err}
+	w.flushSnap = nil
 }
 
 // run steps the workload until it has taken and checked cuts cuts: before
@@ -79,24 +106,37 @@ func (w *crashWorkload) cutNow() cutTaken {
 
 // cutDuringStep arms a cut for the next request (launch) and steps.
 func (w *crashWorkload) cutDuringStep() cutTaken {
-	w.armed = true
+	w.armed, w.atFlush = true, w.rng.IntN(2) == 0
 	w.pending = make(chan cutTaken, 1)
 	w.step()
 	if w.armed { // the step sent nothing
 		w.launch()
 	}
+	w.cutMu.Lock()
+	if w.flushSnap != nil { // the request made fewer flushes: cut now
+		im, err := w.st.ring.Cut(w.flushRNG)
+		w.pending <- cutTaken{im: im, snap: w.flushSnap, mid: true, err: err}
+		w.flushSnap = nil
+	}
+	w.cutMu.Unlock()
 	return <-w.pending
 }
 
 // launch, when a cut is armed, copies the oracle (the request's change is
 // in it already) and cuts after a random delay of up to 3 ms while the
-// request goes on.
+// request goes on, or leaves the cut to onFlush.
 func (w *crashWorkload) launch() {
 	if !w.armed {
 		return
 	}
 	w.armed = false
 	snap := w.m.snapshot()
+	if w.atFlush {
+		w.cutMu.Lock()
+		w.flushSnap, w.flushRNG, w.flushAt = snap, w.cutRNG(), 1+w.rng.IntN(3)
+		w.cutMu.Unlock()
+		return
+	}
 	delay := time.Duration(w.rng.IntN(3000)) * time.Microsecond
 	rng := w.cutRNG()
 	go func() {

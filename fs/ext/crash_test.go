@@ -192,3 +192,47 @@ func TestCrashFreedBlocksNotReused(t *testing.T) {
 		})
 	}
 }
+
+// TestCrashFileGrowsIndirect: a durable file grown in place past its
+// direct blocks gets an indirect block; a power cut while that is made
+// durable leaves the file with its old bytes (and any part of the new
+// ones), never an inode pointing at an indirect block that still holds
+// old data, which e2fsck clears with the whole file. (Before syncFresh
+// wrote new metadata blocks in a flush of their own, it did.)
+func TestCrashFileGrowsIndirect(t *testing.T) {
+	old, grown := pattern(4096, 5), pattern(60<<10, 6)
+	// junk's blocks, after a's, are where a grows: freed and synced,
+	// they still hold junk's bytes, which read as block numbers are
+	// garbage.
+	cv := newCrashVolume(t, "ext2", 1024, map[string][]byte{"a": old, "junk": pattern(64<<10, 7)})
+	if err := cv.Unlink("/junk"); err != nil {
+		t.Fatal(err)
+	}
+	if err := cv.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	cv.check = func(fsys fs.FS) error {
+		got, err := fs.ReadFile(fsys, "a")
+		if err != nil {
+			return err
+		}
+		if len(got) < len(old) || !bytes.Equal(got[:len(old)], old) {
+			return fmt.Errorf("a: %d bytes, not starting with its %d durable ones", len(got), len(old))
+		}
+		return nil
+	}
+	f, err := cv.OpenWrite("/a", os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(grown, int64(len(old))); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if cv.cuts == 0 {
+		t.Fatal("no flush was cut")
+	}
+}

@@ -110,6 +110,10 @@ type Volume struct {
 	// quar: blocks and inodes freed since the last sync, not reused
 	// until it is durable (quarantine.go). Guarded by allocMu.
 	quar quarantine
+	// fresh: metadata blocks allocated since the last sync, written and
+	// flushed before what points at them (syncFresh, meta.go).
+	freshMu sync.Mutex
+	fresh   map[uint64]struct{}
 	// sbMu guards the superblock's bytes (sb.Raw) and inUse.
 	sbMu sync.Mutex
 	// inUse: the superblock on the device says "not cleanly unmounted"

@@ -196,10 +196,13 @@ func (w *crashWorkload) randomBody() []byte {
 	return w.randomBytes(n)
 }
 
-func (w *crashWorkload) randomBytes(n int) []byte {
+func (w *crashWorkload) randomBytes(n int) []byte { return randomBytes(w.rng, n) }
+
+// randomBytes is n bytes from rng.
+func randomBytes(rng *rand.Rand, n int) []byte {
 	b := make([]byte, n)
 	for i := 0; i < n; i += 8 {
-		x := w.rng.Uint64()
+		x := rng.Uint64()
 		for j := i; j < min(i+8, n); j++ {
 			b[j] = byte(x)
 			x >>= 8

@@ -2,6 +2,7 @@ package drills
 
 import (
 	"bytes"
+	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"github.com/mpaged/mpaged/engine"
 	"github.com/mpaged/mpaged/fs/ext"
 	"github.com/mpaged/mpaged/internal/testenv"
+	"github.com/mpaged/mpaged/mpage"
 	"github.com/mpaged/mpaged/uring"
 	"github.com/mpaged/mpaged/uring/crashring"
 )
@@ -154,6 +156,19 @@ func newCrashStack(t *testing.T, mkfs []string, size string, beforeFlush func(fd
 	t.Cleanup(func() {
 		if err := st.vol.Close(); err != nil {
 			t.Errorf("close volume: %v", err)
+		}
+	})
+	// Background writeback, as the daemon runs it (adopt), but eager:
+	// data and the metadata that reaches it go out between and during
+	// requests, so cuts find it half written.
+	fl, err := mpage.NewFlusher(mpage.FlusherConfig{Cache: st.eng.Cache, Interval: 20 * time.Millisecond, ExpireAge: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl.Start()
+	t.Cleanup(func() {
+		if err := fl.Stop(context.Background()); err != nil {
+			t.Errorf("stop the flusher: %v", err)
 		}
 	})
 	st.ts = httptest.NewServer(api.New(api.Config{Volume: st.vol}).Handler())

@@ -24,19 +24,16 @@ func (w *crashWorkload) check(c cutTaken) {
 	w.t.Helper()
 	n := w.tally.cuts
 	w.tally.cuts++
-	img := filepath.Join(w.scratch, "cut.img")
+	img := c.path
 	defer os.Remove(img)
 	fail := func(format string, args ...any) {
 		w.t.Helper()
 		w.t.Fatalf("seed %d: cut %d (%s, during a request: %v): %s", w.seed, n, c.im, c.mid, fmt.Sprintf(format, args...))
 	}
-	if err := c.im.WriteFile(img); err != nil {
-		fail("%v", err)
-	}
 	if *crashKeep != "" {
 		keep := filepath.Join(*crashKeep, fmt.Sprintf("cut-%d-%d.img", w.seed, n))
-		if err := c.im.WriteFile(keep); err != nil {
-			fail("%v", err)
+		if out, err := testenv.Output("cp", "--sparse=always", img, keep); err != nil {
+			fail("keep the cut: %v: %s", err, out)
 		}
 	}
 	repaired, fsckOut, err := fsckCut(img)

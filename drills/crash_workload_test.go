@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"path"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -38,9 +39,11 @@ type crashWorkload struct {
 	scratch   string // where cut images are written
 }
 
-// cutTaken is a cut and the oracle as it stood when the cut began.
+// cutTaken is a cut, written to path, and the oracle as it stood when
+// the cut began.
 type cutTaken struct {
 	im   *crashring.Image
+	path string
 	snap *model
 	mid  bool // taken while a request was in flight
 	err  error
@@ -65,8 +68,9 @@ func (w *crashWorkload) onFlush(fd int) {
 	if w.flushAt--; w.flushAt > 0 {
 		return
 	}
-	im, err := w.st.ring.CutFile(fd, w.flushRNG)
-	w.pending <- cutTaken{im: im, snap: w.flushSnap, mid: true, err: err}
+	path := w.cutPath()
+	im, err := w.st.ring.CutFileTo(fd, path, w.flushRNG)
+	w.pending <- cutTaken{im: im, path: path, snap: w.flushSnap, mid: true, err: err}
 	w.flushSnap = nil
 }
 
@@ -98,10 +102,16 @@ func (w *crashWorkload) cutRNG() *rand.Rand {
 	return rand.New(rand.NewPCG(w.seed, uint64(w.tally.cuts)+1))
 }
 
+// cutPath is where the next cut's image goes (check removes it).
+func (w *crashWorkload) cutPath() string {
+	return filepath.Join(w.scratch, fmt.Sprintf("cut-%d.img", w.tally.cuts))
+}
+
 func (w *crashWorkload) cutNow() cutTaken {
 	snap := w.m.snapshot()
-	im, err := w.st.ring.Cut(w.cutRNG())
-	return cutTaken{im: im, snap: snap, err: err}
+	path := w.cutPath()
+	im, err := w.st.ring.CutTo(path, w.cutRNG())
+	return cutTaken{im: im, path: path, snap: snap, err: err}
 }
 
 // cutDuringStep arms a cut for the next request (launch) and steps.
@@ -114,8 +124,9 @@ func (w *crashWorkload) cutDuringStep() cutTaken {
 	}
 	w.cutMu.Lock()
 	if w.flushSnap != nil { // the request made fewer flushes: cut now
-		im, err := w.st.ring.Cut(w.flushRNG)
-		w.pending <- cutTaken{im: im, snap: w.flushSnap, mid: true, err: err}
+		path := w.cutPath()
+		im, err := w.st.ring.CutTo(path, w.flushRNG)
+		w.pending <- cutTaken{im: im, path: path, snap: w.flushSnap, mid: true, err: err}
 		w.flushSnap = nil
 	}
 	w.cutMu.Unlock()
@@ -138,11 +149,11 @@ func (w *crashWorkload) launch() {
 		return
 	}
 	delay := time.Duration(w.rng.IntN(3000)) * time.Microsecond
-	rng := w.cutRNG()
+	rng, path := w.cutRNG(), w.cutPath()
 	go func() {
 		time.Sleep(delay)
-		im, err := w.st.ring.Cut(rng)
-		w.pending <- cutTaken{im: im, snap: snap, mid: true, err: err}
+		im, err := w.st.ring.CutTo(path, rng)
+		w.pending <- cutTaken{im: im, path: path, snap: snap, mid: true, err: err}
 	}()
 }
 

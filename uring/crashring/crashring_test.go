@@ -305,3 +305,33 @@ func TestBeforeFlush(t *testing.T) {
 		t.Errorf("pending writes seen by the hook at each flush: %v, want [2 0]", pendingAtFlush)
 	}
 }
+
+// TestCutToFileMatchesCut: the same rng state cuts the same image in
+// memory and to a file, a pending write past the end included.
+func TestCutToFileMatchesCut(t *testing.T) {
+	fx := newFixture(t, crashring.Config{})
+	fx.write(0, 0xaa, 8*sector)
+	if err := fx.flush(); err != nil {
+		t.Fatal(err)
+	}
+	fx.write(4*sector, 0xbb, 8*sector)
+	fx.write(imgSize, 0xcc, 4*sector)
+	for seed := range uint64(20) {
+		mem, err := fx.crash.Cut(rand.New(rand.NewPCG(seed, 3)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(t.TempDir(), "cut")
+		onFile, err := fx.crash.CutTo(path, rand.New(rand.NewPCG(seed, 3)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, mem.Data) || onFile.Size != int64(len(got)) || onFile.String() != mem.String() {
+			t.Fatalf("seed %d: the file cut (%v, %d bytes) differs from the memory cut (%v)", seed, onFile, len(got), mem)
+		}
+	}
+}

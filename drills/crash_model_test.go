@@ -69,6 +69,12 @@ func (m *model) change(p string, present bool, data []byte, loose bool) {
 	h.since = append(h.since, version{present: present, data: data, loose: loose})
 }
 
+// allow adds a state p may be found in, without changing what it is now.
+func (m *model) allow(p string, v version) {
+	h := m.file(p)
+	h.since = append(h.since, v)
+}
+
 // mkdir records a new directory.
 func (m *model) mkdir(d string) {
 	m.dirs[d] = &history{cur: version{present: true}, since: []version{{present: true}}}

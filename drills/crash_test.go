@@ -61,7 +61,10 @@ var crashFilesystems = []struct {
 // write, DELETE, a rename through ext.Volume.Rename, which the API has no
 // route for, a mkdir) adds a state to the path's history; an in-place
 // write that is not yet synced adds a loose state (present, any bytes: it
-// may land in part). A cut must show each path
+// may land in part); a rename adds to the old name, besides absent, a
+// loose state (until the rename is durable the old name may still name
+// the file, which may change under its new name meanwhile). A cut must
+// show each path
 //   - settled (no change since its acknowledgement): exactly the
 //     acknowledged state, bytes and all, or absent when that was absent;
 //   - changed since: the acknowledged state or one of the later ones.

@@ -315,6 +315,10 @@ func (w *crashWorkload) rename(from, to string) {
 	// acknowledgement) may arrive at its new name with any of them.
 	src := w.m.file(from)
 	w.m.change(to, true, src.cur.data, !src.settled())
+	// Until the rename is durable the old name may still name the file,
+	// and the file may change under its new name meanwhile: the old name
+	// may show any bytes.
+	w.m.allow(from, version{present: true, loose: true})
 	w.m.change(from, false, nil, false)
 	w.launch()
 	if *crashTrace {

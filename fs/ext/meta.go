@@ -161,6 +161,9 @@ func (v *Volume) balanceMeta() {
 	if v.meta.DirtyPages() < v.metaDirtyLimit {
 		return
 	}
+	if v.syncFresh() != nil {
+		return // the fresh blocks stay listed; the next Sync reports it
+	}
 	wbc := mpage.WritebackControl{SyncMode: mpage.SyncNone, NrToWrite: int64(v.metaDirtyLimit / 2)}
 	// Errors stay on the mapping and reach the next Sync.
 	_ = v.meta.WritePages(&wbc)
@@ -174,9 +177,31 @@ func (v *Volume) balanceMeta() {
 // it, a power cut may keep the pointer and not the block: e2fsck then
 // reads garbage block numbers, and clears the whole inode, taking a file
 // whose old bytes were durable with it. So a sync first writes the fresh
-// blocks and flushes (syncFresh), and only then the rest of the metadata.
-// (A metadata page written early by writeback under pressure can still
-// carry a pointer into the first flush; that window is what is left.)
+// blocks and flushes (syncFresh), and only then the rest of the metadata;
+// so do the metadata mapping's background writeback (metaOwner, before
+// the Flusher writes its pages) and balanceMeta. What is left: a metadata
+// page whose write is started by the Boundary hook (writeMetaBlockIfDirty:
+// normally the fresh indirect block itself) together with a pointer in
+// the same page.
+
+// metaOwner is the metadata mapping's Owner: before background writeback
+// writes metadata pages, the fresh blocks they may point at go first.
+type metaOwner Volume
+
+// BeforeWriteback implements mpage.PreWriter.
+func (o *metaOwner) BeforeWriteback() error {
+	v := (*Volume)(o)
+	if err := v.enter(); err != nil {
+		return nil // closed: Close wrote everything
+	}
+	defer v.leave()
+	if v.readOnly {
+		return nil
+	}
+	return v.syncFresh()
+}
+
+var _ mpage.PreWriter = (*metaOwner)(nil)
 
 func (v *Volume) addFresh(blk uint64) {
 	v.freshMu.Lock()

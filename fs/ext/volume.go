@@ -178,7 +178,7 @@ func Open(cfg Config) (*Volume, error) {
 	}
 	v.meta, err = mpage.NewMapping(mpage.MappingConfig{
 		Device: cfg.Device, Cache: cfg.Cache, Mapper: mpage.LinearMapper{Blocks: sb.BlocksCount},
-		BlockSize: sb.BlockSize, Size: size, Name: "ext metadata",
+		BlockSize: sb.BlockSize, Size: size, Name: "ext metadata", Owner: (*metaOwner)(v),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ext: open: %w", err)

@@ -122,7 +122,10 @@
 // any other dirty mapping. Data, directories and inodes thus
 // reach the device without a Sync, and a read-only opener of the image
 // sees them once the writes complete. It is not Sync: there is no device
-// flush, no order between data and the metadata pointing at it, and the
+// flush (but for new indirect and extent blocks, which go to the device
+// and are flushed before the metadata that may point at them: syncFresh,
+// through the metadata mapping's mpage.PreWriter), no order between data
+// and the metadata pointing at it, and the
 // superblock's free counts are written only by Sync and Close, so a crash
 // still needs e2fsck. Stop the Flusher before closing the volume.
 //

@@ -22,7 +22,7 @@ type MappingConfig struct {
 	Name string
 	// Owner is the file system's object behind the mapping (its inode).
 	// If it implements InodeWriter, the background Flusher calls it after
-	// writing the mapping's pages. Optional.
+	// writing the mapping's pages; if PreWriter, before. Optional.
 	Owner any
 	// Meta is the volume's metadata mapping (one whose block n is device
 	// block n), if it caches blocks this file's mapper allocates: blocks
@@ -41,6 +41,16 @@ type MappingConfig struct {
 // on the owner's own locks.
 type InodeWriter interface {
 	WriteInode() (written bool, err error)
+}
+
+// PreWriter is implemented by a mapping's Owner that must act before
+// background writeback writes the mapping's pages: a file system whose
+// metadata pages may point at blocks that have to be on the device first.
+// The Flusher calls BeforeWriteback with no mpage lock held; an error
+// skips the mapping for this visit and counts as a failed write (backed
+// off and retried).
+type PreWriter interface {
+	BeforeWriteback() error
 }
 
 // Mapping is one file's page cache: its pages ordered by index with dirty
@@ -65,6 +75,7 @@ type Mapping struct {
 	boundary BoundaryWriter
 	meta     *Mapping    // MappingConfig.Meta, or nil
 	inode    InodeWriter // the Owner's write_inode, or nil
+	pre      PreWriter   // the Owner's hook before background writeback, or nil
 	// journal is the BlockJournal metadata blocks join when marked
 	// dirty (SetJournal); nil without one.
 	journal atomic.Pointer[journalBox]
@@ -125,6 +136,7 @@ func NewMapping(cfg MappingConfig) (*Mapping, error) {
 	m.boundary, _ = cfg.Mapper.(BoundaryWriter)
 	m.meta = cfg.Meta
 	m.inode, _ = cfg.Owner.(InodeWriter)
+	m.pre, _ = cfg.Owner.(PreWriter)
 	m.ra.init()
 	return m, nil
 }

@@ -54,7 +54,7 @@ func benchReadPages(b *testing.B, tg benchTarget) {
 		if err != nil || n != benchWindow {
 			b.Fatalf("ReadPages(%d) = %d, %v", start, n, err)
 		}
-		p := tg.m.FindPage(start + benchWindow - 1)
+		p := mpage.FindPage(tg.m, start+benchWindow-1)
 		p.WaitUnlocked()
 		if !p.Has(mpage.Uptodate) {
 			b.Fatal("read failed")

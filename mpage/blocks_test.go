@@ -25,7 +25,7 @@ func metaEnv(t *testing.T) *mpagetest.Env {
 func grabUptodate(t *testing.T, m *mpage.Mapping, idx uint64) *mpage.Page {
 	t.Helper()
 	mustRead(t, m, 1, int64(idx)*mpage.PageSize)
-	p, _, err := m.GrabPage(idx)
+	p, _, err := mpage.GrabPage(m, idx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,11 +198,11 @@ func TestDiscardAfterFailedWrite(t *testing.T) {
 	}
 	discard := func(index uint64, from, to int) {
 		t.Helper()
-		p := m.FindPage(index)
+		p := mpage.FindPage(m, index)
 		if p == nil {
 			t.Fatalf("page %d not cached", index)
 		}
-		p.Lock()
+		mpage.LockPage(p)
 		m.DiscardBlocks(p, from, to)
 		p.Unlock()
 		p.Release()

@@ -1,6 +1,7 @@
 package mpage
 
 import (
+	"cmp"
 	"errors"
 	"sync"
 
@@ -106,7 +107,7 @@ func (m *Mapping) readPageBlocks(p *Page) {
 	lastInFile := uint64((m.Size() + int64(bs) - 1) >> blkbits)
 	var toRead [maxBlocksPerPage]int
 	n := 0
-	mapErr := false
+	var mapErr *MapError // the first mapping failure of this attempt
 	for i := range bpp {
 		if b.state[i]&bufUptodate != 0 {
 			continue
@@ -114,9 +115,8 @@ func (m *Mapping) readPageBlocks(p *Page) {
 		if b.state[i]&bufMapped == 0 {
 			if blk := first + uint64(i); blk < lastInFile {
 				bm := BlockMap{Block: blk, Len: 1, Data: p.Data[i*bs : (i+1)*bs]}
-				m.dev.stats.MapCalls[Read].Add(1)
-				if err := m.mapper.MapBlocks(&bm); err != nil {
-					mapErr = true
+				if merr := m.mapBlocks(&bm); merr != nil {
+					mapErr = cmp.Or(mapErr, merr)
 				} else if bm.Flags&Mapped != 0 {
 					b.setMapped(i, bm.PBlock, bm.Flags)
 					if bm.Flags&MapUptodate != 0 {
@@ -127,7 +127,7 @@ func (m *Mapping) readPageBlocks(p *Page) {
 			}
 			if b.state[i]&bufMapped == 0 {
 				clear(p.Data[i*bs : (i+1)*bs])
-				if !mapErr {
+				if mapErr == nil {
 					b.state[i] |= bufUptodate
 				}
 				continue
@@ -136,7 +136,10 @@ func (m *Mapping) readPageBlocks(p *Page) {
 		toRead[n] = i
 		n++
 	}
-	if mapErr {
+	// The page's readers report this attempt's mapping failure, and no
+	// other page's: it travels with the page.
+	p.mapErr.Store(mapErr)
+	if mapErr != nil {
 		p.set(Error)
 	}
 	if n == 0 {
@@ -271,20 +274,15 @@ func (m *Mapping) writePageBlocks(p *Page) error {
 		// device holds there.
 		if b.state[i]&(bufMapped|bufDirty) == bufDirty {
 			bm := BlockMap{Block: blk, Len: 1, Create: true}
-			m.dev.stats.MapCalls[Write].Add(1)
-			err := m.mapper.MapBlocks(&bm)
-			if err == nil && bm.Flags&Mapped == 0 {
-				err = errors.New("mpage: mapper left a block unmapped on create")
-			}
-			if err != nil {
+			if merr := m.mapBlocks(&bm); merr != nil {
 				// Nothing of this page was sent: keep it dirty for a
 				// retry and report the error (ENOSPC, EIO).
-				m.writeFailed(p, err)
+				m.writeFailed(p, merr)
 				p.Unlock()
-				return err
+				return merr
 			}
-			if bm.Flags&New != 0 && m.forget != nil {
-				m.forget.ForgetBlock(bm.PBlock)
+			if bm.Flags&New != 0 {
+				m.forgetNew(bm.PBlock, 1)
 			}
 			b.setMapped(i, bm.PBlock, bm.Flags)
 		}

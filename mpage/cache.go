@@ -22,7 +22,7 @@ type CacheConfig struct {
 	DirtyRatio float64
 	// Stats receives eviction and throttling counts (share the Device's).
 	Stats *Stats
-	// NoFrameWait bounds how long newPage waits for writeback to free
+	// NoFrameWait bounds how long page allocation waits for writeback to free
 	// memory when every page is dirty or busy. Default 10s.
 	NoFrameWait time.Duration
 	// Now is the clock that stamps when a mapping became dirty (what the

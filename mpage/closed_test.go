@@ -17,8 +17,8 @@ func TestClosedMappingRefusesPages(t *testing.T) {
 	if err := m.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := m.GrabPage(3); !errors.Is(err, mpage.ErrClosed) {
-		t.Fatalf("GrabPage on a closed mapping: %v, want ErrClosed", err)
+	if _, _, err := mpage.GrabPage(m, 3); !errors.Is(err, mpage.ErrClosed) {
+		t.Fatalf("grabPage on a closed mapping: %v, want ErrClosed", err)
 	}
 	if _, err := m.ReadPages(0, 4, 0); !errors.Is(err, mpage.ErrClosed) {
 		t.Fatalf("ReadPages on a closed mapping: %v, want ErrClosed", err)

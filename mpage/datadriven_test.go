@@ -83,7 +83,7 @@ func (s *ddState) run(t *testing.T, d *datadriven.TestData) string {
 		}
 		return readpages()
 	case "readpage":
-		p, created, err := e.Mapping.GrabPage(uint64(intArg(t, d, 0)))
+		p, created, err := mpage.GrabPage(e.Mapping, uint64(intArg(t, d, 0)))
 		if err != nil {
 			return "error: " + err.Error()
 		}
@@ -463,7 +463,7 @@ func (s *ddState) pages() string {
 	var b strings.Builder
 	found := 0
 	for idx := uint64(0); found < want && idx < 1<<16; idx++ {
-		p := m.FindPage(idx)
+		p := mpage.FindPage(m, idx)
 		if p == nil {
 			continue
 		}

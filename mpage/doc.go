@@ -58,9 +58,10 @@
 // dirty, stamped with that time, and a Flusher's passes write those dirty
 // for ExpireAge, then, while the cache is past its background threshold
 // (below the dirty limit where writers throttle), the rest round robin,
-// each mapping at most PagesPerPass pages a pass, nonblocking, followed by
-// its owner's InodeWriter. It is not fsync: it neither waits nor flushes
-// the device, and keeps no order.
+// each mapping at most PagesPerPass pages a pass, nonblocking, preceded
+// by its owner's PreWriter (a file system ordering blocks that must land
+// first) and followed by its owner's InodeWriter. It is not fsync: it
+// neither waits nor flushes the device, and keeps no order of its own.
 //
 // Completions run on the ring's completion side and never block beyond a
 // short lock: reads set Uptodate or Error and unlock each page, writes end
@@ -73,6 +74,39 @@
 // variables, not a goroutine or channel per page; asynchronous waiters on
 // a list in the same table's bucket.
 //
+// Metadata blocks (metablock.go) are the engine's buffer helpers for a file
+// system's metadata mapping (the whole device, block n at device block n):
+// ReadBlock (bread), GetBlock (getblk), a BlockRef's Lock, Data,
+// MarkDirty (only that block of its page becomes dirty) and Release,
+// ZeroBlock, ForgetBlocks (a block leaving metadata for file data:
+// pending writes dropped, bytes zeroed), WriteBlockIfDirty
+// (write_boundary_block) and SyncBlock (write now and wait). File systems
+// use these, never the page protocol: page lookup, the page lock and the
+// uptodate checks are internal. A file mapping whose MappingConfig.Meta is
+// the metadata mapping has the engine forget the blocks its write path
+// allocates there and write the block after a boundary from it.
+//
+// The journal hook: a BlockJournal installed on the metadata mapping
+// (SetJournal) is handed every block MarkDirty marks (JoinBlock, under the
+// block's lock) and every block ForgetBlocks forgets. It pins the blocks
+// of its transaction (BlockRef.Pin: writeback of any kind leaves a pinned
+// page dirty and unwritten), writes their bytes to its log
+// (BlockRef.WriteTo, under the block's lock) and unpins them once the
+// transaction has committed, when writeback writes them home. Without a
+// journal the hook costs one nil load per MarkDirty and one counter load
+// per page written back.
+//
+// Mapper errors travel with the page that asked: a read failed by its
+// mapper keeps the *MapError on the page and that page's readers report
+// it wrapped with EIO; a write's is returned by WritePages and kept in
+// Err. No error of one page is reported for another.
+//
 // Concurrency: Mapping and Cache methods are safe for concurrent use. Page
-// Data belongs to the holder of the page lock; see Mapping for lock order.
+// Data belongs to the holder of the page lock. Lock order: the file
+// system's own locks, then a file page's lock (held while the engine calls
+// the mapper and the metadata mapping's ForgetBlocks), then one metadata
+// block (page) lock at a time, then a Mapping's mu, then the Cache's locks
+// (mu, dmu); a BlockJournal's JoinBlock runs under a block lock and must
+// not take another; mu is never held while sleeping on a page. See
+// Mapping.
 package mpage

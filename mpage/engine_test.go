@@ -71,7 +71,7 @@ func TestPageLockTable(t *testing.T) {
 			e := linearEnv(t, 8<<20, 8<<20, 8<<20)
 			pages := make([]*mpage.Page, tc.pages)
 			for i := range pages {
-				p, _, err := e.Mapping.GrabPage(uint64(i))
+				p, _, err := mpage.GrabPage(e.Mapping, uint64(i))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -92,7 +92,7 @@ func TestPageLockTable(t *testing.T) {
 								p.WaitUnlocked()
 							}
 						} else {
-							p.Lock()
+							mpage.LockPage(p)
 						}
 						if !p.Has(mpage.Locked) {
 							t.Error("Lock returned without the page locked")
@@ -135,7 +135,7 @@ func TestWritebackWaitTable(t *testing.T) {
 	var waiting sync.WaitGroup
 	var early atomicBool
 	for i := range n {
-		p := e.Mapping.FindPage(uint64(i))
+		p := mpage.FindPage(e.Mapping, uint64(i))
 		if !p.Has(mpage.Writeback) {
 			t.Fatalf("page %d not under writeback", i)
 		}
@@ -169,7 +169,7 @@ func TestWritebackWaitTable(t *testing.T) {
 	if early.get() {
 		t.Fatal("a waiter woke with the page still under writeback")
 	}
-	p := e.Mapping.FindPage(0)
+	p := mpage.FindPage(e.Mapping, 0)
 	p.WaitWriteback() // not under writeback: returns
 	p.Release()
 }
@@ -225,7 +225,7 @@ func TestCacheLimitEviction(t *testing.T) {
 				t.Error("no evictions")
 			}
 			for i := range 8 {
-				p := e.Mapping.FindPage(uint64(dirtyOff/mpage.PageSize) + uint64(i))
+				p := mpage.FindPage(e.Mapping, uint64(dirtyOff/mpage.PageSize)+uint64(i))
 				if p == nil {
 					t.Fatalf("dirty page %d evicted", i)
 				}
@@ -469,7 +469,7 @@ func TestRingRefuses(t *testing.T) {
 		if err := m.WriteAndWait(0, -1); !errors.Is(err, uring.ErrClosed) {
 			t.Errorf("write-back on a closed ring: %v", err)
 		}
-		p := m.FindPage(5)
+		p := mpage.FindPage(m, 5)
 		if p == nil || !p.Has(mpage.Dirty) || p.Has(mpage.Writeback) {
 			t.Errorf("page 5 after a refused write: %v", p.Flags())
 		}

@@ -21,6 +21,10 @@ var (
 	// ErrFlusherAttached is returned by NewFlusher when the cache already
 	// has a Flusher that has not been stopped.
 	ErrFlusherAttached = errors.New("mpage: the cache already has a flusher")
+	// ErrUnmapped is a mapper's answer without Mapped to a Create call:
+	// it neither allocated the block nor failed. It comes wrapped in a
+	// MapError.
+	ErrUnmapped = errors.New("mpage: mapper left a block unmapped on create")
 	// ErrBusy is returned by Reader.Start when the Reader has as many
 	// reads in flight as it can keep.
 	ErrBusy = errors.New("mpage: busy")

@@ -92,7 +92,7 @@ func (m *Mapping) WriteAt(b []byte, off int64) (int, error) {
 // EOF (then it is zeroed).
 func (m *Mapping) prepareWrite(idx uint64, po, n int) (*Page, error) {
 	for {
-		p, _, err := m.GrabPage(idx)
+		p, _, err := m.grabPage(idx)
 		if err != nil {
 			return nil, err
 		}
@@ -105,7 +105,7 @@ func (m *Mapping) prepareWrite(idx uint64, po, n int) (*Page, error) {
 		}
 		p.clear(Error)
 		m.ReadPage(p) // unlocks when the read completes
-		p.Lock()
+		p.lock()
 		if p.mapping != m {
 			p.Unlock()
 			p.Release()

@@ -1,5 +1,7 @@
 package mpage
 
+import "fmt"
+
 // MapFlags describe a block mapping, as buffer-head state bits do in the
 // seeds.
 type MapFlags uint8
@@ -67,6 +69,47 @@ type BlockMap struct {
 // path); it then returns at most the blocks it allocated or found mapped.
 type BlockMapper interface {
 	MapBlocks(m *BlockMap) error
+}
+
+// MapError is a BlockMapper's failure, with what it was asked. It travels
+// with the page whose read or write asked: a read that fails because of it
+// reports it (wrapped with syscall.EIO) to that page's readers only, and a
+// write reports it from WritePages and, until the page is written, from Err
+// and WriteAndWait. errors.Is and errors.As see the mapper's own error
+// through it.
+type MapError struct {
+	Mapping string // the mapping's Name
+	Block   uint64 // the file block asked for
+	Create  bool   // the write path's allocating call
+	Err     error  // the mapper's error, or ErrUnmapped
+}
+
+func (e *MapError) Error() string {
+	op := "map"
+	if e.Create {
+		op = "allocate"
+	}
+	return fmt.Sprintf("mpage: %s: %s block %d: %v", e.Mapping, op, e.Block, e.Err)
+}
+
+func (e *MapError) Unwrap() error { return e.Err }
+
+// mapBlocks asks the mapper, counting the call, and turns a failure (or an
+// unmapped answer to Create) into a MapError; nil when the answer stands.
+func (m *Mapping) mapBlocks(bm *BlockMap) *MapError {
+	dir := Read
+	if bm.Create {
+		dir = Write
+	}
+	m.dev.stats.MapCalls[dir].Add(1)
+	err := m.mapper.MapBlocks(bm)
+	if err == nil && bm.Create && bm.Flags&Mapped == 0 {
+		err = ErrUnmapped
+	}
+	if err != nil {
+		return &MapError{Mapping: m.name, Block: bm.Block, Create: bm.Create, Err: err}
+	}
+	return nil
 }
 
 // LinearMapper maps file block n to device block Start+n, for Blocks

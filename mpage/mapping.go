@@ -22,8 +22,14 @@ type MappingConfig struct {
 	Name string
 	// Owner is the file system's object behind the mapping (its inode).
 	// If it implements InodeWriter, the background Flusher calls it after
-	// writing the mapping's pages. Optional.
+	// writing the mapping's pages; if PreWriter, before. Optional.
 	Owner any
+	// Meta is the volume's metadata mapping (one whose block n is device
+	// block n), if it caches blocks this file's mapper allocates: blocks
+	// the mapper answers New for are forgotten there (ForgetBlocks), and
+	// after a write Bio that ends at a Boundary block, the block after it
+	// is written if dirty (WriteBlockIfDirty). Optional.
+	Meta *Mapping
 }
 
 // InodeWriter is implemented by a mapping's Owner that keeps per-file
@@ -35,6 +41,16 @@ type MappingConfig struct {
 // on the owner's own locks.
 type InodeWriter interface {
 	WriteInode() (written bool, err error)
+}
+
+// PreWriter is implemented by a mapping's Owner that must act before
+// background writeback writes the mapping's pages: a file system whose
+// metadata pages may point at blocks that have to be on the device first.
+// The Flusher calls BeforeWriteback with no mpage lock held; an error
+// skips the mapping for this visit and counts as a failed write (backed
+// off and retried).
+type PreWriter interface {
+	BeforeWriteback() error
 }
 
 // Mapping is one file's page cache: its pages ordered by index with dirty
@@ -57,7 +73,12 @@ type Mapping struct {
 	// Optional mapper hooks, found once.
 	forget   BlockForgetter
 	boundary BoundaryWriter
+	meta     *Mapping    // MappingConfig.Meta, or nil
 	inode    InodeWriter // the Owner's write_inode, or nil
+	pre      PreWriter   // the Owner's hook before background writeback, or nil
+	// journal is the BlockJournal metadata blocks join when marked
+	// dirty (SetJournal); nil without one.
+	journal atomic.Pointer[journalBox]
 
 	mu sync.Mutex
 	// pages is the page index; a page's dirty and writeback tags are
@@ -113,7 +134,9 @@ func NewMapping(cfg MappingConfig) (*Mapping, error) {
 	m.size.Store(cfg.Size)
 	m.forget, _ = cfg.Mapper.(BlockForgetter)
 	m.boundary, _ = cfg.Mapper.(BoundaryWriter)
+	m.meta = cfg.Meta
 	m.inode, _ = cfg.Owner.(InodeWriter)
+	m.pre, _ = cfg.Owner.(PreWriter)
 	m.ra.init()
 	return m, nil
 }
@@ -172,9 +195,9 @@ func (m *Mapping) DirtyPages() int {
 	return m.nDirty
 }
 
-// FindPage returns the cached page at index with a reference the caller
+// findPage returns the cached page at index with a reference the caller
 // must drop with Release, or nil.
-func (m *Mapping) FindPage(index uint64) *Page {
+func (m *Mapping) findPage(index uint64) *Page {
 	m.mu.Lock()
 	p := m.pages.get(index)
 	if p != nil {
@@ -188,9 +211,10 @@ func (m *Mapping) FindPage(index uint64) *Page {
 	return p
 }
 
-// Release drops a reference from FindPage or GrabPage. The last reference
-// to a page that was removed from its mapping frees it: until then a holder
-// may still read its Data.
+// Release drops a reference (findPage, grabPage, a Reader's result; a
+// BlockRef's Release calls it). The last reference to a page that was
+// removed from its mapping frees it: until then a holder may still read
+// its Data.
 func (p *Page) Release() {
 	n := p.refs.Add(-1)
 	if n < 0 {
@@ -201,12 +225,12 @@ func (p *Page) Release() {
 	}
 }
 
-// GrabPage returns the page at index locked and referenced, creating it
+// grabPage returns the page at index locked and referenced, creating it
 // (not Uptodate) if it is not cached. created says which.
-func (m *Mapping) GrabPage(index uint64) (p *Page, created bool, err error) {
+func (m *Mapping) grabPage(index uint64) (p *Page, created bool, err error) {
 	for {
-		if p = m.FindPage(index); p != nil {
-			p.Lock()
+		if p = m.findPage(index); p != nil {
+			p.lock()
 			if p.mapping == m {
 				return p, false, nil
 			}
@@ -215,42 +239,23 @@ func (m *Mapping) GrabPage(index uint64) (p *Page, created bool, err error) {
 			p.Release()
 			continue
 		}
-		np, err := m.cache.newPage()
-		if err != nil {
+		// Created the way ReadPages creates a window's pages, one page
+		// long: allocPages then insertNew.
+		var np [1]*Page
+		if _, err := m.cache.allocPages(np[:], true); err != nil {
 			return nil, false, fmt.Errorf("mpage: %s page %d: %w", m.name, index, err)
 		}
-		np.Index = index
-		np.set(Locked)
-		np.refs.Store(1)
-		ok, err := m.insert(np)
-		if ok {
-			return np, true, nil
+		idx := [1]uint64{index}
+		kept, err := m.insertNew(idx[:], np[:])
+		if kept == 1 {
+			return np[0], true, nil
 		}
-		// Lost a race with another creator, or the mapping closed:
-		// freed still locked (freePage clears it off the CLOCK ring).
-		m.cache.freePage(np)
+		// Lost a race with another creator (the page was freed), or
+		// the mapping closed.
 		if err != nil {
 			return nil, false, err
 		}
 	}
-}
-
-// insert adds a new, locked page to the index and the cache's CLOCK ring;
-// false if a page with that index is already there, or, with ErrClosed, if
-// the mapping is closed.
-func (m *Mapping) insert(p *Page) (bool, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return false, fmt.Errorf("mpage: %s: %w", m.name, ErrClosed)
-	}
-	if !m.pages.insert(p) {
-		return false, nil
-	}
-	p.mapping = m
-	m.nPages++
-	m.cache.link(p)
-	return true, nil
 }
 
 // setDirty marks p dirty and tags it. The caller holds the page lock.
@@ -487,7 +492,7 @@ func (m *Mapping) Truncate(size int64) error {
 			return nil
 		}
 		for _, p := range batch[:n] {
-			p.Lock()
+			p.lock()
 			p.WaitWriteback()
 			if p.mapping == m {
 				m.remove(p)
@@ -507,9 +512,8 @@ func (m *Mapping) truncatePartial(idx uint64, off int, size int64) error {
 	mapped := false
 	if size&(1<<m.blkbits-1) != 0 {
 		bm := BlockMap{Block: uint64(size >> m.blkbits), Len: 1}
-		m.dev.stats.MapCalls[Read].Add(1)
-		if err := m.mapper.MapBlocks(&bm); err != nil {
-			return fmt.Errorf("mpage: %s: truncate to %d: map block %d: %w", m.name, size, bm.Block, err)
+		if merr := m.mapBlocks(&bm); merr != nil {
+			return fmt.Errorf("mpage: %s: truncate to %d: %w", m.name, size, merr)
 		}
 		mapped = bm.Flags&(Mapped|MapUptodate) == Mapped
 	}
@@ -520,10 +524,10 @@ func (m *Mapping) truncatePartial(idx uint64, off int, size int64) error {
 			return fmt.Errorf("mpage: %s: truncate to %d: %w", m.name, size, err)
 		}
 	} else {
-		if p = m.FindPage(idx); p == nil {
+		if p = m.findPage(idx); p == nil {
 			return nil
 		}
-		p.Lock()
+		p.lock()
 	}
 	p.WaitWriteback()
 	if p.mapping == m {
@@ -589,7 +593,7 @@ func (m *Mapping) Close() error {
 			return nil
 		}
 		for _, p := range batch[:n] {
-			p.Lock()
+			p.lock()
 			if p.mapping == m {
 				m.remove(p)
 			}

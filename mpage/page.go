@@ -94,6 +94,12 @@ type Page struct {
 	pending atomic.Int32
 	// refs counts users outside the cache; a page with refs is not evicted.
 	refs atomic.Int32
+	// pins counts BlockRef.Pin holds (a journal's transaction): while
+	// non-zero, writeback leaves the page dirty and does not write it.
+	pins atomic.Int32
+	// mapErr is the mapping failure that failed the page's last
+	// per-block read, for its readers (readError); nil otherwise.
+	mapErr atomic.Pointer[MapError]
 	// detached: removed from its mapping; the last Release frees it.
 	detached atomic.Bool
 	cache    *Cache
@@ -269,8 +275,8 @@ func (p *Page) waitUnlockedAsync(w *pageWaiter) bool {
 	return true
 }
 
-// Lock takes the page lock, sleeping while another holder has it.
-func (p *Page) Lock() {
+// lock takes the page lock, sleeping while another holder has it.
+func (p *Page) lock() {
 	for p.testAndSet(Locked) {
 		p.waitUntilClear(Locked)
 	}

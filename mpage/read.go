@@ -26,14 +26,9 @@ type extent struct {
 func (e *extent) covers(b uint64) bool { return e.valid && b >= e.start && b < e.start+e.n }
 
 // readCtx is the state one ReadPages call carries from page to page: the
-// Bio being built and the mapping extent being consumed.
+// request builder, and where the layout cut a Bio.
 type readCtx struct {
-	m              *Mapping
-	bio            *Bio
-	lastBlockInBio uint64
-	ext            extent
-	bm             BlockMap
-	blocks         [maxBlocksPerPage]uint64
+	bioBuilder
 	// cut is the page after the last place where the layout on the
 	// device (a Boundary, a discontiguity) ended a Bio mid-call; readahead
 	// lines its windows up with it.
@@ -45,14 +40,12 @@ var readCtxPool = sync.Pool{New: func() any { return new(readCtx) }}
 
 func getReadCtx(m *Mapping) *readCtx {
 	rc := readCtxPool.Get().(*readCtx)
-	rc.m = m
+	rc.bioBuilder.m, rc.dir = m, Read
 	return rc
 }
 
 func putReadCtx(rc *readCtx) {
-	if rc.bio != nil {
-		rc.bio = rc.bio.submit()
-	}
+	rc.flush()
 	*rc = readCtx{}
 	readCtxPool.Put(rc)
 }
@@ -160,9 +153,7 @@ func (m *Mapping) newReadPages(first, n uint64, rc *readCtx, out []*Page, wait b
 	}
 	got, err := m.cache.allocPages(out[:k], false)
 	if got == 0 && errors.Is(err, ErrNoFrames) && wait {
-		if rc.bio != nil {
-			rc.bio = rc.bio.submit()
-		}
+		rc.flush()
 		got, err = m.cache.allocPages(out[:1], true)
 	}
 	if got == 0 {
@@ -222,7 +213,6 @@ func (rc *readCtx) readPage(p *Page, nrPages int) {
 		invariants.Check(p.Has(Locked) && !p.Has(Writeback), "page %d: read of a page not locked or under writeback (flags %v)", p.Index, p.Flags())
 		invariants.Check(p.mapping == m, "page %d: read through a mapping it does not belong to", p.Index)
 	}
-	st := m.dev.stats
 	if p.bufs != nil {
 		rc.confused(p, ReasonBuffers)
 		return
@@ -234,123 +224,125 @@ func (rc *readCtx) readPage(p *Page, nrPages int) {
 		// blocks do, as in the seed.
 		rc.ext.valid = false
 	}
-	blkbits := uint(m.blkbits)
+	lay, why, ok := rc.mapPage(p, nrPages)
+	if !ok {
+		rc.confused(p, why)
+		return
+	}
 	bpp := m.blocksPerPage()
-	blockSize := 1 << blkbits
-	blockInFile := p.Index << (PageShift - blkbits)
-	lastBlock := blockInFile + uint64(nrPages*bpp)
-	lastBlockInFile := uint64((m.Size() + int64(blockSize) - 1) >> blkbits)
-	if lastBlock > lastBlockInFile {
-		lastBlock = lastBlockInFile
-	}
-	firstHole := bpp
-	fullyMapped := true
-	pageBlock := 0
-	for pageBlock < bpp {
-		if !rc.ext.covers(blockInFile) {
-			if blockInFile >= lastBlock {
-				// Past EOF (or past what this call reads): a hole.
-				rc.ext.valid = false
-				fullyMapped = false
-				if firstHole == bpp {
-					firstHole = pageBlock
-				}
-				pageBlock++
-				blockInFile++
-				continue
-			}
-			bm := &rc.bm
-			*bm = BlockMap{Block: blockInFile, Len: int(lastBlock - blockInFile),
-				Data: p.Data[pageBlock<<blkbits : (pageBlock+1)<<blkbits]}
-			st.MapCalls[Read].Add(1)
-			if err := m.mapper.MapBlocks(bm); err != nil {
-				rc.ext.valid = false
-				rc.confused(p, ReasonMapError)
-				return
-			}
-			n := max(bm.Len, 1)
-			if bm.Flags&MapUptodate != 0 {
-				n = 1 // the filled data covers this block only
-			}
-			rc.ext = extent{start: blockInFile, n: uint64(n), pblock: bm.PBlock, flags: bm.Flags, valid: true}
-		}
-		e := &rc.ext
-		if e.flags&Mapped == 0 {
-			fullyMapped = false
-			if firstHole == bpp {
-				firstHole = pageBlock
-			}
-			pageBlock++
-			blockInFile++
-			continue
-		}
-		if e.flags&MapUptodate != 0 {
-			// The mapper filled this block: keep it as per-block state
-			// so the block path does not read it again.
-			p.mapBlockUptodate(pageBlock, e.pblock, e.flags, bpp)
-			rc.ext.valid = false
-			rc.confused(p, ReasonMapperUptodate)
-			return
-		}
-		if firstHole != bpp {
-			rc.confused(p, ReasonHole)
-			return
-		}
-		pb := e.pblock + (blockInFile - e.start)
-		if pageBlock > 0 && rc.blocks[pageBlock-1] != pb-1 {
-			rc.confused(p, ReasonDiscontiguous)
-			return
-		}
-		rc.blocks[pageBlock] = pb
-		pageBlock++
-		blockInFile++
-	}
-	// Boundary: the page used the last block of a run after which mapping
-	// needs metadata I/O; push the Bio now so data goes out first.
-	boundary := rc.ext.valid && rc.ext.flags&(Mapped|Boundary) == Mapped|Boundary &&
-		blockInFile == rc.ext.start+rc.ext.n
-
-	if firstHole != bpp {
-		p.zero(firstHole<<blkbits, PageSize)
-		if firstHole == 0 {
-			st.HolePages.Add(1)
+	if lay.firstHole != bpp {
+		p.zero(lay.firstHole<<m.blkbits, PageSize)
+		if lay.firstHole == 0 {
+			m.dev.stats.HolePages.Add(1)
 			p.set(Uptodate)
 			p.clear(Error)
 			p.Unlock()
 			return
 		}
-	} else if fullyMapped {
+	} else if lay.fullyMapped {
 		p.set(MappedToDisk)
 	}
+	rc.queue(p, lay, nrPages)
+}
 
-	if rc.bio != nil && rc.lastBlockInBio != rc.blocks[0]-1 {
-		rc.bio = rc.bio.submit()
-		rc.cut, rc.hasCut = p.Index, true
-	}
-	length := firstHole << blkbits
-	for {
-		if rc.bio == nil {
-			rc.bio = m.dev.allocBio(m, Read, bioPages, rc.blocks[0], nrPages, readAllocFlags)
-			if rc.bio == nil {
-				rc.confused(p, ReasonAllocFailed)
-				return
+// readLayout is where a read page's blocks are: blocks[:firstHole] mapped
+// and contiguous, the rest holes (firstHole == blocks per page: none).
+// boundary: the page used the last block of a run after which mapping
+// needs metadata I/O.
+type readLayout struct {
+	firstHole   int
+	fullyMapped bool
+	boundary    bool
+}
+
+// mapPage maps p's blocks into rc.blocks, reusing the mapper's last answer
+// where it covers them. Blocks past EOF, or past what this call reads, are
+// holes. False with why when the page must be read block by block.
+func (rc *readCtx) mapPage(p *Page, nrPages int) (lay readLayout, why Reason, ok bool) {
+	m := rc.m
+	blkbits := uint(m.blkbits)
+	bpp := m.blocksPerPage()
+	blockInFile := p.Index << (PageShift - blkbits)
+	lastBlock := blockInFile + uint64(nrPages*bpp)
+	lastBlock = min(lastBlock, uint64((m.Size()+int64(1)<<blkbits-1)>>blkbits))
+	lay = readLayout{firstHole: bpp, fullyMapped: true}
+	for pageBlock := 0; pageBlock < bpp; pageBlock, blockInFile = pageBlock+1, blockInFile+1 {
+		if !rc.ext.covers(blockInFile) {
+			if blockInFile >= lastBlock {
+				rc.ext.valid = false
+				lay.fullyMapped = false
+				lay.firstHole = min(lay.firstHole, pageBlock)
+				continue
+			}
+			if !rc.mapExtent(p, pageBlock, blockInFile, lastBlock) {
+				return lay, ReasonMapError, false
 			}
 		}
-		if rc.bio.add(p, length) {
-			break
+		e := &rc.ext
+		switch {
+		case e.flags&Mapped == 0:
+			lay.fullyMapped = false
+			lay.firstHole = min(lay.firstHole, pageBlock)
+			continue
+		case e.flags&MapUptodate != 0:
+			// The mapper filled this block: keep it as per-block state
+			// so the block path does not read it again.
+			p.mapBlockUptodate(pageBlock, e.pblock, e.flags, bpp)
+			rc.ext.valid = false
+			return lay, ReasonMapperUptodate, false
+		case lay.firstHole != bpp:
+			return lay, ReasonHole, false
 		}
-		rc.bio = rc.bio.submit()
+		pb := e.pblock + (blockInFile - e.start)
+		if pageBlock > 0 && rc.blocks[pageBlock-1] != pb-1 {
+			return lay, ReasonDiscontiguous, false
+		}
+		rc.blocks[pageBlock] = pb
+	}
+	lay.boundary = rc.ext.valid && rc.ext.flags&(Mapped|Boundary) == Mapped|Boundary &&
+		blockInFile == rc.ext.start+rc.ext.n
+	return lay, 0, true
+}
+
+// mapExtent asks the mapper for blockInFile and what follows up to
+// lastBlock, and keeps the answer in rc.ext. Data is block pageBlock of p,
+// for a mapper that fills it. False, with rc.ext invalid, when the mapper
+// failed.
+func (rc *readCtx) mapExtent(p *Page, pageBlock int, blockInFile, lastBlock uint64) bool {
+	blkbits := rc.m.blkbits
+	bm := &rc.bm
+	*bm = BlockMap{Block: blockInFile, Len: int(lastBlock - blockInFile),
+		Data: p.Data[pageBlock<<blkbits : (pageBlock+1)<<blkbits]}
+	if merr := rc.m.mapBlocks(bm); merr != nil {
+		// The per-block path asks again, block by block, and its
+		// answer decides the page (see readPageBlocks).
+		rc.ext.valid = false
+		return false
+	}
+	n := max(bm.Len, 1)
+	if bm.Flags&MapUptodate != 0 {
+		n = 1 // the filled data covers this block only
+	}
+	rc.ext = extent{start: blockInFile, n: uint64(n), pblock: bm.PBlock, flags: bm.Flags, valid: true}
+	return true
+}
+
+// queue adds a mapped page to the Bio being built, or to a new one.
+func (rc *readCtx) queue(p *Page, lay readLayout, nrPages int) {
+	if rc.breakUnlessContiguous() {
+		rc.cut, rc.hasCut = p.Index, true
+	}
+	if !rc.addPage(p, lay.firstHole<<rc.m.blkbits, nrPages, readAllocFlags) {
+		rc.confused(p, ReasonAllocFailed)
+		return
 	}
 	// A full Bio goes now too, rather than be held, with the budget or
 	// reserve it is charged to, across the next page's mapper call and
 	// page allocation, which may sleep (see readAllocFlags).
-	if boundary || firstHole != bpp || rc.bio.full() {
-		rc.bio = rc.bio.submit()
-		if boundary {
-			rc.cut, rc.hasCut = p.Index+1, true
-		}
-	} else {
-		rc.lastBlockInBio = rc.blocks[bpp-1]
+	bpp := rc.m.blocksPerPage()
+	rc.endPage(lay.boundary || lay.firstHole != bpp || rc.bio.full(), bpp-1)
+	if lay.boundary {
+		rc.cut, rc.hasCut = p.Index+1, true
 	}
 }
 
@@ -375,10 +367,7 @@ const readAllocFlags = alloc.MemAlloc | alloc.UseReserve | alloc.Wait
 
 // confused sends what is pending and reads p block by block.
 func (rc *readCtx) confused(p *Page, why Reason) {
-	rc.m.dev.stats.Confused[Read][why].Add(1)
-	if rc.bio != nil {
-		rc.bio = rc.bio.submit()
-	}
+	rc.bioBuilder.confused(why)
 	if p.Has(Uptodate) {
 		p.Unlock()
 		return

@@ -78,7 +78,7 @@ func (op *pageRead) step(mayBlock bool) stepResult {
 				if !mayBlock {
 					return stepBlock
 				}
-				np, _, err := m.GrabPage(op.idx)
+				np, _, err := m.grabPage(op.idx)
 				if err != nil {
 					return op.fail(err)
 				}
@@ -95,7 +95,7 @@ func (op *pageRead) step(mayBlock bool) stepResult {
 				return stepDone
 			}
 			if op.attempt > 0 && p.Has(Error) {
-				return op.fail(fmt.Errorf("mpage: %s: read page %d: %w", m.name, op.idx, syscall.EIO))
+				return op.fail(m.readError(p, op.idx))
 			}
 			if !mayBlock {
 				return stepBlock
@@ -110,7 +110,7 @@ func (op *pageRead) step(mayBlock bool) stepResult {
 				return stepDone
 			}
 			if p.Has(Error) {
-				return op.fail(fmt.Errorf("mpage: %s: read page %d: %w", m.name, op.idx, syscall.EIO))
+				return op.fail(m.readError(p, op.idx))
 			}
 			op.attempt++
 			op.state = rsCheck
@@ -122,11 +122,11 @@ func (op *pageRead) step(mayBlock bool) stepResult {
 // or at a marker, or nil when readahead could not keep it.
 func (op *pageRead) lookup() *Page {
 	m, st := op.m, op.m.dev.stats
-	p := m.FindPage(op.idx)
+	p := m.findPage(op.idx)
 	if p == nil {
 		st.CacheMisses.Add(1)
 		if p = m.onMiss(op.idx, op.want); p == nil {
-			p = m.FindPage(op.idx) // someone else created it meanwhile
+			p = m.findPage(op.idx) // someone else created it meanwhile
 		}
 		return p
 	}
@@ -142,7 +142,7 @@ func (op *pageRead) lookup() *Page {
 // the page turned out uptodate or left the mapping under the lock.
 func (op *pageRead) readLocked() bool {
 	m, p := op.m, op.p
-	p.Lock()
+	p.lock()
 	if p.mapping != m {
 		p.Unlock()
 		p.Release()
@@ -169,4 +169,15 @@ func (op *pageRead) fail(err error) stepResult {
 	}
 	op.err = err
 	return stepDone
+}
+
+// readError is what a reader of page idx reports when its read failed:
+// EIO, wrapping the mapping failure that failed it if one did. The failure
+// is the page's own (Page.mapErr), so a concurrent reader of another page
+// never reports it.
+func (m *Mapping) readError(p *Page, idx uint64) error {
+	if merr := p.mapErr.Load(); merr != nil {
+		return fmt.Errorf("mpage: %s: read page %d: %w: %w", m.name, idx, merr, syscall.EIO)
+	}
+	return fmt.Errorf("mpage: %s: read page %d: %w", m.name, idx, syscall.EIO)
 }

@@ -61,7 +61,7 @@ func newNativeFile(t testing.TB, content []byte, cacheBytes int64) *nativeFile {
 func (nf *nativeFile) waitPages(t testing.TB, n int) int {
 	bad := 0
 	for i := range n {
-		p := nf.mapping.FindPage(uint64(i))
+		p := mpage.FindPage(nf.mapping, uint64(i))
 		if p == nil {
 			t.Fatalf("page %d not cached", i)
 		}
@@ -105,7 +105,7 @@ func TestRealFileReadPages(t *testing.T) {
 	}
 	t.Logf("SQEs %d, enters %d, fixed-buffer I/O %d", after.SQEs-before.SQEs, after.Enters-before.Enters, after.FixedBufIO-before.FixedBufIO)
 	for i := range pages {
-		p := nf.mapping.FindPage(uint64(i))
+		p := mpage.FindPage(nf.mapping, uint64(i))
 		if !bytes.Equal(p.Data, content[i*mpage.PageSize:(i+1)*mpage.PageSize]) {
 			p.Release()
 			t.Fatalf("page %d differs from the file", i)

@@ -24,17 +24,6 @@ import (
 // SWAP_CLUSTER_MAX).
 const evictBatch = 32
 
-// newPage returns an unlinked page with a frame, evicting clean pages when
-// the cache is at its limit or the frame pool is empty, and waiting a
-// while for writeback when every page is dirty or busy.
-func (c *Cache) newPage() (*Page, error) {
-	var out [1]*Page
-	if _, err := c.allocPages(out[:], true); err != nil {
-		return nil, err
-	}
-	return out[0], nil
-}
-
 // allocPages fills out with unlinked pages with frames and returns how
 // many: all of out unless frames ran short. It evicts clean pages so that
 // the cache, with out added, stays within its limit, and more when the
@@ -105,9 +94,17 @@ func (c *Cache) pageFor(frame []byte) *Page {
 // its flags to flags in one store: a reused page on the CLOCK ring is never
 // seen unlocked.
 func (p *Page) reset(flags PageFlags) {
+	// A page is freed unpinned (a pin holds a reference); a mapping
+	// failure is rare: loads, not stores, on the eviction path.
+	if invariants.Enabled {
+		invariants.Check(p.pins.Load() == 0, "page %d: freed while pinned", p.Index)
+	}
 	p.Index, p.mapping, p.bufs = 0, nil, nil
 	p.pending.Store(0)
 	p.refs.Store(0)
+	if p.mapErr.Load() != nil {
+		p.mapErr.Store(nil)
+	}
 	p.detached.Store(false)
 	p.flags.Store(uint32(flags))
 }

@@ -429,7 +429,7 @@ func TestConcurrentTruncate(t *testing.T) {
 	case <-done:
 	case <-time.After(10 * time.Second):
 		for i := uint64(0); i < fileBytes/mpage.PageSize; i++ {
-			if p := m.FindPage(i); p != nil {
+			if p := mpage.FindPage(m, i); p != nil {
 				if p.Flags()&(mpage.Locked|mpage.Writeback) != 0 {
 					fmt.Fprintf(os.Stderr, "stuck: page %d: %s\n", i, p.Flags())
 				}

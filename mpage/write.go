@@ -1,7 +1,6 @@
 package mpage
 
 import (
-	"errors"
 	"fmt"
 	"sync"
 
@@ -54,14 +53,10 @@ type BoundaryWriter interface {
 	WriteBoundary(pblock uint64)
 }
 
-// writeCtx is the state of one WritePages walk (the seeds' mpage_data).
+// writeCtx is the state of one WritePages walk (the seeds' mpage_data):
+// the request builder and the run of dirty pages ahead.
 type writeCtx struct {
-	m              *Mapping
-	bio            *Bio
-	lastBlockInBio uint64
-	ext            extent
-	bm             BlockMap
-	blocks         [maxBlocksPerPage]uint64
+	bioBuilder
 	// runPages is how many dirty pages, starting with the one being
 	// written, the walk has in a row: the mapper may allocate for all of
 	// them in one call.
@@ -72,14 +67,12 @@ var writeCtxPool = sync.Pool{New: func() any { return new(writeCtx) }}
 
 func getWriteCtx(m *Mapping) *writeCtx {
 	wc := writeCtxPool.Get().(*writeCtx)
-	wc.m = m
+	wc.bioBuilder.m, wc.dir = m, Write
 	return wc
 }
 
 func putWriteCtx(wc *writeCtx) {
-	if wc.bio != nil {
-		wc.bio = wc.bio.submit()
-	}
+	wc.flush()
 	*wc = writeCtx{}
 	writeCtxPool.Put(wc)
 }
@@ -185,9 +178,11 @@ func (wc *writeCtx) writeOne(p *Page, wbc *WritebackControl) error {
 		// waiting for one of them (truncate, fsync, another walk
 		// sleeping on a page of ours), and would wait forever.
 		wc.flush()
-		p.Lock()
+		p.lock()
 	}
-	if p.mapping != m {
+	if p.mapping != m || p.pins.Load() != 0 {
+		// Gone, or pinned by a journal until its transaction commits:
+		// a pinned page stays dirty for a later walk.
 		p.Unlock()
 		return nil
 	}
@@ -205,8 +200,13 @@ func (wc *writeCtx) writeOne(p *Page, wbc *WritebackControl) error {
 
 // WritePage writes one locked page now, whether or not it is dirty (a
 // metadata block the file system wants on the device), and unlocks it. It
-// waits for a write already in flight on the page first.
+// waits for a write already in flight on the page first. A page a journal
+// has pinned (BlockRef.Pin) is not written.
 func (m *Mapping) WritePage(p *Page) error {
+	if p.pins.Load() != 0 {
+		p.Unlock()
+		return nil
+	}
 	p.WaitWriteback()
 	m.clearDirtyForIO(p)
 	wc := getWriteCtx(m)
@@ -234,8 +234,6 @@ func (wc *writeCtx) writePage(p *Page) error {
 	if invariants.Enabled {
 		invariants.Check(p.Has(Locked|Uptodate) && !p.Has(Writeback), "page %d: write of a page not locked, not uptodate or already under writeback (flags %v)", p.Index, p.Flags())
 	}
-	bpp := m.blocksPerPage()
-	blkbits := uint(m.blkbits)
 	size := m.Size()
 	var run pageRun
 	var why Reason
@@ -248,8 +246,6 @@ func (wc *writeCtx) writePage(p *Page) error {
 	if !ok {
 		return wc.confused(p, why)
 	}
-	firstUnmapped := run.n
-
 	endIndex := uint64(size >> PageShift)
 	if p.Index >= endIndex {
 		// The page straddles EOF: what lies past it goes out as zeroes.
@@ -263,39 +259,30 @@ func (wc *writeCtx) writePage(p *Page) error {
 		}
 		p.zero(off, PageSize)
 	}
+	return wc.queue(p, run)
+}
 
-	if wc.bio != nil && wc.lastBlockInBio != wc.blocks[0]-1 {
-		wc.bio = wc.bio.submit()
-	}
-	length := firstUnmapped << blkbits
-	for {
-		if wc.bio == nil {
-			wc.bio = m.dev.allocBio(m, Write, bioPages, wc.blocks[0], m.dev.maxVecs, alloc.MemAlloc)
-			if wc.bio == nil {
-				return wc.confused(p, ReasonAllocFailed)
-			}
-		}
-		// The page goes into the Bio before its buffers are cleaned:
-		// had it failed, the per-block path would still find them dirty.
-		if wc.bio.add(p, length) {
-			break
-		}
-		wc.bio = wc.bio.submit()
+// queue adds a mapped page to the walk's Bio, or to a new one, and starts
+// its writeback. p is unlocked on return.
+func (wc *writeCtx) queue(p *Page, run pageRun) error {
+	m := wc.m
+	wc.breakUnlessContiguous()
+	// The page goes into the Bio before its buffers are cleaned: had it
+	// failed, the per-block path would still find them dirty.
+	if !wc.addPage(p, run.n<<m.blkbits, m.dev.maxVecs, alloc.MemAlloc) {
+		return wc.confused(p, ReasonAllocFailed)
 	}
 	if b := p.bufs; b != nil {
-		for i := range firstUnmapped {
+		for i := range run.n {
 			b.state[i] &^= bufDirty
 		}
 	}
 	m.setWriteback(p)
 	p.Unlock()
-	if run.boundary || firstUnmapped != bpp {
-		wc.bio = wc.bio.submit()
-		if run.boundary && m.boundary != nil {
-			m.boundary.WriteBoundary(run.boundaryBlock)
-		}
-	} else {
-		wc.lastBlockInBio = wc.blocks[bpp-1]
+	bpp := m.blocksPerPage()
+	wc.endPage(run.boundary || run.n != bpp, bpp-1)
+	if run.boundary {
+		m.writeBoundary(run.boundaryBlock)
 	}
 	return nil
 }
@@ -407,37 +394,53 @@ func (wc *writeCtx) mapExtent(blockInFile, left, lastBlock uint64) bool {
 	want = min(want, lastBlock-blockInFile+1)
 	bm := &wc.bm
 	*bm = BlockMap{Block: blockInFile, Len: int(want), Create: true}
-	m.dev.stats.MapCalls[Write].Add(1)
-	err := m.mapper.MapBlocks(bm)
-	if err == nil && bm.Flags&Mapped == 0 {
-		err = errors.New("mpage: mapper left a block unmapped on create")
-	}
-	if err != nil {
+	if merr := m.mapBlocks(bm); merr != nil {
+		// The per-block path asks again for the page's blocks one by
+		// one, as the seeds' block_write_full_page does: if that fails
+		// too, its MapError is what the page reports (and a mapper
+		// that can map one block where it could not map the run has
+		// written the page, with nothing to report).
 		wc.ext.valid = false
 		return false
 	}
 	n := min(max(bm.Len, 1), int(want))
 	wc.ext = extent{start: blockInFile, n: uint64(n), pblock: bm.PBlock, flags: bm.Flags, valid: true}
-	if bm.Flags&New != 0 && m.forget != nil {
-		for k := range uint64(n) {
-			m.forget.ForgetBlock(bm.PBlock + k)
-		}
+	if bm.Flags&New != 0 {
+		m.forgetNew(bm.PBlock, n)
 	}
 	return true
 }
 
-// flush submits the Bio being built, if any.
-func (wc *writeCtx) flush() {
-	if wc.bio != nil {
-		wc.bio = wc.bio.submit()
+// confused sends what is pending and writes p block by block.
+func (wc *writeCtx) confused(p *Page, why Reason) error {
+	wc.bioBuilder.confused(why)
+	return wc.m.writePageBlocks(p)
+}
+
+// forgetNew drops what the volume caches for device blocks [pblock,
+// pblock+n), which the mapper just allocated to this file's data: the
+// metadata mapping forgets them (a freed indirect block's pending write
+// must not land over the data), and a BlockForgetter mapper is told.
+func (m *Mapping) forgetNew(pblock uint64, n int) {
+	if m.meta != nil {
+		m.meta.ForgetBlocks(pblock, n)
+	}
+	if m.forget != nil {
+		for k := range uint64(n) {
+			m.forget.ForgetBlock(pblock + k)
+		}
 	}
 }
 
-// confused sends what is pending and writes p block by block.
-func (wc *writeCtx) confused(p *Page, why Reason) error {
-	wc.m.dev.stats.Confused[Write][why].Add(1)
-	if wc.bio != nil {
-		wc.bio = wc.bio.submit()
+// writeBoundary runs after a write Bio ending at the boundary block pblock
+// was submitted: a BoundaryWriter mapper is told, and the metadata block
+// after it (the indirect block the allocator placed there) is written if
+// dirty, so data and its indirect block go out in one sweep.
+func (m *Mapping) writeBoundary(pblock uint64) {
+	if m.boundary != nil {
+		m.boundary.WriteBoundary(pblock)
 	}
-	return wc.m.writePageBlocks(p)
+	if m.meta != nil {
+		m.meta.WriteBlockIfDirty(pblock + 1)
+	}
 }

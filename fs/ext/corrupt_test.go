@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/mpaged/mpaged/internal/testenv"
+	"github.com/mpaged/mpaged/mpage"
 	"github.com/mpaged/mpaged/mpage/mpagetest"
 	"github.com/mpaged/mpaged/uring"
 )
@@ -109,17 +110,6 @@ func TestCorruptVolumes(t *testing.T) {
 		}
 		return int64(segs[0].pstart)
 	}
-	metaBlock := func(t *testing.T, img, path, kind string) int64 {
-		out := testenv.Run(t, "debugfs", "-R", "stat "+path, img)
-		i := strings.Index(out, "("+kind+"):")
-		if i < 0 {
-			t.Fatalf("%s has no %s block:\n%s", path, kind, out)
-		}
-		var blk int64
-		fmt.Sscanf(out[i+len(kind)+3:], "%d", &blk)
-		return blk
-	}
-
 	for _, c := range []struct {
 		name   string
 		base   string
@@ -203,7 +193,7 @@ func TestCorruptVolumes(t *testing.T) {
 			expectErr(t, err, ErrCorrupt, "extent header magic")
 		}},
 		{"extent block checksum", ext4, func(t *testing.T, img string) {
-			blk := metaBlock(t, img, "/sparse/fragmented", "ETB1")
+			blk := debugfsMetaBlock(t, img, "/sparse/fragmented", "ETB1")
 			patchImage(t, img, blk*1024+20, 1, func(b []byte) { b[0] ^= 4 })
 		}, func(t *testing.T, img string) {
 			v := mustOpenImage(t, img, openOpts{})
@@ -237,7 +227,7 @@ func TestCorruptVolumes(t *testing.T) {
 			expectErr(t, err, ErrCorrupt, "record length")
 		}},
 		{"indirect pointer outside the volume", ext2, func(t *testing.T, img string) {
-			ind := metaBlock(t, img, "/blocks/double", "IND")
+			ind := debugfsMetaBlock(t, img, "/blocks/double", "IND")
 			patchImage(t, img, ind*1024+40, 4, func(b []byte) { binary.LittleEndian.PutUint32(b, 0xFFFFFFF0) })
 		}, func(t *testing.T, img string) {
 			v := mustOpenImage(t, img, openOpts{})
@@ -270,6 +260,19 @@ func TestCorruptVolumes(t *testing.T) {
 			c.check(t, img)
 		})
 	}
+}
+
+// debugfsMetaBlock is the device block of path's metadata block of kind
+// (IND, DIND, TIND), as debugfs's stat lists it.
+func debugfsMetaBlock(t *testing.T, img, path, kind string) int64 {
+	out := testenv.Run(t, "debugfs", "-R", "stat "+path, img)
+	i := strings.Index(out, "("+kind+"):")
+	if i < 0 {
+		t.Fatalf("%s has no %s block:\n%s", path, kind, out)
+	}
+	var blk int64
+	fmt.Sscanf(out[i+len(kind)+3:], "%d", &blk)
+	return blk
 }
 
 // fixInodeCsum recomputes the checksum of inode ino after a test changed
@@ -473,5 +476,43 @@ func TestReadDirInfoCorruptChild(t *testing.T) {
 				t.Fatalf("ReadDirInfo of a file: %v", err)
 			}
 		})
+	}
+}
+
+// TestMapperErrorStaysWithItsPage: a mapper failure (a corrupt indirect
+// pointer) that readahead met is reported by the reads of the page it
+// failed, and not by a read of another page of the file that fails for a
+// reason of its own (the device). Before mapper errors travelled with their
+// page, the volume kept the last mapper error of each inode, and the next
+// failing read of any page of the file reported it: this test failed.
+func TestMapperErrorStaysWithItsPage(t *testing.T) {
+	testenv.RequireTool(t, "debugfs")
+	img := mkfs(t, "ext2", 1024, smallTree(t), "24M")
+	ind := debugfsMetaBlock(t, img, "/blocks/double", "IND")
+	// Pointer 10 of the indirect block: file block 22, in page 5.
+	patchImage(t, img, ind*1024+40, 4, func(b []byte) { binary.LittleEndian.PutUint32(b, 0xFFFFFFF0) })
+	data := firstBlock2(t, img, "/blocks/double")
+	var rec *mpagetest.Recorder
+	v := mustOpenImage(t, img, openOpts{ringFor: recorderRing(t, &rec)})
+	f, err := v.OpenFile("/blocks/double")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rec.FailAt(uring.OpReadv, data*1024+10, syscall.EIO) // page 0: the device fails
+	pages := int((f.Size() + mpage.PageSize - 1) / mpage.PageSize)
+	if _, err := f.Mapping().ReadPages(0, pages, 0); err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.ReadAt(make([]byte, 1024), 0)
+	if !errors.Is(err, syscall.EIO) || errors.Is(err, ErrCorrupt) {
+		t.Fatalf("read of page 0 (device error): %v; want EIO, not another page's corruption", err)
+	}
+	rec.ClearFaults()
+	_, err = f.ReadAt(make([]byte, 1024), 22*1024)
+	expectErr(t, err, ErrCorrupt, "outside the volume")
+	var merr *mpage.MapError
+	if !errors.As(err, &merr) || merr.Block != 22 {
+		t.Fatalf("read of page 5: %v; want the MapError of block 22", err)
 	}
 }

@@ -454,7 +454,7 @@ func (v *Volume) releaseXattrBlock(ino uint32, blk uint64) error {
 		return err
 	}
 	if last {
-		v.forgetBlocks(blk, 1)
+		v.meta.ForgetBlocks(blk, 1)
 		return v.freeBlockRange(blk, 1)
 	}
 	return nil

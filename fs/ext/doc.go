@@ -54,6 +54,9 @@
 //     and superblock counts, all changed through the metadata mapping;
 //     blocks go right after the goal so sequential writes are contiguous,
 //     directories spread over groups, files stay near their directory;
+//     blocks and inodes freed since the last sync are not reused until
+//     it is durable (quarantine.go), so a power cut never shows an old
+//     name over a new file's bytes;
 //   - the indirect mapper's Create (indirect_write.go): the missing
 //     indirect blocks first, at the goal, then the data after them, New on
 //     fresh blocks, Boundary as on read; truncation frees data and
@@ -62,10 +65,15 @@
 //     before them where they can, unwritten extents are split where
 //     written, and the tree is rewritten from the extent list (smallest
 //     depth, checksummed blocks); new files on extent volumes use extents;
-//   - per-block metadata writes (meta.go): only the blocks changed are
+//   - per-block metadata writes (meta.go), through mpage's metadata
+//     block API (ReadBlock, BlockRef.Lock/Data/MarkDirty/Release,
+//     ZeroBlock, ForgetBlocks, SyncBlock): only the blocks changed are
 //     dirtied in a metadata page, blocks reused for data are forgotten,
-//     and the engine's Boundary hook writes the indirect block after its
-//     data;
+//     and the engine, given the metadata mapping as each file mapping's
+//     Meta, forgets the data blocks its write path allocates and writes
+//     the indirect block after a boundary's data itself. MarkDirty is
+//     where a journal (mpage.BlockJournal) will take metadata blocks
+//     into its transactions; none is installed yet;
 //   - files (write.go): OpenWrite/Create, File.WriteAt (blocks are
 //     allocated when data enters the cache, so ENOSPC is WriteAt's),
 //     File.Truncate, File.Sync and Volume.Sync (data, then directories,
@@ -132,7 +140,10 @@
 // any other dirty mapping. Data, directories and inodes thus
 // reach the device without a Sync, and a read-only opener of the image
 // sees them once the writes complete. It is not Sync: there is no device
-// flush, no order between data and the metadata pointing at it, and the
+// flush (but for new indirect and extent blocks, which go to the device
+// and are flushed before the metadata that may point at them: syncFresh,
+// through the metadata mapping's mpage.PreWriter), no order between data
+// and the metadata pointing at it, and the
 // superblock's free counts are written only by Sync and Close, so a crash
 // still needs e2fsck. Stop the Flusher before closing the volume.
 //
@@ -145,7 +156,15 @@
 // lock order. The per-inode cache has its own mutex, never held across
 // I/O; a mapper's lock guards its block map (shared by lookups), and
 // mappers read metadata only through the metadata mapping, never with a
-// page of it locked.
+// block of it locked. The whole order: Volume.ns, a node's wmu (parent
+// before child), the mapper's lock, allocMu, then one metadata block lock
+// at a time (BlockRef.Lock, the page's lock; mpage's Mapping and Cache
+// locks come after it).
+//
+// Errors of a block mapper reach the caller of the read or write that
+// asked, and only that caller: the engine returns them as an
+// *mpage.MapError (wrapped with EIO on a read), so errors.Is sees
+// ErrCorrupt, ErrNoSpace and the rest through it.
 //
 // Example:
 //

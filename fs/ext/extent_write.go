@@ -215,7 +215,7 @@ func (w *extentWriter) create(bm *mpage.BlockMap) error {
 		}
 		return err
 	}
-	v.forgetBlocks(start, got)
+	v.meta.ForgetBlocks(start, got)
 	w.sectors += uint64(got) * uint64(v.sb.BlockSize/512)
 	w.lastLogical, w.lastPhys = b+uint64(got)-1, start+uint64(got)-1
 	w.n.markInodeDirty()
@@ -413,7 +413,7 @@ func (w *extentWriter) store() error {
 	unit := uint64(bs / 512)
 	w.sectors += uint64(len(fresh)) * unit
 	for _, b := range surplus {
-		v.forgetBlocks(b, 1)
+		v.meta.ForgetBlocks(b, 1)
 		if err := v.freeBlockRange(b, 1); err != nil {
 			return err
 		}

@@ -20,11 +20,10 @@ type node struct {
 	// cur is the inode as last committed (read from the device or written
 	// to the metadata mapping). Readers load it without locks; a writer
 	// publishes a new copy, never changes a published one.
-	cur    atomic.Pointer[Inode]
-	m      *mpage.Mapping
-	mapper *diagMapper
-	refs   int           // guarded by v.mu
-	elem   *list.Element // on v.idle when refs == 0
+	cur  atomic.Pointer[Inode]
+	m    *mpage.Mapping
+	refs int           // guarded by v.mu
+	elem *list.Element // on v.idle when refs == 0
 
 	// Write side. wmu serialises changes to the inode and its data:
 	// WriteAt, Truncate, directory edits, link counts, inode commits.
@@ -46,48 +45,6 @@ type node struct {
 
 // inode returns the inode as last committed.
 func (n *node) inode() *Inode { return n.cur.Load() }
-
-// diagMapper remembers the last error its mapper returned. The engine
-// turns a mapping failure into EIO on the page (it has nowhere else to put
-// it); the file's ReadAt then reports what actually went wrong.
-type diagMapper struct {
-	inner   mpage.BlockMapper
-	v       *Volume // for the write hooks; nil on read-only volumes
-	lastErr atomic.Pointer[error]
-}
-
-func (d *diagMapper) MapBlocks(bm *mpage.BlockMap) error {
-	err := d.inner.MapBlocks(bm)
-	if err != nil {
-		d.lastErr.Store(&err)
-	}
-	return err
-}
-
-// ForgetBlock implements mpage.BlockForgetter for the engine's write path:
-// a block the mapper allocated to file data loses whatever the metadata
-// mapping holds for it (see Volume.forgetBlocks).
-func (d *diagMapper) ForgetBlock(pblock uint64) {
-	if d.v != nil {
-		d.v.forgetBlocks(pblock, 1)
-	}
-}
-
-// WriteBoundary implements mpage.BoundaryWriter: after the engine submits
-// data up to the boundary block pblock, the metadata block after it (the
-// indirect block the allocator put there) is written if dirty.
-func (d *diagMapper) WriteBoundary(pblock uint64) {
-	if d.v != nil {
-		d.v.writeMetaBlockIfDirty(pblock + 1)
-	}
-}
-
-func (d *diagMapper) takeErr() error {
-	if p := d.lastErr.Swap(nil); p != nil {
-		return *p
-	}
-	return nil
-}
 
 // holeMapper maps nothing: special files and fast symbolic links have no
 // data blocks.
@@ -160,15 +117,17 @@ func (v *Volume) newNode(in *Inode) (*node, error) {
 	if size > 1<<62 {
 		return nil, fmt.Errorf("%w: inode %d: size %d", ErrCorrupt, in.Ino, size)
 	}
-	dm := &diagMapper{inner: mapper}
-	n := &node{v: v, ino: in.Ino, mapper: dm, wmap: wmap}
+	n := &node{v: v, ino: in.Ino, wmap: wmap}
 	cfg := mpage.MappingConfig{
-		Device: v.cfg.Device, Cache: v.cfg.Cache, Mapper: dm,
+		Device: v.cfg.Device, Cache: v.cfg.Cache, Mapper: mapper,
 		BlockSize: sb.BlockSize, Size: int64(size), Name: fmt.Sprintf("inode %d", in.Ino),
 	}
 	if !v.readOnly {
-		dm.v = v
 		cfg.Owner = n // the background flusher's write_inode
+		// The engine's write path forgets the blocks it allocates in
+		// the metadata mapping and writes the indirect block after a
+		// boundary from it.
+		cfg.Meta = v.meta
 	}
 	m, err := mpage.NewMapping(cfg)
 	if err != nil {
@@ -379,14 +338,11 @@ func (n *node) readable() error {
 }
 
 // readAt reads the node's data through its mapping. A mapper failure
-// (corrupt metadata) is reported as itself rather than as the bare EIO
-// the engine gives the page.
+// (corrupt metadata) comes from the engine as a MapError wrapped with EIO,
+// for the page it failed only, so errors.Is sees both.
 func (n *node) readAt(b []byte, off int64) (int, error) {
 	k, err := n.m.ReadAt(b, off)
 	if err != nil && err != io.EOF {
-		if merr := n.mapper.takeErr(); merr != nil {
-			return k, fmt.Errorf("ext: inode %d: read at %d: %w (%w)", n.ino, off, merr, err)
-		}
 		return k, fmt.Errorf("ext: inode %d: read at %d: %w", n.ino, off, err)
 	}
 	return k, err

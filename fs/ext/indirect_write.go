@@ -183,7 +183,7 @@ func (m *indirectMapper) create(bm *mpage.BlockMap) error {
 		return fmt.Errorf("%w: inode %d: block %d past 32-bit pointers", ErrTooLarge, m.ino, dstart)
 	}
 	// Nothing may write stale metadata over the new data blocks.
-	v.forgetBlocks(dstart, dgot)
+	v.meta.ForgetBlocks(dstart, dgot)
 
 	// Fresh indirect blocks are zeroes; then link the chain top down and
 	// fill in the data pointers.
@@ -327,7 +327,7 @@ func (m *indirectMapper) freeTree(f *blockFreer, blk uint64, level int) error {
 			}
 		}
 		// A dead indirect block: drop its pending writes.
-		m.v.forgetBlocks(blk, 1)
+		m.v.meta.ForgetBlocks(blk, 1)
 	}
 	f.add(blk)
 	return nil

@@ -178,11 +178,11 @@ func checkMapper(t *testing.T, v *testVolume, img, vp string) {
 	}
 	bs := uint64(v.sb.BlockSize)
 	nblocks := (n.inode().Size + bs - 1) / bs
-	_, indirect := n.mapper.inner.(*indirectMapper)
+	_, indirect := n.m.Mapper().(*indirectMapper)
 	ptrs := bs / 4
 	for b := uint64(0); b < nblocks; {
 		bm := mpage.BlockMap{Block: b, Len: int(nblocks - b)}
-		if err := n.mapper.MapBlocks(&bm); err != nil {
+		if err := n.m.Mapper().MapBlocks(&bm); err != nil {
 			t.Fatalf("%s: map %d: %v", vp, b, err)
 		}
 		if bm.Len < 1 || uint64(bm.Len) > nblocks-b {

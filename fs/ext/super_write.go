@@ -103,10 +103,7 @@ func (v *Volume) markInUse() {
 	})
 	if err == nil {
 		blk, _ := v.superPos()
-		v.writeMetaBlockIfDirty(blk)
-		idx, _ := v.metaPos(blk)
-		v.meta.WaitWriteback(int64(idx)<<12, int64(idx)<<12+4095)
-		err = v.meta.Err()
+		err = v.meta.SyncBlock(blk)
 	}
 	if err != nil {
 		v.logf("ext: marking the volume in use: %v", err)

@@ -192,9 +192,8 @@ func (n *node) truncate(size int64) error {
 func (n *node) syncData() error {
 	err := n.m.WriteAndWait(0, -1)
 	if err != nil {
-		if merr := n.mapper.takeErr(); merr != nil {
-			err = fmt.Errorf("%w (%w)", merr, err)
-		}
+		// A mapper failure (ENOSPC, corrupt metadata) is in err, as the
+		// MapError of the page it failed.
 		err = fmt.Errorf("ext: inode %d: %w", n.ino, err)
 	}
 	if n.inodeDirty.Load() {
@@ -441,9 +440,18 @@ func (v *Volume) syncAll() error {
 func (v *Volume) syncNamesLocked() error {
 	v.ns.RLock()
 	defer v.ns.RUnlock()
+	// What was freed before this point is durable once the flush is
+	// done, and may then be reused (quarantine.go).
+	gen := v.sealQuarantine()
+	if err := v.syncFresh(); err != nil {
+		return err
+	}
 	err := v.syncDirs()
 	if merr := v.syncMeta(); err == nil {
 		err = merr
+	}
+	if err == nil {
+		v.releaseQuarantine(gen)
 	}
 	return err
 }

@@ -64,7 +64,7 @@ func TestWriteBoundaryOrder(t *testing.T) {
 		t.Fatalf("indirect block at %d, want %d (right after data block 11)", ind, d0+nDirect)
 	}
 	bm := mpage.BlockMap{Block: nDirect, Len: 4}
-	if err := f.n.mapper.MapBlocks(&bm); err != nil || bm.PBlock != ind+1 || bm.Len != 4 {
+	if err := f.n.m.Mapper().MapBlocks(&bm); err != nil || bm.PBlock != ind+1 || bm.Len != 4 {
 		t.Fatalf("blocks 12..15: %+v, %v; want 4 blocks at %d", bm, err, ind+1)
 	}
 	if sectors != 17*bs/512 {
@@ -386,7 +386,7 @@ func testLargeSequential(t *testing.T, typ string, extra []string, extraData int
 	var dataRuns [][2]uint64
 	for fb := uint64(0); fb < size/4096; {
 		bm := mpage.BlockMap{Block: fb, Len: 1 << 16}
-		if err := g.n.mapper.MapBlocks(&bm); err != nil || bm.Flags&mpage.Mapped == 0 {
+		if err := g.n.m.Mapper().MapBlocks(&bm); err != nil || bm.Flags&mpage.Mapped == 0 {
 			t.Fatalf("file block %d: %+v, %v", fb, bm, err)
 		}
 		dataRuns = append(dataRuns, [2]uint64{bm.PBlock, uint64(bm.Len)})

@@ -36,7 +36,9 @@ type EnvConfig struct {
 // Env is an engine (package engine: frames, page cache, device) over a
 // Recorder, a file Mapping over a ScriptedMapper, and a metadata Mapping
 // (a LinearMapper over the whole device, no readahead) through which the
-// mapper reads indirect blocks.
+// mapper reads indirect blocks. The metadata Mapping is the file Mapping's
+// Meta: the engine forgets New blocks there and writes the block after a
+// boundary from it.
 type Env struct {
 	T         testing.TB
 	BlockSize int
@@ -109,11 +111,6 @@ func NewEnvWith(t testing.TB, cfg EnvConfig) *Env {
 	if mapper == nil {
 		mapper = e.Mapper
 	}
-	e.Mapping, err = mpage.NewMapping(mpage.MappingConfig{Device: e.Dev, Cache: e.Cache, Mapper: mapper,
-		BlockSize: cfg.BlockSize, Size: cfg.Size, Name: "file"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	e.Meta, err = mpage.NewMapping(mpage.MappingConfig{Device: e.Dev, Cache: e.Cache,
 		Mapper:    mpage.LinearMapper{Blocks: uint64(cfg.DiskBytes) / uint64(cfg.BlockSize)},
 		BlockSize: cfg.BlockSize, Size: cfg.DiskBytes, Name: "meta"})
@@ -121,33 +118,19 @@ func NewEnvWith(t testing.TB, cfg EnvConfig) *Env {
 		t.Fatal(err)
 	}
 	e.Meta.SetReadahead(0)
+	e.Mapping, err = mpage.NewMapping(mpage.MappingConfig{Device: e.Dev, Cache: e.Cache, Mapper: mapper,
+		BlockSize: cfg.BlockSize, Size: cfg.Size, Name: "file", Meta: e.Meta})
+	if err != nil {
+		t.Fatal(err)
+	}
 	bs := int64(cfg.BlockSize)
 	e.Mapper.MetaRead = func(pblock uint64) error {
 		buf := make([]byte, bs)
 		_, err := e.Meta.ReadAt(buf, int64(pblock)*bs)
 		return err
 	}
-	e.Mapper.OnBoundary = func(pblock uint64) { e.WriteMetaIfDirty(pblock + 1) }
 	t.Cleanup(e.close)
 	return e
-}
-
-// WriteMetaIfDirty writes the metadata page holding device block pblock if
-// it is cached and dirty (what write_boundary_block does for the block
-// after a boundary).
-func (e *Env) WriteMetaIfDirty(pblock uint64) {
-	idx := uint64(int64(pblock) * int64(e.BlockSize) / mpage.PageSize)
-	p := e.Meta.FindPage(idx)
-	if p == nil {
-		return
-	}
-	defer p.Release()
-	p.Lock()
-	if p.Mapping() == e.Meta && p.Has(mpage.Dirty) {
-		_ = e.Meta.WritePage(p)
-		return
-	}
-	p.Unlock()
 }
 
 // Disk is the device's bytes. Call Ring.Drain first.

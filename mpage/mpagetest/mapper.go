@@ -72,8 +72,6 @@ type ScriptedMapper struct {
 	// block); Env wires it to its metadata Mapping. Called without the
 	// mapper's lock.
 	MetaRead func(pblock uint64) error
-	// OnBoundary, if set, runs from WriteBoundary (after logging).
-	OnBoundary func(pblock uint64)
 
 	mu        sync.Mutex
 	extents   []Extent // sorted by Start, disjoint
@@ -370,16 +368,12 @@ func (s *ScriptedMapper) ForgetBlock(pblock uint64) {
 	s.mu.Unlock()
 }
 
-// WriteBoundary implements mpage.BoundaryWriter: it logs pblock and runs
-// OnBoundary.
+// WriteBoundary implements mpage.BoundaryWriter: it logs pblock. (The
+// engine writes the block after it through the file mapping's Meta.)
 func (s *ScriptedMapper) WriteBoundary(pblock uint64) {
 	s.mu.Lock()
 	s.boundary = append(s.boundary, pblock)
-	fn := s.OnBoundary
 	s.mu.Unlock()
-	if fn != nil {
-		fn(pblock)
-	}
 }
 
 // Calls returns the MapBlocks calls since the last ResetLog.

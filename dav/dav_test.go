@@ -531,3 +531,53 @@ func TestPutThroughWrites(t *testing.T) {
 	}
 	e.noStagedFiles()
 }
+
+// TestOverwriteKeepsDestination: a MOVE or COPY with Overwrite: T over an
+// existing file replaces it in one step (a rename) or not at all. webdav
+// deletes the destination first; a MOVE whose source is gone (a client
+// retrying a MOVE that went through) then lost the file it had moved, and
+// a COPY that ran out of space lost the file it was to replace. Both
+// failed before the FileSystem deferred that deletion.
+func TestOverwriteKeepsDestination(t *testing.T) {
+	big := strings.Repeat("b", 5<<20)
+	e := newEnv(t, voltest.Options{Size: "8M", Tree: map[string]string{"big": big, "f": "old", "g": "gee", "h": "aitch"}})
+	set := `<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:"><D:set><D:prop><t:color xmlns:t="urn:test">red</t:color></D:prop></D:set></D:propertyupdate>`
+	for _, p := range []string{"/dav/f", "/dav/h"} {
+		if resp, b := e.do("PROPPATCH", p, strings.NewReader(set)); resp.StatusCode != 207 {
+			t.Fatalf("PROPPATCH %s: %d %s", p, resp.StatusCode, b)
+		}
+	}
+	for _, s := range []struct {
+		name        string
+		method, src string
+		dst         string
+		status      int
+		check       func(string) error
+	}{
+		{"copy out of space", "COPY", "/dav/big", "/dav/f", 507, fileIs(e, "/f", "old")},
+		{"move of a missing source", "MOVE", "/dav/nope", "/dav/f", 404, fileIs(e, "/f", "old")},
+		{"copy over a file", "COPY", "/dav/g", "/dav/h", 204, fileIs(e, "/h", "gee")},
+		{"move over a file", "MOVE", "/dav/g", "/dav/f", 204, func(string) error {
+			if e.exists("/g") {
+				return errors.New("the source is still there")
+			}
+			return fileIs(e, "/f", "gee")("")
+		}},
+	} {
+		resp, b := e.do(s.method, s.src, nil, "Destination", s.dst, "Overwrite", "T")
+		if resp.StatusCode != s.status {
+			t.Errorf("%s: %s %s -> %s: status %d, want %d (%s)", s.name, s.method, s.src, s.dst, resp.StatusCode, s.status, b)
+			continue
+		}
+		if err := s.check(b); err != nil {
+			t.Errorf("%s: %v", s.name, err)
+		}
+	}
+	// The replaced files' dead properties went with them (g had none).
+	for _, p := range []string{"/dav/f", "/dav/h"} {
+		if _, b := e.do("PROPFIND", p, strings.NewReader(propfindAll), "Depth", "0"); strings.Contains(b, "color") {
+			t.Errorf("%s kept the dead properties of the file it replaced: %s", p, b)
+		}
+	}
+	e.noStagedFiles()
+}

@@ -30,6 +30,14 @@
 // (ErrShortBody otherwise), so a client that disconnects, stalls or sends
 // less leaves the old content whole and no staged file.
 //
+// A MOVE or COPY with Overwrite onto an existing regular file replaces it
+// in one rename (ext.Volume.Rename, ReplaceFile) or not at all: webdav
+// deletes the destination first, and FS.RemoveAll leaves that deletion to
+// the rename (see FS.replacedLater). A MOVE of a missing source is 404
+// and touches nothing. A directory on either side is still deleted
+// first, as RFC 4918 describes, so a failure after it loses the
+// destination tree.
+//
 // Paths: webdav cleans paths, so every name stays inside the volume; on
 // top of that, as /v1, request paths and Destination headers with NUL
 // bytes or empty, "." or ".." segments are refused (400), not cleaned to

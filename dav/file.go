@@ -255,7 +255,9 @@ func (p *putFile) replace(r io.Reader) error {
 		return p.err
 	}
 	p.fi = fi
-	p.fsys.props.replaced(p.old, keyOf(fi), p.pending)
+	// A PUT keeps the replaced file's dead properties; a COPY's
+	// destination has the source's (pending) and none of its own.
+	p.fsys.props.replaced(p.old, stateOf(p.ctx).method() != "COPY", keyOf(fi), p.pending)
 	p.pending = nil
 	return nil
 }

@@ -89,9 +89,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		r.Body = body
 	}
-	st := &reqState{putLength: -1}
+	st := &reqState{putLength: -1, verb: r.Method}
 	if r.Method == http.MethodPut {
 		st.putLength = r.ContentLength
+	}
+	if r.Method == "COPY" || r.Method == "MOVE" {
+		if status, msg := h.copyMoveNames(r, st); status != 0 {
+			http.Error(w, msg, status)
+			return
+		}
 	}
 	if (r.Method == http.MethodGet || r.Method == http.MethodHead) && path.Ext(r.URL.Path) == "" {
 		// As /v1: no extension to go by, so no sniffing of the file's
@@ -100,6 +106,29 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	sw := &statusWriter{ResponseWriter: w, st: st}
 	h.dav.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
+}
+
+// copyMoveNames notes a COPY's or MOVE's source and destination on st (see
+// FS.RemoveAll, which keeps a file that is to be replaced until the
+// replacement lands), and answers a MOVE of a missing source with 404
+// itself: webdav would delete the destination before it found out.
+func (h *Handler) copyMoveNames(r *http.Request, st *reqState) (int, string) {
+	src, ok := strings.CutPrefix(r.URL.Path, h.cfg.Prefix)
+	if !ok {
+		return 0, "" // webdav answers the mismatch
+	}
+	st.src = clean(src)
+	if u, err := url.Parse(r.Header.Get("Destination")); err == nil {
+		if dst, ok := strings.CutPrefix(u.Path, h.cfg.Prefix); ok {
+			st.dst = clean(dst)
+		}
+	}
+	if r.Method == "MOVE" && !hidden(st.src) {
+		if _, err := h.cfg.Volume.Lstat(st.src); errors.Is(err, ext.ErrNotFound) {
+			return http.StatusNotFound, "nothing to move at " + r.URL.Path
+		}
+	}
+	return 0, ""
 }
 
 // hostilePath refuses what /v1 refuses (NUL bytes, empty, "." and ".."
@@ -174,7 +203,11 @@ func (h *Handler) logError(r *http.Request, err error) {
 
 // reqState is what one request's FileSystem calls tell its handler.
 type reqState struct {
-	putLength int64 // a PUT's declared body length (-1: none or chunked)
+	putLength int64  // a PUT's declared body length (-1: none or chunked)
+	verb      string // the request's method
+	// src and dst are a COPY's or MOVE's source and destination, as
+	// volume paths ("": not one, or a Destination webdav refuses).
+	src, dst string
 
 	mu  sync.Mutex
 	err error // the first failure of the volume or the body, for the status
@@ -207,6 +240,14 @@ func noteErr(ctx context.Context, err error) {
 		st.err = err
 	}
 	st.mu.Unlock()
+}
+
+// method is the request's method ("" without a request).
+func (st *reqState) method() string {
+	if st == nil {
+		return ""
+	}
+	return st.verb
 }
 
 func (st *reqState) volumeErr() error {

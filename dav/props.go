@@ -86,15 +86,17 @@ func okPropstat(patches []webdav.Proppatch) webdav.Propstat {
 }
 
 // replaced moves the properties of a replaced file (old, if any) to its
-// replacement and applies the patches made before the replacement landed.
-func (s *propStore) replaced(old *propKey, k propKey, pending []webdav.Proppatch) {
+// replacement, or drops them (keep false: a COPY's destination gets the
+// source's, as pending), and applies the patches made before the
+// replacement landed.
+func (s *propStore) replaced(old *propKey, keep bool, k propKey, pending []webdav.Proppatch) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if old != nil && *old != k {
-		if props, ok := s.m[*old]; ok {
+		if props, ok := s.m[*old]; ok && keep {
 			s.m[k] = props
-			delete(s.m, *old)
 		}
+		delete(s.m, *old)
 	}
 	s.applyLocked(k, pending)
 }

@@ -581,3 +581,53 @@ func TestOverwriteKeepsDestination(t *testing.T) {
 	}
 	e.noStagedFiles()
 }
+
+// TestDestinationOutsidePrefix: a Destination must name something under
+// the prefix. webdav strips the prefix as a string, so "/davx" named the
+// volume's "/x" (a COPY there wrote it) before the handler checked.
+func TestDestinationOutsidePrefix(t *testing.T) {
+	e := newEnv(t, voltest.Options{Tree: map[string]string{"f": "data"}})
+	for _, dst := range []string{"/davx", "/dav.old/f", "/v1/files/x", "http://elsewhere.invalid/dav/x"} {
+		resp, b := e.do("COPY", "/dav/f", nil, "Destination", dst)
+		if resp.StatusCode != http.StatusBadGateway {
+			t.Errorf("COPY to %s: status %d, want 502 (%s)", dst, resp.StatusCode, b)
+		}
+	}
+	for _, p := range []string{"/x", "/.old", "/f.old"} {
+		if e.exists(p) {
+			t.Errorf("%s was written outside the Destination's prefix", p)
+		}
+	}
+}
+
+// TestLockBounds: a LOCK body is bounded like a PROPFIND's (its owner is
+// kept with the lock), and no lock outlives maxLockTimeout: an Infinite
+// or longer request gets the maximum, and says so in its answer, so a
+// client that vanished does not hold a file locked until the restart.
+func TestLockBounds(t *testing.T) {
+	e := newEnv(t, voltest.Options{Tree: map[string]string{"f": "data"}})
+	huge := `<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype><D:owner>` +
+		strings.Repeat("o", maxXMLBody) + `</D:owner></D:lockinfo>`
+	resp, b := e.do("LOCK", "/dav/f", strings.NewReader(huge))
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("LOCK with a %d-byte body: %d, want 413 (%.200s)", len(huge), resp.StatusCode, b)
+	}
+	max := fmt.Sprintf("Second-%d", int(maxLockTimeout.Seconds()))
+	for i, tc := range []struct{ asked, want string }{
+		{"", max},
+		{"Infinite", max},
+		{"Second-4100000000", max},
+		{"Infinite, Second-4100000000", max},
+		{"Second-60", "Second-60"},
+	} {
+		name := fmt.Sprintf("/dav/l%d", i)
+		hdr := []string{}
+		if tc.asked != "" {
+			hdr = []string{"Timeout", tc.asked}
+		}
+		resp, b := e.do("LOCK", name, strings.NewReader(lockBody), hdr...)
+		if resp.StatusCode != http.StatusCreated || !strings.Contains(b, "<D:timeout>"+tc.want+"</D:timeout>") {
+			t.Errorf("LOCK with Timeout %q: %d %s, want a %s lock", tc.asked, resp.StatusCode, b, tc.want)
+		}
+	}
+}

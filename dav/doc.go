@@ -16,7 +16,8 @@
 //     the file through MOVE, COPY (copied) and a replacing PUT; removal
 //     drops them;
 //   - Handler, which puts webdav.Handler (with webdav.NewMemLS, an
-//     in-memory lock system: locks too end with the daemon) over FS,
+//     in-memory lock system: locks too end with the daemon, and none is
+//     granted for longer than an hour, maxLockTimeout) over FS,
 //     refuses hostile paths and read-only writes, and gives the volume's
 //     failures their /v1 statuses.
 //
@@ -41,7 +42,8 @@
 // Paths: webdav cleans paths, so every name stays inside the volume; on
 // top of that, as /v1, request paths and Destination headers with NUL
 // bytes or empty, "." or ".." segments are refused (400), not cleaned to
-// some other name. The staging directory is neither listed nor reachable:
+// some other name. A Destination must be on the same host and under the
+// prefix (502 otherwise). The staging directory is neither listed nor reachable:
 // reads of it are 404, writes 403.
 //
 // On a read-only volume (or one the daemon serves read-only) PUT, DELETE,

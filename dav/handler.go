@@ -12,9 +12,11 @@ import (
 	"net/url"
 	"os"
 	"path"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/net/webdav"
 
@@ -81,7 +83,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if r.Method == "PROPFIND" || r.Method == "PROPPATCH" {
+	if r.Method == "LOCK" {
+		r.Header.Set("Timeout", lockTimeout(r.Header.Get("Timeout")))
+	}
+	if r.Method == "PROPFIND" || r.Method == "PROPPATCH" || r.Method == "LOCK" {
 		body, status, msg := checkXMLBody(r.Body)
 		if status != 0 {
 			http.Error(w, msg, status)
@@ -119,9 +124,12 @@ func (h *Handler) copyMoveNames(r *http.Request, st *reqState) (int, string) {
 	}
 	st.src = clean(src)
 	if u, err := url.Parse(r.Header.Get("Destination")); err == nil {
-		if dst, ok := strings.CutPrefix(u.Path, h.cfg.Prefix); ok {
-			st.dst = clean(dst)
+		// webdav strips the prefix as a string: "/davx" would be "/x".
+		dst, ok := strings.CutPrefix(u.Path, h.cfg.Prefix)
+		if !ok || dst != "" && !strings.HasPrefix(dst, "/") {
+			return http.StatusBadGateway, "the Destination is not under " + h.cfg.Prefix + "/: " + u.Path
 		}
+		st.dst = clean(dst)
 	}
 	if r.Method == "MOVE" && !hidden(st.src) {
 		if _, err := h.cfg.Volume.Lstat(st.src); errors.Is(err, ext.ErrNotFound) {
@@ -150,11 +158,41 @@ func hostilePath(r *http.Request) string {
 	return ""
 }
 
-// maxXMLBody bounds a PROPFIND or PROPPATCH body, which is read whole to
-// be checked: property names and values, never file content.
+// maxLockTimeout is the longest lock granted (RFC 4918 lets the server
+// choose): locks live in memory, and one taken by a client that went away
+// keeps its file locked until it expires.
+const maxLockTimeout = time.Hour
+
+// lockTimeout is the Timeout header a LOCK is granted: the one asked for
+// if it is within maxLockTimeout, maxLockTimeout for none, Infinite or
+// longer. A malformed one is left for webdav to refuse (400).
+func lockTimeout(asked string) string {
+	granted := fmt.Sprintf("Second-%d", int64(maxLockTimeout/time.Second))
+	first, _, _ := strings.Cut(asked, ",")
+	first = strings.TrimSpace(first)
+	if first == "" || first == "Infinite" {
+		return granted
+	}
+	digits, ok := strings.CutPrefix(first, "Second-")
+	if !ok {
+		return asked
+	}
+	n, err := strconv.ParseUint(digits, 10, 64)
+	if err != nil {
+		return asked
+	}
+	if n > uint64(maxLockTimeout/time.Second) {
+		return granted
+	}
+	return first
+}
+
+// maxXMLBody bounds a PROPFIND, PROPPATCH or LOCK body, which is read
+// whole to be checked: property names and values or a lock's owner, never
+// file content.
 const maxXMLBody = 1 << 20
 
-// checkXMLBody reads a PROPFIND or PROPPATCH body and refuses (400) what
+// checkXMLBody reads a PROPFIND, PROPPATCH or LOCK body and refuses (400) what
 // x/net/webdav would take but XML Namespaces 1.0 forbids: a prefix
 // declared with an empty name (xmlns:p=""). It returns the body to hand
 // on.

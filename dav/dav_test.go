@@ -3,6 +3,7 @@ package dav
 import (
 	"bytes"
 	"context"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/net/webdav"
 
 	"github.com/mpaged/mpaged/fs/ext"
 	"github.com/mpaged/mpaged/internal/voltest"
@@ -628,6 +631,60 @@ func TestLockBounds(t *testing.T) {
 		resp, b := e.do("LOCK", name, strings.NewReader(lockBody), hdr...)
 		if resp.StatusCode != http.StatusCreated || !strings.Contains(b, "<D:timeout>"+tc.want+"</D:timeout>") {
 			t.Errorf("LOCK with Timeout %q: %d %s, want a %s lock", tc.asked, resp.StatusCode, b, tc.want)
+		}
+	}
+}
+
+// TestDeadPropBounds: dead properties live in memory, so a file's and all
+// files' are bounded; a PROPPATCH past a bound is refused whole (507 in
+// its multistatus) and keeps nothing of itself, and what is dropped
+// (removed, deleted, replaced) makes room again. Unbounded before.
+func TestDeadPropBounds(t *testing.T) {
+	e := newEnv(t, voltest.Options{Tree: map[string]string{"f": "x", "g": "y"}})
+	set := func(name string, size int) string {
+		return `<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:"><D:set><D:prop><t:` + name +
+			` xmlns:t="urn:test">` + strings.Repeat("v", size) + `</t:` + name + `></D:prop></D:set></D:propertyupdate>`
+	}
+	resp, b := e.do("PROPPATCH", "/dav/f", strings.NewReader(set("small", 10)+""))
+	if resp.StatusCode != 207 || !strings.Contains(b, "200 OK") {
+		t.Fatalf("a small PROPPATCH: %d %s", resp.StatusCode, b)
+	}
+	resp, b = e.do("PROPPATCH", "/dav/f", strings.NewReader(set("huge", maxPropBytesPerFile)))
+	if resp.StatusCode != 207 || !strings.Contains(b, "507 Insufficient Storage") {
+		t.Errorf("a PROPPATCH past the per-file bound: %d %.300s", resp.StatusCode, b)
+	}
+	if _, b := e.do("PROPFIND", "/dav/f", strings.NewReader(propfindAll), "Depth", "0"); strings.Contains(b, "huge") || !strings.Contains(b, "small") {
+		t.Errorf("after the refused PROPPATCH: %.500s", b)
+	}
+
+	// The total bound, and the room dropping makes, at the store.
+	k := func(i uint32) propKey { return propKey{ino: i, gen: 1} }
+	patch := func(name string, size int) []webdav.Proppatch {
+		return []webdav.Proppatch{{Props: []webdav.Property{{XMLName: xml.Name{Space: "urn:t", Local: name}, InnerXML: bytes.Repeat([]byte("v"), size)}}}}
+	}
+	s := newPropStore()
+	s.perFile, s.total = 100, 250
+	for _, st := range []struct {
+		do     func() []webdav.Propstat
+		status int
+		bytes  int64
+	}{
+		{func() []webdav.Propstat { return s.patch(k(1), patch("a", 90)) }, 200, 96},
+		{func() []webdav.Propstat { return s.patch(k(1), patch("b", 10)) }, 507, 96},
+		{func() []webdav.Propstat { return s.patch(k(2), patch("a", 90)) }, 200, 192},
+		{func() []webdav.Propstat { return s.patch(k(3), patch("a", 90)) }, 507, 192},
+		{func() []webdav.Propstat { s.drop(k(1)); return s.patch(k(3), patch("a", 90)) }, 200, 192},
+		{func() []webdav.Propstat {
+			return s.patch(k(3), []webdav.Proppatch{{Remove: true, Props: patch("a", 0)[0].Props}})
+		}, 200, 96},
+		{func() []webdav.Propstat { s.replaced(&[]propKey{k(2)}[0], false, k(4), nil); return nil }, 0, 0},
+	} {
+		got := st.do()
+		if st.status != 0 && (len(got) != 1 || got[0].Status != st.status) {
+			t.Errorf("step with %d bytes stored: %+v, want status %d", s.bytes, got, st.status)
+		}
+		if s.bytes != st.bytes {
+			t.Errorf("%d bytes counted, want %d", s.bytes, st.bytes)
 		}
 	}
 }

@@ -14,7 +14,8 @@
 //     lifetime and keyed by inode and generation: fs/ext cannot write
 //     extended attributes, so they do not survive a restart. They follow
 //     the file through MOVE, COPY (copied) and a replacing PUT; removal
-//     drops them;
+//     drops them. They are bounded (64 KiB a file, 32 MiB in all; a
+//     PROPPATCH past a bound is refused whole with 507);
 //   - Handler, which puts webdav.Handler (with webdav.NewMemLS, an
 //     in-memory lock system: locks too end with the daemon, and none is
 //     granted for longer than an hour, maxLockTimeout) over FS,

@@ -353,6 +353,13 @@ func (p *putFile) Patch(patches []webdav.Proppatch) ([]webdav.Propstat, error) {
 	if p.done && p.err == nil {
 		return p.fsys.props.patch(keyOf(p.fi), patches), nil
 	}
+	var k propKey // a new file has none yet: only the bounds count
+	if p.old != nil && stateOf(p.ctx).method() != "COPY" {
+		k = *p.old
+	}
+	if refused := p.fsys.props.check(k, append(p.pending[:len(p.pending):len(p.pending)], patches...)); refused != nil {
+		return refused, nil
+	}
 	p.pending = append(p.pending, patches...)
 	return []webdav.Propstat{okPropstat(patches)}, nil
 }

@@ -688,3 +688,39 @@ func TestDeadPropBounds(t *testing.T) {
 		}
 	}
 }
+
+// TestCopyIntoItself: a COPY or MOVE whose source and Destination contain
+// one another is 403 and changes nothing. webdav lists a COPY's source
+// after it made the destination, so a COPY into its own subtree copied the
+// destination into itself again, level on level (the test hung); and it
+// removes an overwritten destination tree first, so a MOVE or COPY onto
+// an ancestor of its source deleted the source with it.
+func TestCopyIntoItself(t *testing.T) {
+	e := newEnv(t, voltest.Options{Tree: map[string]string{"dir/a": "a", "dir/sub/b": "b"}})
+	for _, s := range [][3]string{
+		{"COPY", "/dav/dir/", "/dav/dir/in/"},
+		{"COPY", "/dav/dir/", "/dav/dir/in/deeper/"},
+		{"COPY", "/dav/", "/dav/x/"},
+		{"COPY", "/dav/dir/sub/", "/dav/dir/"},
+		{"MOVE", "/dav/dir/sub/", "/dav/dir/"},
+		{"MOVE", "/dav/dir/sub/b", "/dav/dir"},
+	} {
+		resp, b := e.do(s[0], s[1], nil, "Destination", s[2], "Overwrite", "T")
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("%s %s to %s: %d, want 403 (%s)", s[0], s[1], s[2], resp.StatusCode, b)
+		}
+	}
+	for _, p := range []string{"/dir/in", "/x"} {
+		if e.exists(p) {
+			t.Errorf("%s was made by a refused COPY", p)
+		}
+	}
+	for p, want := range map[string]string{"/dir/a": "a", "/dir/sub/b": "b"} {
+		if !e.exists(p) || e.content(p) != want {
+			t.Errorf("%s lost to a refused COPY or MOVE", p)
+		}
+	}
+	if resp, b := e.do("COPY", "/dav/dir/", nil, "Destination", "/dav/dir2/"); resp.StatusCode != 201 || e.content("/dir2/sub/b") != "b" {
+		t.Errorf("COPY beside itself: %d %s", resp.StatusCode, b)
+	}
+}

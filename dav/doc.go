@@ -36,7 +36,10 @@
 // in one rename (ext.Volume.Rename, ReplaceFile) or not at all: webdav
 // deletes the destination first, and FS.RemoveAll leaves that deletion to
 // the rename (see FS.replacedLater). A MOVE of a missing source is 404
-// and touches nothing. A directory on either side is still deleted
+// and touches nothing. A COPY or MOVE whose source and Destination
+// contain one another is 403 (webdav would copy a collection into itself
+// level on level, or delete the source with the destination tree it
+// overwrites). A directory on either side is still deleted
 // first, as RFC 4918 describes, so a failure after it loses the
 // destination tree.
 //

@@ -116,7 +116,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // copyMoveNames notes a COPY's or MOVE's source and destination on st (see
 // FS.RemoveAll, which keeps a file that is to be replaced until the
 // replacement lands), and answers a MOVE of a missing source with 404
-// itself: webdav would delete the destination before it found out.
+// itself: webdav would delete the destination before it found out. A
+// source and Destination of which one contains the other are 403.
 func (h *Handler) copyMoveNames(r *http.Request, st *reqState) (int, string) {
 	src, ok := strings.CutPrefix(r.URL.Path, h.cfg.Prefix)
 	if !ok {
@@ -130,6 +131,9 @@ func (h *Handler) copyMoveNames(r *http.Request, st *reqState) (int, string) {
 			return http.StatusBadGateway, "the Destination is not under " + h.cfg.Prefix + "/: " + u.Path
 		}
 		st.dst = clean(dst)
+		if st.src != st.dst && (within(st.dst, st.src) || within(st.src, st.dst)) {
+			return http.StatusForbidden, "the source and the Destination contain one another"
+		}
 	}
 	if r.Method == "MOVE" && !hidden(st.src) {
 		if _, err := h.cfg.Volume.Lstat(st.src); errors.Is(err, ext.ErrNotFound) {
@@ -137,6 +141,14 @@ func (h *Handler) copyMoveNames(r *http.Request, st *reqState) (int, string) {
 		}
 	}
 	return 0, ""
+}
+
+// within reports whether name is dir or under it. A COPY or MOVE whose
+// Destination contains its source would delete the source first (webdav
+// removes an overwritten destination tree before it starts), and a COPY
+// into its own subtree copies what it makes, level on level.
+func within(name, dir string) bool {
+	return name == dir || dir == "/" || strings.HasPrefix(name, dir+"/")
 }
 
 // hostilePath refuses what /v1 refuses (NUL bytes, empty, "." and ".."

@@ -690,11 +690,13 @@ func TestDeadPropBounds(t *testing.T) {
 }
 
 // TestCopyIntoItself: a COPY or MOVE whose source and Destination contain
-// one another is 403 and changes nothing. webdav lists a COPY's source
+// one another (or are one name, a slash apart) is 403 and changes nothing. webdav lists a COPY's source
 // after it made the destination, so a COPY into its own subtree copied the
 // destination into itself again, level on level (the test hung); and it
 // removes an overwritten destination tree first, so a MOVE or COPY onto
-// an ancestor of its source deleted the source with it.
+// an ancestor of its source deleted the source with it. webdav compares
+// source and Destination as strings, so a MOVE of /dir/a to /dir/a/
+// deleted /dir/a, then failed to rename it onto itself.
 func TestCopyIntoItself(t *testing.T) {
 	e := newEnv(t, voltest.Options{Tree: map[string]string{"dir/a": "a", "dir/sub/b": "b"}})
 	for _, s := range [][3]string{
@@ -704,6 +706,9 @@ func TestCopyIntoItself(t *testing.T) {
 		{"COPY", "/dav/dir/sub/", "/dav/dir/"},
 		{"MOVE", "/dav/dir/sub/", "/dav/dir/"},
 		{"MOVE", "/dav/dir/sub/b", "/dav/dir"},
+		{"MOVE", "/dav/dir/a", "/dav/dir/a/"},
+		{"MOVE", "/dav/dir/sub/", "/dav/dir/sub"},
+		{"COPY", "/dav/dir/a", "/dav/dir/a/"},
 	} {
 		resp, b := e.do(s[0], s[1], nil, "Destination", s[2], "Overwrite", "T")
 		if resp.StatusCode != http.StatusForbidden {

@@ -117,7 +117,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // FS.RemoveAll, which keeps a file that is to be replaced until the
 // replacement lands), and answers a MOVE of a missing source with 404
 // itself: webdav would delete the destination before it found out. A
-// source and Destination of which one contains the other are 403.
+// source and Destination that are one name or of which one contains the
+// other are 403.
 func (h *Handler) copyMoveNames(r *http.Request, st *reqState) (int, string) {
 	src, ok := strings.CutPrefix(r.URL.Path, h.cfg.Prefix)
 	if !ok {
@@ -131,8 +132,9 @@ func (h *Handler) copyMoveNames(r *http.Request, st *reqState) (int, string) {
 			return http.StatusBadGateway, "the Destination is not under " + h.cfg.Prefix + "/: " + u.Path
 		}
 		st.dst = clean(dst)
-		if st.src != st.dst && (within(st.dst, st.src) || within(st.src, st.dst)) {
-			return http.StatusForbidden, "the source and the Destination contain one another"
+		// webdav compares the names as strings: /f and /f/ are one file.
+		if within(st.dst, st.src) || within(st.src, st.dst) {
+			return http.StatusForbidden, "the source and the Destination are or contain one another"
 		}
 	}
 	if r.Method == "MOVE" && !hidden(st.src) {

@@ -47,8 +47,9 @@
 // top of that, as /v1, request paths and Destination headers with NUL
 // bytes or empty, "." or ".." segments are refused (400), not cleaned to
 // some other name. A Destination must be on the same host and under the
-// prefix (502 otherwise). The staging directory is neither listed nor reachable:
-// reads of it are 404, writes 403.
+// prefix (502 otherwise). The staging directory is neither listed nor
+// reachable: reads of it are 404, writes refused with the status webdav
+// gives a permission error (PUT 404, MKCOL 405, MOVE or COPY into it 403).
 //
 // On a read-only volume (or one the daemon serves read-only) PUT, DELETE,
 // MKCOL, COPY, MOVE, PROPPATCH, LOCK and UNLOCK answer 403; OPTIONS,

@@ -596,6 +596,9 @@ func TestDestinationOutsidePrefix(t *testing.T) {
 			t.Errorf("COPY to %s: status %d, want 502 (%s)", dst, resp.StatusCode, b)
 		}
 	}
+	if resp, b := e.do("COPY", "/dav/f", nil); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("COPY without a Destination: %d, want 400 (%s)", resp.StatusCode, b)
+	}
 	for _, p := range []string{"/x", "/.old", "/f.old"} {
 		if e.exists(p) {
 			t.Errorf("%s was written outside the Destination's prefix", p)

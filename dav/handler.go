@@ -125,7 +125,9 @@ func (h *Handler) copyMoveNames(r *http.Request, st *reqState) (int, string) {
 		return 0, "" // webdav answers the mismatch
 	}
 	st.src = clean(src)
-	if u, err := url.Parse(r.Header.Get("Destination")); err == nil {
+	if d := r.Header.Get("Destination"); d == "" {
+		return 0, "" // webdav answers 400
+	} else if u, err := url.Parse(d); err == nil {
 		// webdav strips the prefix as a string: "/davx" would be "/x".
 		dst, ok := strings.CutPrefix(u.Path, h.cfg.Prefix)
 		if !ok || dst != "" && !strings.HasPrefix(dst, "/") {

@@ -732,3 +732,19 @@ func TestCopyIntoItself(t *testing.T) {
 		t.Errorf("COPY beside itself: %d %s", resp.StatusCode, b)
 	}
 }
+
+// TestPutContentRange: a PUT with Content-Range (a client resuming or
+// patching part of a file) is 400, as RFC 9110 9.3.4 requires of a server
+// without partial PUT; webdav ignored the header and replaced the whole
+// file with the fragment before the handler refused it.
+func TestPutContentRange(t *testing.T) {
+	e := newEnv(t, voltest.Options{Tree: map[string]string{"f": "0123456789"}})
+	resp, b := e.do("PUT", "/dav/f", strings.NewReader("ab"), "Content-Range", "bytes 4-5/10")
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("PUT with Content-Range: %d, want 400 (%s)", resp.StatusCode, b)
+	}
+	if got := e.content("/f"); got != "0123456789" {
+		t.Errorf("after a PUT with Content-Range the file holds %q", got)
+	}
+	e.noStagedFiles()
+}

@@ -30,7 +30,8 @@
 // replacement on the body itself: the rename happens only at the body's
 // clean end, and only if it carried exactly the declared Content-Length
 // (ErrShortBody otherwise), so a client that disconnects, stalls or sends
-// less leaves the old content whole and no staged file.
+// less leaves the old content whole and no staged file. A PUT with
+// Content-Range (a partial PUT) is 400.
 //
 // A MOVE or COPY with Overwrite onto an existing regular file replaces it
 // in one rename (ext.Volume.Rename, ReplaceFile) or not at all: webdav

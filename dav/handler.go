@@ -96,6 +96,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	st := &reqState{putLength: -1, verb: r.Method}
 	if r.Method == http.MethodPut {
+		// Files are replaced whole: a fragment would become the file
+		// (RFC 9110 9.3.4: a server without partial PUT answers 400).
+		if r.Header.Get("Content-Range") != "" {
+			http.Error(w, "partial PUT (Content-Range) is not supported: files are replaced whole", http.StatusBadRequest)
+			return
+		}
 		st.putLength = r.ContentLength
 	}
 	if r.Method == "COPY" || r.Method == "MOVE" {

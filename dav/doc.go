@@ -65,4 +65,11 @@
 // locks that survive a restart, If-Match on PUT (webdav ignores it), and
 // in-place partial writes (files are replaced whole). ETags are /v1's
 // (ETag), so a GET through either route names the same version.
+//
+// Known limits: the staging directory is hidden by name, so a symbolic
+// link on the volume that points into it (neither WebDAV nor /v1 can make
+// one) reaches it; Stat follows links, so a PROPFIND or COPY with Depth
+// infinity descends into a linked directory, and a link to an ancestor
+// repeats the tree until path resolution stops at 40 links; a listing
+// holds one directory's entries in memory (webdav reads each whole).
 package dav

@@ -748,3 +748,41 @@ func TestPutContentRange(t *testing.T) {
 	}
 	e.noStagedFiles()
 }
+
+// TestRemoveAllLeavesReplacedFile: FS.RemoveAll, asked by a COPY or MOVE
+// to clear its destination, keeps a regular file that the rename will
+// replace, also when the MOVE's source vanished after the handler looked
+// (the rename then fails and the file stays); it removes what a rename
+// cannot replace (a directory, another link of the source's inode) and
+// anything asked outside a COPY or MOVE.
+func TestRemoveAllLeavesReplacedFile(t *testing.T) {
+	e := newEnv(t, voltest.Options{Tree: map[string]string{"f": "x", "src": "s", "d/y": "y"}})
+	for _, tc := range []struct {
+		verb, src, dst string
+		kept           bool
+	}{
+		{"MOVE", "/gone", "/f", true},
+		{"COPY", "/src", "/f", true},
+		{"MOVE", "/src", "/f", true},
+		{"DELETE", "", "", false},
+		{"MOVE", "/d", "/f", false},
+		{"COPY", "/src", "/d", false},
+	} {
+		name := tc.dst
+		if name == "" {
+			name = "/f"
+		}
+		st := &reqState{verb: tc.verb, src: tc.src, dst: tc.dst}
+		if err := e.h.FS().RemoveAll(context.WithValue(context.Background(), stateKey{}, st), name); err != nil {
+			t.Fatalf("%s %s -> %s: RemoveAll: %v", tc.verb, tc.src, tc.dst, err)
+		}
+		if e.exists(name) != tc.kept {
+			t.Errorf("%s %s -> %s: %s still there: %v, want %v", tc.verb, tc.src, tc.dst, name, e.exists(name), tc.kept)
+		}
+		if !tc.kept && name == "/f" { // put it back for the next case
+			if _, _, err := e.v.Vol.ReplaceFile(name, strings.NewReader("x"), 0o644, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}

@@ -9,7 +9,7 @@ BIN       := bin/mpaged
 # in the fuzz coordinator, fixed in Go 1.27). Counts never race a deadline.
 FUZZTIME  ?= 100000x
 # Fuzz targets run briefly by make test: package:target.
-FUZZ      := ./alloc:FuzzParsePSI ./uring/faultring:FuzzParseRule ./fs/ext:FuzzSuperblock ./fs/ext:FuzzGroupDesc ./fs/ext:FuzzInode ./fs/ext:FuzzExtentHeader ./fs/ext:FuzzDirEntries ./fs/ext/jbd2:FuzzSuperblock ./fs/ext/jbd2:FuzzLogBlock ./fs/ext/jbd2:FuzzRecover
+FUZZ      := ./alloc:FuzzParsePSI ./uring/faultring:FuzzParseRule ./fs/ext:FuzzSuperblock ./fs/ext:FuzzGroupDesc ./fs/ext:FuzzInode ./fs/ext:FuzzExtentHeader ./fs/ext:FuzzDirEntries ./fs/ext/jbd2:FuzzSuperblock ./fs/ext/jbd2:FuzzLogBlock ./fs/ext/jbd2:FuzzRecover ./fs/ext:FuzzSplitPath ./api:FuzzPathSegments ./api:FuzzHTTP
 
 .PHONY: all build run test deps fmt-check vet unit tagged invariants fuzz drills-short drills deploy-check bench bench-compare clean
 

@@ -10,7 +10,6 @@ import (
 	"mime/multipart"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"syscall"
@@ -18,110 +17,29 @@ import (
 	"time"
 
 	"github.com/mpaged/mpaged/api"
-	"github.com/mpaged/mpaged/engine"
 	"github.com/mpaged/mpaged/fs/ext"
-	"github.com/mpaged/mpaged/internal/voltest"
+	"github.com/mpaged/mpaged/internal/apitest"
 	"github.com/mpaged/mpaged/uring"
 	"github.com/mpaged/mpaged/uring/faultring"
 )
 
-// env is an API server over a fresh ext4 (no journal) image.
-type env struct {
-	t      *testing.T
-	img    string
-	eng    *engine.Engine
-	vol    *ext.Volume
-	srv    *api.Server
-	ts     *httptest.Server
-	faults *faultring.Ring
-}
-
-type envOpts struct {
-	size     string // image size (default 32M)
-	tree     map[string]string
-	readOnly bool
-	cfg      api.Config
-	faults   bool
-}
-
-func newEnv(t *testing.T, o envOpts) *env {
-	t.Helper()
-	v := voltest.New(t, voltest.Options{Size: o.size, Tree: o.tree, ReadOnly: o.readOnly, Faults: o.faults})
-	e := &env{t: t, img: v.Img, eng: v.Eng, vol: v.Vol, faults: v.Faults}
-	o.cfg.Volume = e.vol
-	e.srv = api.New(o.cfg)
-	e.ts = httptest.NewServer(e.srv.Handler())
-	t.Cleanup(e.ts.Close) // before the volume closes (cleanups run last first)
-	return e
-}
-
-// do sends a request and returns the answer with its body read.
-func (e *env) do(method, path string, body io.Reader, hdr ...string) (*http.Response, []byte) {
-	e.t.Helper()
-	req, err := http.NewRequest(method, e.ts.URL+path, body)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		e.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		e.t.Fatalf("%s %s: body: %v", method, path, err)
-	}
-	return resp, b
-}
-
-// want checks a status and, for errors, the JSON error shape and code.
-func (e *env) want(resp *http.Response, body []byte, status int, code string) {
-	e.t.Helper()
-	if resp.StatusCode != status {
-		e.t.Fatalf("%s %s: status %d, want %d; body %s", resp.Request.Method, resp.Request.URL.Path, resp.StatusCode, status, body)
-	}
-	if status < 400 {
-		return
-	}
-	var eb struct{ Error, Code string }
-	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
-		e.t.Errorf("%s %s: error with content type %q", resp.Request.Method, resp.Request.URL.Path, ct)
-	}
-	if resp.Request.Method == http.MethodHead {
-		return
-	}
-	if err := json.Unmarshal(body, &eb); err != nil || eb.Error == "" || eb.Code != code {
-		e.t.Errorf("%s %s: error body %s (code %q), want code %q", resp.Request.Method, resp.Request.URL.Path, body, eb.Code, code)
-	}
-}
-
-func (e *env) get(path string) []byte {
-	e.t.Helper()
-	resp, b := e.do(http.MethodGet, path, nil)
-	e.want(resp, b, http.StatusOK, "")
-	return b
-}
-
 func TestGetFile(t *testing.T) {
 	content := strings.Repeat("0123456789", 1000) // 10000 bytes: three pages
-	e := newEnv(t, envOpts{tree: map[string]string{"dir/f.txt": content, "empty": ""}})
+	e := apitest.New(t, apitest.Options{Tree: map[string]string{"dir/f.txt": content, "empty": ""}})
 
-	resp, b := e.do(http.MethodGet, "/v1/files/dir/f.txt", nil)
-	e.want(resp, b, http.StatusOK, "")
+	resp, b := e.Do(http.MethodGet, "/v1/files/dir/f.txt", nil)
+	e.Want(resp, b, http.StatusOK, "")
 	if string(b) != content || resp.Header.Get("Content-Length") != "10000" || resp.Header.Get("ETag") == "" ||
 		resp.Header.Get("Last-Modified") == "" || resp.Header.Get("Accept-Ranges") != "bytes" {
 		t.Fatalf("GET: %d bytes, headers %v", len(b), resp.Header)
 	}
 	tag := resp.Header.Get("ETag")
 
-	resp, b = e.do(http.MethodHead, "/v1/files/dir/f.txt", nil)
+	resp, b = e.Do(http.MethodHead, "/v1/files/dir/f.txt", nil)
 	if resp.StatusCode != 200 || len(b) != 0 || resp.Header.Get("Content-Length") != "10000" || resp.Header.Get("ETag") != tag {
 		t.Errorf("HEAD: %d, %d bytes, %v", resp.StatusCode, len(b), resp.Header)
 	}
-	if b := e.get("/v1/files/empty"); len(b) != 0 {
+	if b := e.Get("/v1/files/empty"); len(b) != 0 {
 		t.Errorf("empty file: %q", b)
 	}
 
@@ -141,8 +59,8 @@ func TestGetFile(t *testing.T) {
 		{[]string{"If-Modified-Since", time.Now().Add(time.Hour).UTC().Format(http.TimeFormat)}, 304, "", ""},
 		{[]string{"Range", "bytes=0-1", "If-Range", `"stale"`}, 200, "", content},
 	} {
-		resp, b := e.do(http.MethodGet, "/v1/files/dir/f.txt", nil, tc.hdr...)
-		e.want(resp, b, tc.status, tc.code)
+		resp, b := e.Do(http.MethodGet, "/v1/files/dir/f.txt", nil, tc.hdr...)
+		e.Want(resp, b, tc.status, tc.code)
 		if tc.status < 400 && string(b) != tc.body {
 			t.Errorf("%v: body %q..., want %q...", tc.hdr, b[:min(len(b), 20)], tc.body[:min(len(tc.body), 20)])
 		}
@@ -152,8 +70,8 @@ func TestGetFile(t *testing.T) {
 	}
 
 	// Two ranges: multipart/byteranges, each part right.
-	resp, b = e.do(http.MethodGet, "/v1/files/dir/f.txt", nil, "Range", "bytes=0-2,9000-9004")
-	e.want(resp, b, http.StatusPartialContent, "")
+	resp, b = e.Do(http.MethodGet, "/v1/files/dir/f.txt", nil, "Range", "bytes=0-2,9000-9004")
+	e.Want(resp, b, http.StatusPartialContent, "")
 	_, params, err := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	if err != nil {
 		t.Fatal(err)
@@ -177,7 +95,7 @@ func TestGetFile(t *testing.T) {
 }
 
 func TestListing(t *testing.T) {
-	e := newEnv(t, envOpts{tree: map[string]string{"d/a": "aa", "d/b/c": "ccc"}})
+	e := apitest.New(t, apitest.Options{Tree: map[string]string{"d/a": "aa", "d/b/c": "ccc"}})
 	var l struct {
 		Path    string
 		Entries []struct {
@@ -187,7 +105,7 @@ func TestListing(t *testing.T) {
 		Errors []struct{ Name, Error string }
 	}
 	for _, p := range []string{"/v1/files/d", "/v1/files/d/"} {
-		if err := json.Unmarshal(e.get(p), &l); err != nil {
+		if err := json.Unmarshal(e.Get(p), &l); err != nil {
 			t.Fatal(err)
 		}
 		got := fmt.Sprint(l.Entries)
@@ -195,92 +113,92 @@ func TestListing(t *testing.T) {
 			t.Errorf("%s: %+v", p, l)
 		}
 	}
-	if err := json.Unmarshal(e.get("/v1/files/"), &l); err != nil || l.Path != "/" {
+	if err := json.Unmarshal(e.Get("/v1/files/"), &l); err != nil || l.Path != "/" {
 		t.Errorf("root listing: %v %+v", err, l)
 	}
 }
 
 func TestPutReplaceAndDelete(t *testing.T) {
-	e := newEnv(t, envOpts{tree: map[string]string{"f": "old content"}})
-	resp, b := e.do(http.MethodPut, "/v1/files/new.bin", strings.NewReader("fresh"))
-	e.want(resp, b, http.StatusCreated, "")
-	if got := e.get("/v1/files/new.bin"); string(got) != "fresh" {
+	e := apitest.New(t, apitest.Options{Tree: map[string]string{"f": "old content"}})
+	resp, b := e.Do(http.MethodPut, "/v1/files/new.bin", strings.NewReader("fresh"))
+	e.Want(resp, b, http.StatusCreated, "")
+	if got := e.Get("/v1/files/new.bin"); string(got) != "fresh" {
 		t.Errorf("new file: %q", got)
 	}
-	old := e.get("/v1/files/f")
-	resp0, _ := e.do(http.MethodHead, "/v1/files/f", nil)
+	old := e.Get("/v1/files/f")
+	resp0, _ := e.Do(http.MethodHead, "/v1/files/f", nil)
 	big := bytes.Repeat([]byte("replacement "), 100_000) // 1.2 MB: several chunks
-	resp, b = e.do(http.MethodPut, "/v1/files/f?sync=1", bytes.NewReader(big))
-	e.want(resp, b, http.StatusNoContent, "")
-	if got := e.get("/v1/files/f"); !bytes.Equal(got, big) || bytes.Equal(got, old) {
+	resp, b = e.Do(http.MethodPut, "/v1/files/f?sync=1", bytes.NewReader(big))
+	e.Want(resp, b, http.StatusNoContent, "")
+	if got := e.Get("/v1/files/f"); !bytes.Equal(got, big) || bytes.Equal(got, old) {
 		t.Errorf("replaced file: %d bytes", len(got))
 	}
 	if resp.Header.Get("ETag") == resp0.Header.Get("ETag") {
 		t.Error("ETag did not change with the content")
 	}
 	// In place, without truncating; past the end grows the file.
-	resp, b = e.do(http.MethodPut, "/v1/files/f?offset=12", strings.NewReader("XYZ"))
-	e.want(resp, b, http.StatusNoContent, "")
+	resp, b = e.Do(http.MethodPut, "/v1/files/f?offset=12", strings.NewReader("XYZ"))
+	e.Want(resp, b, http.StatusNoContent, "")
 	copy(big[12:], "XYZ")
-	if got := e.get("/v1/files/f"); !bytes.Equal(got, big) {
+	if got := e.Get("/v1/files/f"); !bytes.Equal(got, big) {
 		t.Error("offset write changed more than its bytes")
 	}
-	resp, b = e.do(http.MethodPut, fmt.Sprintf("/v1/files/f?offset=%d", len(big)+4), strings.NewReader("END"))
-	e.want(resp, b, http.StatusNoContent, "")
-	if got := e.get("/v1/files/f"); len(got) != len(big)+7 || string(got[len(big):]) != "\x00\x00\x00\x00END" {
+	resp, b = e.Do(http.MethodPut, fmt.Sprintf("/v1/files/f?offset=%d", len(big)+4), strings.NewReader("END"))
+	e.Want(resp, b, http.StatusNoContent, "")
+	if got := e.Get("/v1/files/f"); len(got) != len(big)+7 || string(got[len(big):]) != "\x00\x00\x00\x00END" {
 		t.Errorf("append past the end: %d bytes, tail %q", len(got), got[len(big):])
 	}
 	// Conditional writes.
-	cur, _ := e.do(http.MethodHead, "/v1/files/f", nil)
-	resp, b = e.do(http.MethodPut, "/v1/files/f", strings.NewReader("x"), "If-None-Match", "*")
-	e.want(resp, b, http.StatusPreconditionFailed, "precondition_failed")
-	resp, b = e.do(http.MethodPut, "/v1/files/f", strings.NewReader("x"), "If-Match", `"stale"`)
-	e.want(resp, b, http.StatusPreconditionFailed, "precondition_failed")
-	resp, b = e.do(http.MethodPut, "/v1/files/f", strings.NewReader("matched"), "If-Match", cur.Header.Get("ETag"))
-	e.want(resp, b, http.StatusNoContent, "")
+	cur, _ := e.Do(http.MethodHead, "/v1/files/f", nil)
+	resp, b = e.Do(http.MethodPut, "/v1/files/f", strings.NewReader("x"), "If-None-Match", "*")
+	e.Want(resp, b, http.StatusPreconditionFailed, "precondition_failed")
+	resp, b = e.Do(http.MethodPut, "/v1/files/f", strings.NewReader("x"), "If-Match", `"stale"`)
+	e.Want(resp, b, http.StatusPreconditionFailed, "precondition_failed")
+	resp, b = e.Do(http.MethodPut, "/v1/files/f", strings.NewReader("matched"), "If-Match", cur.Header.Get("ETag"))
+	e.Want(resp, b, http.StatusNoContent, "")
 	// Delete, then it is gone; a non-empty directory is a conflict.
-	resp, b = e.do(http.MethodDelete, "/v1/files/f", nil)
-	e.want(resp, b, http.StatusNoContent, "")
-	resp, b = e.do(http.MethodGet, "/v1/files/f", nil)
-	e.want(resp, b, http.StatusNotFound, "not_found")
+	resp, b = e.Do(http.MethodDelete, "/v1/files/f", nil)
+	e.Want(resp, b, http.StatusNoContent, "")
+	resp, b = e.Do(http.MethodGet, "/v1/files/f", nil)
+	e.Want(resp, b, http.StatusNotFound, "not_found")
 	noTempFiles(t, e)
 }
 
 // noTempFiles: no atomic PUT left its temporary file behind.
-func noTempFiles(t *testing.T, e *env) {
+func noTempFiles(t *testing.T, e *apitest.Env) {
 	t.Helper()
-	ents, err := e.vol.ReadDir(ext.StagingDir)
+	ents, err := e.Vol.ReadDir(ext.StagingDir)
 	if err != nil && !errors.Is(err, ext.ErrNotFound) || len(ents) != 0 {
 		t.Errorf("staged files left: %v %v", ents, err)
 	}
 }
 
 func TestMkdirFsyncSync(t *testing.T) {
-	e := newEnv(t, envOpts{})
-	resp, b := e.do(http.MethodPost, "/v1/mkdir/a", nil)
-	e.want(resp, b, http.StatusCreated, "")
-	resp, b = e.do(http.MethodPost, "/v1/mkdir/a", nil)
-	e.want(resp, b, http.StatusConflict, "exists")
-	resp, b = e.do(http.MethodPost, "/v1/mkdir/x/y/z", nil)
-	e.want(resp, b, http.StatusNotFound, "not_found")
-	resp, b = e.do(http.MethodPost, "/v1/mkdir/x/y/z?parents=1", nil)
-	e.want(resp, b, http.StatusCreated, "")
-	resp, b = e.do(http.MethodPost, "/v1/mkdir/x/y?parents=1", nil)
-	e.want(resp, b, http.StatusOK, "")
-	resp, b = e.do(http.MethodPut, "/v1/files/x/y/z/file", strings.NewReader("deep"))
-	e.want(resp, b, http.StatusCreated, "")
-	resp, b = e.do(http.MethodDelete, "/v1/files/x/y", nil)
-	e.want(resp, b, http.StatusConflict, "not_empty")
+	e := apitest.New(t, apitest.Options{})
+	resp, b := e.Do(http.MethodPost, "/v1/mkdir/a", nil)
+	e.Want(resp, b, http.StatusCreated, "")
+	resp, b = e.Do(http.MethodPost, "/v1/mkdir/a", nil)
+	e.Want(resp, b, http.StatusConflict, "exists")
+	resp, b = e.Do(http.MethodPost, "/v1/mkdir/x/y/z", nil)
+	e.Want(resp, b, http.StatusNotFound, "not_found")
+	resp, b = e.Do(http.MethodPost, "/v1/mkdir/x/y/z?parents=1", nil)
+	e.Want(resp, b, http.StatusCreated, "")
+	resp, b = e.Do(http.MethodPost, "/v1/mkdir/x/y?parents=1", nil)
+	e.Want(resp, b, http.StatusOK, "")
+	resp, b = e.Do(http.MethodPut, "/v1/files/x/y/z/file", strings.NewReader("deep"))
+	e.Want(resp, b, http.StatusCreated, "")
+	resp, b = e.Do(http.MethodDelete, "/v1/files/x/y", nil)
+	e.Want(resp, b, http.StatusConflict, "not_empty")
 	for _, p := range []string{"/v1/fsync/x/y/z/file", "/v1/fsync/x", "/v1/sync"} {
-		resp, b = e.do(http.MethodPost, p, nil)
-		e.want(resp, b, http.StatusOK, "")
+		resp, b = e.Do(http.MethodPost, p, nil)
+		e.Want(resp, b, http.StatusOK, "")
 	}
-	resp, b = e.do(http.MethodPost, "/v1/fsync/nope", nil)
-	e.want(resp, b, http.StatusNotFound, "not_found")
+	resp, b = e.Do(http.MethodPost, "/v1/fsync/nope", nil)
+	e.Want(resp, b, http.StatusNotFound, "not_found")
 }
 
 func TestErrorStatuses(t *testing.T) {
-	e := newEnv(t, envOpts{tree: map[string]string{"f": "data", "d/x": "x"}, cfg: api.Config{MaxBodyBytes: 1000}})
+	e := apitest.New(t, apitest.Options{Tree: map[string]string{"f": "data", "d/x": "x"}, Cfg: api.Config{MaxBodyBytes: 1000}})
 	for _, tc := range []struct {
 		method, path string
 		body         io.Reader
@@ -303,19 +221,19 @@ func TestErrorStatuses(t *testing.T) {
 		{"DELETE", "/v1/files/", nil, 409, "invalid_operation"},
 		{"DELETE", "/v1/files/nope", nil, 404, "not_found"},
 	} {
-		resp, b := e.do(tc.method, tc.path, tc.body)
-		e.want(resp, b, tc.status, tc.code)
+		resp, b := e.Do(tc.method, tc.path, tc.body)
+		e.Want(resp, b, tc.status, tc.code)
 		if tc.status == 405 && resp.Header.Get("Allow") == "" {
 			t.Errorf("%s %s: 405 without Allow", tc.method, tc.path)
 		}
 	}
-	if got := e.get("/v1/files/f"); string(got) != "data" {
+	if got := e.Get("/v1/files/f"); string(got) != "data" {
 		t.Errorf("f after refused writes: %q", got)
 	}
 	noTempFiles(t, e)
 
 	// A PUT with no length at all (no Content-Length, not chunked).
-	conn, err := net.Dial("tcp", e.ts.Listener.Addr().String())
+	conn, err := net.Dial("tcp", e.TS.Listener.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,50 +246,50 @@ func TestErrorStatuses(t *testing.T) {
 }
 
 func TestToken(t *testing.T) {
-	e := newEnv(t, envOpts{tree: map[string]string{"f": "secret"}, cfg: api.Config{Token: "s3cret"}})
+	e := apitest.New(t, apitest.Options{Tree: map[string]string{"f": "secret"}, Cfg: api.Config{Token: "s3cret"}})
 	for _, hdr := range [][]string{nil, {"Authorization", "Bearer wrong"}, {"Authorization", "s3cret"}} {
-		resp, b := e.do(http.MethodGet, "/v1/files/f", nil, hdr...)
-		e.want(resp, b, http.StatusUnauthorized, "unauthorized")
+		resp, b := e.Do(http.MethodGet, "/v1/files/f", nil, hdr...)
+		e.Want(resp, b, http.StatusUnauthorized, "unauthorized")
 		if resp.Header.Get("WWW-Authenticate") == "" {
 			t.Error("401 without WWW-Authenticate")
 		}
 	}
-	resp, b := e.do(http.MethodGet, "/v1/files/f", nil, "Authorization", "Bearer s3cret")
-	e.want(resp, b, http.StatusOK, "")
-	resp, b = e.do(http.MethodGet, "/healthz", nil) // probes need no token
-	e.want(resp, b, http.StatusOK, "")
+	resp, b := e.Do(http.MethodGet, "/v1/files/f", nil, "Authorization", "Bearer s3cret")
+	e.Want(resp, b, http.StatusOK, "")
+	resp, b = e.Do(http.MethodGet, "/healthz", nil) // probes need no token
+	e.Want(resp, b, http.StatusOK, "")
 }
 
 func TestReadOnlyAndShutdown(t *testing.T) {
-	e := newEnv(t, envOpts{tree: map[string]string{"f": "data"}, readOnly: true})
+	e := apitest.New(t, apitest.Options{Tree: map[string]string{"f": "data"}, ReadOnly: true})
 	for _, tc := range []struct{ method, path string }{
 		{"PUT", "/v1/files/f"}, {"DELETE", "/v1/files/f"}, {"POST", "/v1/mkdir/d"},
 	} {
-		resp, b := e.do(tc.method, tc.path, strings.NewReader("x"))
-		e.want(resp, b, http.StatusServiceUnavailable, "read_only")
+		resp, b := e.Do(tc.method, tc.path, strings.NewReader("x"))
+		e.Want(resp, b, http.StatusServiceUnavailable, "read_only")
 	}
-	resp, b := e.do(http.MethodGet, "/readyz", nil)
-	e.want(resp, b, http.StatusOK, "")
+	resp, b := e.Do(http.MethodGet, "/readyz", nil)
+	e.Want(resp, b, http.StatusOK, "")
 	if !strings.Contains(string(b), `"read_only":true`) {
 		t.Errorf("readyz on a read-only volume: %s", b)
 	}
-	e.srv.SetShuttingDown()
-	resp, b = e.do(http.MethodGet, "/readyz", nil)
+	e.Srv.SetShuttingDown()
+	resp, b = e.Do(http.MethodGet, "/readyz", nil)
 	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(b), "shutting down") {
 		t.Errorf("readyz while shutting down: %d %s", resp.StatusCode, b)
 	}
-	resp, b = e.do(http.MethodGet, "/v1/files/f", nil)
-	e.want(resp, b, http.StatusServiceUnavailable, "shutting_down")
-	resp, b = e.do(http.MethodGet, "/healthz", nil)
-	e.want(resp, b, http.StatusOK, "")
+	resp, b = e.Do(http.MethodGet, "/v1/files/f", nil)
+	e.Want(resp, b, http.StatusServiceUnavailable, "shutting_down")
+	resp, b = e.Do(http.MethodGet, "/healthz", nil)
+	e.Want(resp, b, http.StatusOK, "")
 }
 
 // TestPutKeepsOldContent: a body cut off mid-way and a full volume both
 // leave the old bytes, and no temporary file.
 func TestPutKeepsOldContent(t *testing.T) {
-	e := newEnv(t, envOpts{size: "8M", tree: map[string]string{"f": "the old content"}})
+	e := apitest.New(t, apitest.Options{Size: "8M", Tree: map[string]string{"f": "the old content"}})
 	// The client promises 1 MB and hangs up after 300 KB.
-	conn, err := net.Dial("tcp", e.ts.Listener.Addr().String())
+	conn, err := net.Dial("tcp", e.TS.Listener.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -379,18 +297,18 @@ func TestPutKeepsOldContent(t *testing.T) {
 	conn.Write(make([]byte, 300_000))
 	conn.Close()
 	// The volume holds 8 MB: a 20 MB body cannot fit.
-	resp, b := e.do(http.MethodPut, "/v1/files/f", bytes.NewReader(make([]byte, 20<<20)))
-	e.want(resp, b, http.StatusInsufficientStorage, "ENOSPC")
+	resp, b := e.Do(http.MethodPut, "/v1/files/f", bytes.NewReader(make([]byte, 20<<20)))
+	e.Want(resp, b, http.StatusInsufficientStorage, "ENOSPC")
 	waitFor(t, "the cut-off PUT to clean up", func() bool {
-		ents, _ := e.vol.ReadDir(ext.StagingDir)
+		ents, _ := e.Vol.ReadDir(ext.StagingDir)
 		return len(ents) == 0
 	})
-	if got := e.get("/v1/files/f"); string(got) != "the old content" {
+	if got := e.Get("/v1/files/f"); string(got) != "the old content" {
 		t.Errorf("after a cut-off PUT and ENOSPC: %q", got)
 	}
 	// The space is free again: a fitting PUT works.
-	resp, b = e.do(http.MethodPut, "/v1/files/f", bytes.NewReader(make([]byte, 2<<20)))
-	e.want(resp, b, http.StatusNoContent, "")
+	resp, b = e.Do(http.MethodPut, "/v1/files/f", bytes.NewReader(make([]byte, 2<<20)))
+	e.Want(resp, b, http.StatusNoContent, "")
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -417,19 +335,19 @@ func TestFsyncReportsWriteErrors(t *testing.T) {
 		{syscall.ENOSPC, 507, "ENOSPC"},
 	} {
 		t.Run(tc.code, func(t *testing.T) {
-			e := newEnv(t, envOpts{faults: true, tree: map[string]string{"f": strings.Repeat("a", 8192)}})
-			resp, b := e.do(http.MethodPut, "/v1/files/f?offset=4096", strings.NewReader("new bytes"))
-			e.want(resp, b, http.StatusNoContent, "")
-			rule := e.faults.Add(faultring.Rule{Ops: faultring.Ops(uring.OpWritev, uring.OpWrite), Fault: faultring.Fault{Errno: tc.errno}})
+			e := apitest.New(t, apitest.Options{Faults: true, FaultSeed: 1, Tree: map[string]string{"f": strings.Repeat("a", 8192)}})
+			resp, b := e.Do(http.MethodPut, "/v1/files/f?offset=4096", strings.NewReader("new bytes"))
+			e.Want(resp, b, http.StatusNoContent, "")
+			rule := e.Faults.Add(faultring.Rule{Ops: faultring.Ops(uring.OpWritev, uring.OpWrite), Fault: faultring.Fault{Errno: tc.errno}})
 			for range 2 {
-				resp, b = e.do(http.MethodPost, "/v1/fsync/f", nil)
-				e.want(resp, b, tc.status, tc.code)
+				resp, b = e.Do(http.MethodPost, "/v1/fsync/f", nil)
+				e.Want(resp, b, tc.status, tc.code)
 			}
-			e.faults.Remove(rule)
-			resp, b = e.do(http.MethodPost, "/v1/fsync/f", nil)
-			e.want(resp, b, http.StatusOK, "")
+			e.Faults.Remove(rule)
+			resp, b = e.Do(http.MethodPost, "/v1/fsync/f", nil)
+			e.Want(resp, b, http.StatusOK, "")
 			want := strings.Repeat("a", 4096) + "new bytes" + strings.Repeat("a", 8192-4096-9)
-			if got := e.get("/v1/files/f"); string(got) != want {
+			if got := e.Get("/v1/files/f"); string(got) != want {
 				t.Errorf("after recovery: %q...", got[4090:4110])
 			}
 		})
@@ -439,45 +357,67 @@ func TestFsyncReportsWriteErrors(t *testing.T) {
 // TestConcurrencyLimit: past MaxConcurrent a request waits its turn, and
 // is refused with 503 once QueueTimeout passes.
 func TestConcurrencyLimit(t *testing.T) {
-	e := newEnv(t, envOpts{tree: map[string]string{"f": "x"}, cfg: api.Config{MaxConcurrent: 1, QueueTimeout: 50 * time.Millisecond}})
+	e := apitest.New(t, apitest.Options{Tree: map[string]string{"f": "x"}, Cfg: api.Config{MaxConcurrent: 1, QueueTimeout: 250 * time.Millisecond}})
 	pr, pw := io.Pipe()
+	t.Cleanup(func() { pw.Close() }) // a failed check must not leave the PUT waiting for its body
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		req, _ := http.NewRequest(http.MethodPut, e.ts.URL+"/v1/files/slow", pr)
+		req, _ := http.NewRequest(http.MethodPut, e.TS.URL+"/v1/files/slow", pr)
 		req.ContentLength = 2
 		if resp, err := http.DefaultClient.Do(req); err == nil {
 			resp.Body.Close()
 		}
 	}()
-	pw.Write([]byte("a")) // the slow PUT holds the only slot now
-	resp, b := e.do(http.MethodGet, "/v1/files/f", nil)
-	e.want(resp, b, http.StatusServiceUnavailable, "busy")
+	pw.Write([]byte("a")) // the slow PUT is on its way to the only slot
+	waitBusy(t, e, http.MethodGet, "/v1/files/f")
 	pw.Write([]byte("b"))
 	pw.Close()
 	wg.Wait()
-	if got := e.get("/v1/files/slow"); string(got) != "ab" {
+	if got := e.Get("/v1/files/slow"); string(got) != "ab" {
 		t.Errorf("slow PUT: %q", got)
+	}
+}
+
+// waitBusy repeats a request until it is refused 503 "busy" (within 10
+// s): a slow request is to hold the only slot, but its client's first
+// body byte being taken says only that the client sent it, not that the
+// server has admitted the request, so a probe may get in first and be
+// answered. QueueTimeout must outlast a probe, or the slow request, queued
+// behind one, is refused instead.
+func waitBusy(t *testing.T, e *apitest.Env, method, path string, hdr ...string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, b := e.Do(method, path, nil, hdr...)
+		if resp.StatusCode == http.StatusServiceUnavailable {
+			e.Want(resp, b, http.StatusServiceUnavailable, "busy")
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s %s: still answered %d after 10 s, want 503 busy", method, path, resp.StatusCode)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
 // TestReviewFindings: hostile and racing clients, each case a way the API
 // once misbehaved.
 func TestReviewFindings(t *testing.T) {
-	e := newEnv(t, envOpts{faults: true, tree: map[string]string{"f": "orig", "d/x": "x"},
-		cfg: api.Config{IdleTimeout: 300 * time.Millisecond, MinRate: 64 << 10}})
+	e := apitest.New(t, apitest.Options{Faults: true, FaultSeed: 1, Tree: map[string]string{"f": "orig", "d/x": "x"},
+		Cfg: api.Config{IdleTimeout: 300 * time.Millisecond, MinRate: 64 << 10}})
 	t.Run("dot segments are refused, not redirected", func(t *testing.T) {
 		for _, p := range []string{"/v1/files/d/../f", "/v1/files/./f", "/v1/files//f", "/v1/files/d/.."} {
-			resp, b := e.do(http.MethodPut, p, strings.NewReader("overwritten?"))
-			e.want(resp, b, http.StatusBadRequest, "invalid_path")
+			resp, b := e.Do(http.MethodPut, p, strings.NewReader("overwritten?"))
+			e.Want(resp, b, http.StatusBadRequest, "invalid_path")
 		}
-		if got := e.get("/v1/files/f"); string(got) != "orig" {
+		if got := e.Get("/v1/files/f"); string(got) != "orig" {
 			t.Errorf("f: %q", got)
 		}
 	})
 	t.Run("conditional PUTs race: one wins", func(t *testing.T) {
-		cur, _ := e.do(http.MethodHead, "/v1/files/f", nil)
+		cur, _ := e.Do(http.MethodHead, "/v1/files/f", nil)
 		tag := cur.Header.Get("ETag")
 		var pws [2]*io.PipeWriter
 		codes := make(chan int, 2)
@@ -485,7 +425,7 @@ func TestReviewFindings(t *testing.T) {
 			pr, pw := io.Pipe()
 			pws[i] = pw
 			go func() {
-				req, _ := http.NewRequest(http.MethodPut, e.ts.URL+"/v1/files/f", pr)
+				req, _ := http.NewRequest(http.MethodPut, e.TS.URL+"/v1/files/f", pr)
 				req.ContentLength = 1
 				req.Header.Set("If-Match", tag)
 				resp, err := http.DefaultClient.Do(req)
@@ -507,12 +447,12 @@ func TestReviewFindings(t *testing.T) {
 		if first != http.StatusNoContent || second != http.StatusPreconditionFailed {
 			t.Errorf("two PUTs with one If-Match: %d then %d, want 204 then 412", first, second)
 		}
-		if got := e.get("/v1/files/f"); string(got) != "A" {
+		if got := e.Get("/v1/files/f"); string(got) != "A" {
 			t.Errorf("f: %q", got)
 		}
 	})
 	t.Run("a body on a non-PUT route does not hold the connection", func(t *testing.T) {
-		conn, err := net.Dial("tcp", e.ts.Listener.Addr().String())
+		conn, err := net.Dial("tcp", e.TS.Listener.Addr().String())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -535,33 +475,68 @@ func TestReviewFindings(t *testing.T) {
 			}
 			pw.Close()
 		}()
-		req, _ := http.NewRequest(http.MethodPut, e.ts.URL+"/v1/files/slow", pr)
+		req, _ := http.NewRequest(http.MethodPut, e.TS.URL+"/v1/files/slow", pr)
 		req.ContentLength = 20
 		resp, err := http.DefaultClient.Do(req)
 		if err == nil {
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			e.want(resp, b, http.StatusRequestTimeout, "too_slow")
+			e.Want(resp, b, http.StatusRequestTimeout, "too_slow")
 		}
 		pr.Close()
-		resp2, _ := e.do(http.MethodGet, "/v1/files/slow", nil)
+		resp2, _ := e.Do(http.MethodGet, "/v1/files/slow", nil)
 		if resp2.StatusCode != http.StatusNotFound {
 			t.Errorf("the trickled file exists: %d", resp2.StatusCode)
 		}
 	})
 	t.Run("a device EINVAL is an I/O error, not a conflict", func(t *testing.T) {
-		resp, b := e.do(http.MethodPut, "/v1/files/d/x?offset=0", strings.NewReader("y"))
-		e.want(resp, b, http.StatusNoContent, "")
-		rule := e.faults.Add(faultring.Rule{Ops: faultring.Ops(uring.OpWritev, uring.OpWrite), Fault: faultring.Fault{Errno: syscall.EINVAL}})
-		defer e.faults.Remove(rule)
-		resp, b = e.do(http.MethodPost, "/v1/fsync/d/x", nil)
-		e.want(resp, b, http.StatusInternalServerError, "internal")
+		resp, b := e.Do(http.MethodPut, "/v1/files/d/x?offset=0", strings.NewReader("y"))
+		e.Want(resp, b, http.StatusNoContent, "")
+		rule := e.Faults.Add(faultring.Rule{Ops: faultring.Ops(uring.OpWritev, uring.OpWrite), Fault: faultring.Fault{Errno: syscall.EINVAL}})
+		defer e.Faults.Remove(rule)
+		resp, b = e.Do(http.MethodPost, "/v1/fsync/d/x", nil)
+		e.Want(resp, b, http.StatusInternalServerError, "internal")
 	})
 	t.Run("listings carry an escaped href", func(t *testing.T) {
-		resp, b := e.do(http.MethodPut, "/v1/files/d/a%20b%3Fc", strings.NewReader("q"))
-		e.want(resp, b, http.StatusCreated, "")
-		if !strings.Contains(string(e.get("/v1/files/d")), `"href":"a%20b%3Fc"`) {
-			t.Errorf("listing: %s", e.get("/v1/files/d"))
+		resp, b := e.Do(http.MethodPut, "/v1/files/d/a%20b%3Fc", strings.NewReader("q"))
+		e.Want(resp, b, http.StatusCreated, "")
+		if !strings.Contains(string(e.Get("/v1/files/d")), `"href":"a%20b%3Fc"`) {
+			t.Errorf("listing: %s", e.Get("/v1/files/d"))
 		}
 	})
+}
+
+// TestGetReadErrorIsJSON: a GET whose first read from the volume fails is
+// answered 500 with a JSON EIO error (whole, ranged or HEAD-then-GET),
+// not a 200 whose body is cut short; the bytes are right once the fault
+// clears. (Before the status was held back, the open succeeded from
+// cached metadata, ServeContent sent 200 and the body was cut at byte 0.)
+func TestGetReadErrorIsJSON(t *testing.T) {
+	content := strings.Repeat("0123456789abcdef", 4096) // 64 KiB
+	e := apitest.New(t, apitest.Options{Faults: true, FaultSeed: 1, Tree: map[string]string{"a": content, "b": content}})
+	e.Get("/v1/files/a") // the inode table block is cached now: b opens without I/O
+	for _, hdr := range [][]string{nil, {"Range", "bytes=5000-9000"}} {
+		rule := e.Faults.Add(faultring.Rule{Ops: faultring.Ops(uring.OpRead, uring.OpReadv), Fault: faultring.Fault{Errno: syscall.EIO}})
+		resp, b := e.Do(http.MethodGet, "/v1/files/b", nil, hdr...)
+		e.Faults.Remove(rule)
+		e.Want(resp, b, http.StatusInternalServerError, "EIO")
+		if rule.Fired() == 0 {
+			t.Errorf("%v: no read was faulted", hdr)
+		}
+		if resp.Header.Get("Content-Range") != "" || resp.Header.Get("Accept-Ranges") != "" {
+			t.Errorf("%v: error with range headers %v", hdr, resp.Header)
+		}
+	}
+	resp, b := e.Do(http.MethodGet, "/v1/files/b", nil, "Range", "bytes=5000-9000")
+	e.Want(resp, b, http.StatusPartialContent, "")
+	if string(b) != content[5000:9001] {
+		t.Errorf("ranged GET after the fault: %q", b[:16])
+	}
+	if got := e.Get("/v1/files/b"); string(got) != content {
+		t.Errorf("GET after the fault: %d bytes", len(got))
+	}
+	resp, _ = e.Do(http.MethodHead, "/v1/files/b", nil)
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Length") != "65536" {
+		t.Errorf("HEAD: %d %v", resp.StatusCode, resp.Header)
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mpaged/mpaged/api"
+	"github.com/mpaged/mpaged/internal/apitest"
 )
 
 // TestDavRoute: /dav/ is WebDAV under the /v1 rules: the token, the
@@ -28,27 +29,27 @@ func TestDavRoute(t *testing.T) {
 			h.ServeHTTP(w, r)
 		})
 	}
-	e := newEnv(t, envOpts{tree: map[string]string{"f.txt": "hello"}, cfg: api.Config{Token: "tok", MaxBodyBytes: 1000,
-		MaxConcurrent: 1, QueueTimeout: 50 * time.Millisecond, Instrument: instrument}})
+	e := apitest.New(t, apitest.Options{Tree: map[string]string{"f.txt": "hello"}, Cfg: api.Config{Token: "tok", MaxBodyBytes: 1000,
+		MaxConcurrent: 1, QueueTimeout: 250 * time.Millisecond, Instrument: instrument}})
 	auth := []string{"Authorization", "Bearer tok"}
 
-	resp, b := e.do("PROPFIND", "/dav/", nil, "Depth", "1")
-	e.want(resp, b, http.StatusUnauthorized, "unauthorized")
+	resp, b := e.Do("PROPFIND", "/dav/", nil, "Depth", "1")
+	e.Want(resp, b, http.StatusUnauthorized, "unauthorized")
 	if resp.Header.Get("WWW-Authenticate") == "" {
 		t.Error("401 without WWW-Authenticate")
 	}
-	resp, b = e.do("PROPFIND", "/dav/", nil, append(auth, "Depth", "1")...)
+	resp, b = e.Do("PROPFIND", "/dav/", nil, append(auth, "Depth", "1")...)
 	if resp.StatusCode != http.StatusMultiStatus || !strings.Contains(string(b), "/dav/f.txt") {
 		t.Fatalf("PROPFIND: %d %s", resp.StatusCode, b)
 	}
-	resp, b = e.do("PUT", "/dav/big", strings.NewReader(strings.Repeat("x", 1001)), auth...)
-	e.want(resp, b, http.StatusRequestEntityTooLarge, "too_large")
-	resp, b = e.do("PUT", "/dav/f.txt", strings.NewReader("changed"), auth...)
+	resp, b = e.Do("PUT", "/dav/big", strings.NewReader(strings.Repeat("x", 1001)), auth...)
+	e.Want(resp, b, http.StatusRequestEntityTooLarge, "too_large")
+	resp, b = e.Do("PUT", "/dav/f.txt", strings.NewReader("changed"), auth...)
 	if resp.StatusCode != http.StatusCreated {
 		t.Fatalf("PUT: %d %s", resp.StatusCode, b)
 	}
-	davResp, _ := e.do("GET", "/dav/f.txt", nil, auth...)
-	v1Resp, body := e.do("GET", "/v1/files/f.txt", nil, auth...)
+	davResp, _ := e.Do("GET", "/dav/f.txt", nil, auth...)
+	v1Resp, body := e.Do("GET", "/v1/files/f.txt", nil, auth...)
 	if string(body) != "changed" || davResp.Header.Get("ETag") == "" || davResp.Header.Get("ETag") != v1Resp.Header.Get("ETag") {
 		t.Errorf("GET after a WebDAV PUT: %q; ETag /dav %q, /v1 %q", body, davResp.Header.Get("ETag"), v1Resp.Header.Get("ETag"))
 	}
@@ -60,11 +61,12 @@ func TestDavRoute(t *testing.T) {
 
 	// A PUT that holds the only slot makes a PROPFIND wait, then 503.
 	pr, pw := io.Pipe()
+	t.Cleanup(func() { pw.Close() }) // a failed check must not leave the PUT waiting for its body
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		req, _ := http.NewRequest(http.MethodPut, e.ts.URL+"/dav/slow", pr)
+		req, _ := http.NewRequest(http.MethodPut, e.TS.URL+"/dav/slow", pr)
 		req.ContentLength = 2
 		req.Header.Set("Authorization", "Bearer tok")
 		if resp, err := http.DefaultClient.Do(req); err == nil {
@@ -72,12 +74,11 @@ func TestDavRoute(t *testing.T) {
 		}
 	}()
 	pw.Write([]byte("a"))
-	resp, b = e.do("PROPFIND", "/dav/", nil, append(auth, "Depth", "0")...)
-	e.want(resp, b, http.StatusServiceUnavailable, "busy")
+	waitBusy(t, e, "PROPFIND", "/dav/", append(auth, "Depth", "0")...)
 	pw.Write([]byte("b"))
 	pw.Close()
 	wg.Wait()
-	if _, got := e.do("GET", "/dav/slow", nil, auth...); string(got) != "ab" {
+	if _, got := e.Do("GET", "/dav/slow", nil, auth...); string(got) != "ab" {
 		t.Errorf("slow PUT: %q", got)
 	}
 }
@@ -85,16 +86,16 @@ func TestDavRoute(t *testing.T) {
 // TestDavReadOnlyReason: a writable volume the daemon serves read-only
 // refuses WebDAV writes (403) and still serves reads.
 func TestDavReadOnlyReason(t *testing.T) {
-	e := newEnv(t, envOpts{tree: map[string]string{"f": "data"}, cfg: api.Config{ReadOnlyReason: "e2fsck failed"}})
-	resp, b := e.do("PUT", "/dav/f", strings.NewReader("x"))
+	e := apitest.New(t, apitest.Options{Tree: map[string]string{"f": "data"}, Cfg: api.Config{ReadOnlyReason: "e2fsck failed"}})
+	resp, b := e.Do("PUT", "/dav/f", strings.NewReader("x"))
 	if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(b), "e2fsck failed") {
 		t.Errorf("PUT: %d %s", resp.StatusCode, b)
 	}
-	resp, b = e.do("MKCOL", "/dav/d", nil)
+	resp, b = e.Do("MKCOL", "/dav/d", nil)
 	if resp.StatusCode != http.StatusForbidden {
 		t.Errorf("MKCOL: %d %s", resp.StatusCode, b)
 	}
-	if got := e.get("/dav/f"); string(got) != "data" {
+	if got := e.Get("/dav/f"); string(got) != "data" {
 		t.Errorf("GET: %q", got)
 	}
 }
@@ -102,8 +103,8 @@ func TestDavReadOnlyReason(t *testing.T) {
 // TestDavStalledBody: a WebDAV PUT whose body stalls past the idle timeout
 // is cut off with 408, as on /v1, and replaces nothing.
 func TestDavStalledBody(t *testing.T) {
-	e := newEnv(t, envOpts{tree: map[string]string{"f": "old"}, cfg: api.Config{IdleTimeout: 200 * time.Millisecond}})
-	conn, err := net.Dial("tcp", e.ts.Listener.Addr().String())
+	e := apitest.New(t, apitest.Options{Tree: map[string]string{"f": "old"}, Cfg: api.Config{IdleTimeout: 200 * time.Millisecond}})
+	conn, err := net.Dial("tcp", e.TS.Listener.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +119,7 @@ func TestDavStalledBody(t *testing.T) {
 	if resp.StatusCode != http.StatusRequestTimeout {
 		t.Errorf("stalled PUT: %d, want 408", resp.StatusCode)
 	}
-	if got := e.get("/v1/files/f"); string(got) != "old" {
+	if got := e.Get("/v1/files/f"); string(got) != "old" {
 		t.Errorf("after a stalled PUT: %q", got)
 	}
 	noTempFiles(t, e)

@@ -108,10 +108,15 @@ func writeError(w http.ResponseWriter, e *Error) {
 
 // jsonErrors rewrites the error answers net/http writes itself (text, from
 // ServeContent: 412, 416) as JSON, so every error the API gives has one
-// shape. Success answers pass through untouched.
+// shape. A success status is held back until the first body byte has been
+// read from the volume (or until finish): a GET whose first read fails is
+// then still answered with a JSON error instead of a 200 cut short. A read
+// that fails after the first byte can only cut the body short.
 type jsonErrors struct {
 	http.ResponseWriter
 	swallow bool // an error body was written: drop net/http's text
+	held    int  // a success status not sent yet
+	first   [1]byte
 }
 
 func (j *jsonErrors) WriteHeader(status int) {
@@ -119,30 +124,79 @@ func (j *jsonErrors) WriteHeader(status int) {
 		return
 	}
 	if status < 400 {
-		j.ResponseWriter.WriteHeader(status)
+		if j.held == 0 {
+			j.held = status
+		}
 		return
 	}
-	j.swallow = true
+	j.swallow, j.held = true, 0
 	writeError(j.ResponseWriter, apiError(status, codeOfStatus(status), http.StatusText(status)))
+}
+
+// sendHeld sends the held success status, if any.
+func (j *jsonErrors) sendHeld() {
+	if j.held != 0 {
+		j.ResponseWriter.WriteHeader(j.held)
+		j.held = 0
+	}
 }
 
 func (j *jsonErrors) Write(p []byte) (int, error) {
 	if j.swallow {
 		return len(p), nil
 	}
+	j.sendHeld()
 	return j.ResponseWriter.Write(p)
 }
 
 // ReadFrom passes a body copy (ServeContent's io.CopyN) on to the writer
-// beneath, so its large chunks are kept.
+// beneath, so its large chunks are kept. While the status is held the
+// first byte is read here: an error before it leaves the answer to finish.
 func (j *jsonErrors) ReadFrom(r io.Reader) (int64, error) {
 	if j.swallow {
 		return io.Copy(io.Discard, r)
 	}
-	if rf, ok := j.ResponseWriter.(io.ReaderFrom); ok {
-		return rf.ReadFrom(r)
+	var n int64
+	if j.held != 0 {
+		if _, err := io.ReadFull(r, j.first[:]); err != nil {
+			if err == io.EOF {
+				err = nil
+			}
+			return 0, err
+		}
+		j.sendHeld()
+		if _, err := j.ResponseWriter.Write(j.first[:]); err != nil {
+			return 0, err
+		}
+		n = 1
 	}
-	return io.Copy(struct{ io.Writer }{j.ResponseWriter}, r)
+	var m int64
+	var err error
+	if rf, ok := j.ResponseWriter.(io.ReaderFrom); ok {
+		m, err = rf.ReadFrom(r)
+	} else {
+		m, err = io.Copy(struct{ io.Writer }{j.ResponseWriter}, r)
+	}
+	return n + m, err
+}
+
+// finish ends an answer whose body may not have started: readErr, the
+// body's first read error, replaces a held status with the JSON error
+// (true: the error was the answer); otherwise the held status goes out.
+func (j *jsonErrors) finish(readErr error) bool {
+	if j.held == 0 {
+		return false
+	}
+	if readErr != nil {
+		j.held, j.swallow = 0, true
+		h := j.Header()
+		h.Del("Content-Range")
+		h.Del("Accept-Ranges")
+		writeError(j.ResponseWriter, statusOf(readErr))
+		return true
+	}
+	j.sendHeld()
+	return false
 }
 
 // Unwrap lets http.ResponseController reach the connection's deadlines.

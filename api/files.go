@@ -63,6 +63,10 @@ func (s *Server) getFile(w http.ResponseWriter, r *http.Request) {
 		idle: s.cfg.IdleTimeout, pace: newPace(s.cfg.IdleTimeout, s.cfg.MinRate)}}
 	body := &errReader{r: io.NewSectionReader(f, 0, fi.Size)}
 	http.ServeContent(jw, r, path.Base(p), fi.ModTime, body)
+	if jw.finish(body.err) {
+		s.log.Error("get: the first read failed; answered with the error", "path", p, "err", body.err)
+		return
+	}
 	if body.err != nil {
 		// The status is out: the client sees a body cut short. Say why.
 		s.log.Error("get: read failed mid-body; the response was cut short", "path", p, "err", body.err)

@@ -31,7 +31,8 @@ type Config struct {
 	MaxConcurrent int
 	QueueTimeout  time.Duration
 	// IdleTimeout bounds a stall inside a request body or response: each
-	// chunk read or written renews it (default 30 s). MinRate is the
+	// chunk read or written renews it (default 30 s); it also bounds, up
+	// to 10 s, how long a client may take to send its headers. MinRate is the
 	// least a body must move per second, averaged over each IdleTimeout
 	// (default 1 KiB/s): a client that trickles holds one of the
 	// MaxConcurrent slots, so it is cut off too.
@@ -103,7 +104,7 @@ func (s *Server) SetShuttingDown() { s.shutting.Store(true) }
 func (s *Server) NewHTTPServer() *http.Server {
 	return &http.Server{
 		Handler:           s.handler,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: min(10*time.Second, s.cfg.IdleTimeout),
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
@@ -147,14 +148,21 @@ func (s *Server) routes() http.Handler {
 // or delete a file it did not name.
 func refuseDotSegments(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p := r.URL.Path
-		if strings.Contains(p, "//") || strings.Contains(p, "/./") || strings.Contains(p, "/../") ||
-			strings.HasSuffix(p, "/.") || strings.HasSuffix(p, "/..") {
-			writeError(w, apiError(http.StatusBadRequest, "invalid_path", "paths may not hold empty, . or .. segments: "+p))
+		if p := r.URL.Path; !strings.HasPrefix(p, "/") || hasDotSegment(p) {
+			// A target that is not a path ("*", found by FuzzHTTP)
+			// would get a bare 400 from the mux: say why, in JSON.
+			writeError(w, apiError(http.StatusBadRequest, "invalid_path", "paths start with / and may not hold empty, . or .. segments: "+p))
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// hasDotSegment reports whether the URL path p (which starts with "/")
+// has an empty segment (other than a trailing slash's), a "." or a "..".
+func hasDotSegment(p string) bool {
+	return strings.Contains(p, "//") || strings.Contains(p, "/./") || strings.Contains(p, "/../") ||
+		strings.HasSuffix(p, "/.") || strings.HasSuffix(p, "/..")
 }
 
 // dispatch picks the route's handler by method (405 with Allow

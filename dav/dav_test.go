@@ -3,6 +3,7 @@ package dav
 import (
 	"bytes"
 	"context"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/net/webdav"
 
 	"github.com/mpaged/mpaged/fs/ext"
 	"github.com/mpaged/mpaged/internal/voltest"
@@ -530,4 +533,256 @@ func TestPutThroughWrites(t *testing.T) {
 		t.Errorf("Stat after Close: %v %v", fi, err)
 	}
 	e.noStagedFiles()
+}
+
+// TestOverwriteKeepsDestination: a MOVE or COPY with Overwrite: T over an
+// existing file replaces it in one step (a rename) or not at all. webdav
+// deletes the destination first; a MOVE whose source is gone (a client
+// retrying a MOVE that went through) then lost the file it had moved, and
+// a COPY that ran out of space lost the file it was to replace. Both
+// failed before the FileSystem deferred that deletion.
+func TestOverwriteKeepsDestination(t *testing.T) {
+	big := strings.Repeat("b", 5<<20)
+	e := newEnv(t, voltest.Options{Size: "8M", Tree: map[string]string{"big": big, "f": "old", "g": "gee", "h": "aitch"}})
+	set := `<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:"><D:set><D:prop><t:color xmlns:t="urn:test">red</t:color></D:prop></D:set></D:propertyupdate>`
+	for _, p := range []string{"/dav/f", "/dav/h"} {
+		if resp, b := e.do("PROPPATCH", p, strings.NewReader(set)); resp.StatusCode != 207 {
+			t.Fatalf("PROPPATCH %s: %d %s", p, resp.StatusCode, b)
+		}
+	}
+	for _, s := range []struct {
+		name        string
+		method, src string
+		dst         string
+		status      int
+		check       func(string) error
+	}{
+		{"copy out of space", "COPY", "/dav/big", "/dav/f", 507, fileIs(e, "/f", "old")},
+		{"move of a missing source", "MOVE", "/dav/nope", "/dav/f", 404, fileIs(e, "/f", "old")},
+		{"copy over a file", "COPY", "/dav/g", "/dav/h", 204, fileIs(e, "/h", "gee")},
+		{"move over a file", "MOVE", "/dav/g", "/dav/f", 204, func(string) error {
+			if e.exists("/g") {
+				return errors.New("the source is still there")
+			}
+			return fileIs(e, "/f", "gee")("")
+		}},
+	} {
+		resp, b := e.do(s.method, s.src, nil, "Destination", s.dst, "Overwrite", "T")
+		if resp.StatusCode != s.status {
+			t.Errorf("%s: %s %s -> %s: status %d, want %d (%s)", s.name, s.method, s.src, s.dst, resp.StatusCode, s.status, b)
+			continue
+		}
+		if err := s.check(b); err != nil {
+			t.Errorf("%s: %v", s.name, err)
+		}
+	}
+	// The replaced files' dead properties went with them (g had none).
+	for _, p := range []string{"/dav/f", "/dav/h"} {
+		if _, b := e.do("PROPFIND", p, strings.NewReader(propfindAll), "Depth", "0"); strings.Contains(b, "color") {
+			t.Errorf("%s kept the dead properties of the file it replaced: %s", p, b)
+		}
+	}
+	e.noStagedFiles()
+}
+
+// TestDestinationOutsidePrefix: a Destination must name something under
+// the prefix. webdav strips the prefix as a string, so "/davx" named the
+// volume's "/x" (a COPY there wrote it) before the handler checked.
+func TestDestinationOutsidePrefix(t *testing.T) {
+	e := newEnv(t, voltest.Options{Tree: map[string]string{"f": "data"}})
+	for _, dst := range []string{"/davx", "/dav.old/f", "/v1/files/x", "http://elsewhere.invalid/dav/x"} {
+		resp, b := e.do("COPY", "/dav/f", nil, "Destination", dst)
+		if resp.StatusCode != http.StatusBadGateway {
+			t.Errorf("COPY to %s: status %d, want 502 (%s)", dst, resp.StatusCode, b)
+		}
+	}
+	if resp, b := e.do("COPY", "/dav/f", nil); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("COPY without a Destination: %d, want 400 (%s)", resp.StatusCode, b)
+	}
+	for _, p := range []string{"/x", "/.old", "/f.old"} {
+		if e.exists(p) {
+			t.Errorf("%s was written outside the Destination's prefix", p)
+		}
+	}
+}
+
+// TestLockBounds: a LOCK body is bounded like a PROPFIND's (its owner is
+// kept with the lock), and no lock outlives maxLockTimeout: an Infinite
+// or longer request gets the maximum, and says so in its answer, so a
+// client that vanished does not hold a file locked until the restart.
+func TestLockBounds(t *testing.T) {
+	e := newEnv(t, voltest.Options{Tree: map[string]string{"f": "data"}})
+	huge := `<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype><D:owner>` +
+		strings.Repeat("o", maxXMLBody) + `</D:owner></D:lockinfo>`
+	resp, b := e.do("LOCK", "/dav/f", strings.NewReader(huge))
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("LOCK with a %d-byte body: %d, want 413 (%.200s)", len(huge), resp.StatusCode, b)
+	}
+	max := fmt.Sprintf("Second-%d", int(maxLockTimeout.Seconds()))
+	for i, tc := range []struct{ asked, want string }{
+		{"", max},
+		{"Infinite", max},
+		{"Second-4100000000", max},
+		{"Infinite, Second-4100000000", max},
+		{"Second-60", "Second-60"},
+	} {
+		name := fmt.Sprintf("/dav/l%d", i)
+		hdr := []string{}
+		if tc.asked != "" {
+			hdr = []string{"Timeout", tc.asked}
+		}
+		resp, b := e.do("LOCK", name, strings.NewReader(lockBody), hdr...)
+		if resp.StatusCode != http.StatusCreated || !strings.Contains(b, "<D:timeout>"+tc.want+"</D:timeout>") {
+			t.Errorf("LOCK with Timeout %q: %d %s, want a %s lock", tc.asked, resp.StatusCode, b, tc.want)
+		}
+	}
+}
+
+// TestDeadPropBounds: dead properties live in memory, so a file's and all
+// files' are bounded; a PROPPATCH past a bound is refused whole (507 in
+// its multistatus) and keeps nothing of itself, and what is dropped
+// (removed, deleted, replaced) makes room again. Unbounded before.
+func TestDeadPropBounds(t *testing.T) {
+	e := newEnv(t, voltest.Options{Tree: map[string]string{"f": "x", "g": "y"}})
+	set := func(name string, size int) string {
+		return `<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:"><D:set><D:prop><t:` + name +
+			` xmlns:t="urn:test">` + strings.Repeat("v", size) + `</t:` + name + `></D:prop></D:set></D:propertyupdate>`
+	}
+	resp, b := e.do("PROPPATCH", "/dav/f", strings.NewReader(set("small", 10)+""))
+	if resp.StatusCode != 207 || !strings.Contains(b, "200 OK") {
+		t.Fatalf("a small PROPPATCH: %d %s", resp.StatusCode, b)
+	}
+	resp, b = e.do("PROPPATCH", "/dav/f", strings.NewReader(set("huge", maxPropBytesPerFile)))
+	if resp.StatusCode != 207 || !strings.Contains(b, "507 Insufficient Storage") {
+		t.Errorf("a PROPPATCH past the per-file bound: %d %.300s", resp.StatusCode, b)
+	}
+	if _, b := e.do("PROPFIND", "/dav/f", strings.NewReader(propfindAll), "Depth", "0"); strings.Contains(b, "huge") || !strings.Contains(b, "small") {
+		t.Errorf("after the refused PROPPATCH: %.500s", b)
+	}
+
+	// The total bound, and the room dropping makes, at the store.
+	k := func(i uint32) propKey { return propKey{ino: i, gen: 1} }
+	patch := func(name string, size int) []webdav.Proppatch {
+		return []webdav.Proppatch{{Props: []webdav.Property{{XMLName: xml.Name{Space: "urn:t", Local: name}, InnerXML: bytes.Repeat([]byte("v"), size)}}}}
+	}
+	s := newPropStore()
+	s.perFile, s.total = 100, 250
+	for _, st := range []struct {
+		do     func() []webdav.Propstat
+		status int
+		bytes  int64
+	}{
+		{func() []webdav.Propstat { return s.patch(k(1), patch("a", 90)) }, 200, 96},
+		{func() []webdav.Propstat { return s.patch(k(1), patch("b", 10)) }, 507, 96},
+		{func() []webdav.Propstat { return s.patch(k(2), patch("a", 90)) }, 200, 192},
+		{func() []webdav.Propstat { return s.patch(k(3), patch("a", 90)) }, 507, 192},
+		{func() []webdav.Propstat { s.drop(k(1)); return s.patch(k(3), patch("a", 90)) }, 200, 192},
+		{func() []webdav.Propstat {
+			return s.patch(k(3), []webdav.Proppatch{{Remove: true, Props: patch("a", 0)[0].Props}})
+		}, 200, 96},
+		{func() []webdav.Propstat { s.replaced(&[]propKey{k(2)}[0], false, k(4), nil); return nil }, 0, 0},
+	} {
+		got := st.do()
+		if st.status != 0 && (len(got) != 1 || got[0].Status != st.status) {
+			t.Errorf("step with %d bytes stored: %+v, want status %d", s.bytes, got, st.status)
+		}
+		if s.bytes != st.bytes {
+			t.Errorf("%d bytes counted, want %d", s.bytes, st.bytes)
+		}
+	}
+}
+
+// TestCopyIntoItself: a COPY or MOVE whose source and Destination contain
+// one another (or are one name, a slash apart) is 403 and changes nothing. webdav lists a COPY's source
+// after it made the destination, so a COPY into its own subtree copied the
+// destination into itself again, level on level (the test hung); and it
+// removes an overwritten destination tree first, so a MOVE or COPY onto
+// an ancestor of its source deleted the source with it. webdav compares
+// source and Destination as strings, so a MOVE of /dir/a to /dir/a/
+// deleted /dir/a, then failed to rename it onto itself.
+func TestCopyIntoItself(t *testing.T) {
+	e := newEnv(t, voltest.Options{Tree: map[string]string{"dir/a": "a", "dir/sub/b": "b"}})
+	for _, s := range [][3]string{
+		{"COPY", "/dav/dir/", "/dav/dir/in/"},
+		{"COPY", "/dav/dir/", "/dav/dir/in/deeper/"},
+		{"COPY", "/dav/", "/dav/x/"},
+		{"COPY", "/dav/dir/sub/", "/dav/dir/"},
+		{"MOVE", "/dav/dir/sub/", "/dav/dir/"},
+		{"MOVE", "/dav/dir/sub/b", "/dav/dir"},
+		{"MOVE", "/dav/dir/a", "/dav/dir/a/"},
+		{"MOVE", "/dav/dir/sub/", "/dav/dir/sub"},
+		{"COPY", "/dav/dir/a", "/dav/dir/a/"},
+	} {
+		resp, b := e.do(s[0], s[1], nil, "Destination", s[2], "Overwrite", "T")
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("%s %s to %s: %d, want 403 (%s)", s[0], s[1], s[2], resp.StatusCode, b)
+		}
+	}
+	for _, p := range []string{"/dir/in", "/x"} {
+		if e.exists(p) {
+			t.Errorf("%s was made by a refused COPY", p)
+		}
+	}
+	for p, want := range map[string]string{"/dir/a": "a", "/dir/sub/b": "b"} {
+		if !e.exists(p) || e.content(p) != want {
+			t.Errorf("%s lost to a refused COPY or MOVE", p)
+		}
+	}
+	if resp, b := e.do("COPY", "/dav/dir/", nil, "Destination", "/dav/dir2/"); resp.StatusCode != 201 || e.content("/dir2/sub/b") != "b" {
+		t.Errorf("COPY beside itself: %d %s", resp.StatusCode, b)
+	}
+}
+
+// TestPutContentRange: a PUT with Content-Range (a client resuming or
+// patching part of a file) is 400, as RFC 9110 9.3.4 requires of a server
+// without partial PUT; webdav ignored the header and replaced the whole
+// file with the fragment before the handler refused it.
+func TestPutContentRange(t *testing.T) {
+	e := newEnv(t, voltest.Options{Tree: map[string]string{"f": "0123456789"}})
+	resp, b := e.do("PUT", "/dav/f", strings.NewReader("ab"), "Content-Range", "bytes 4-5/10")
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("PUT with Content-Range: %d, want 400 (%s)", resp.StatusCode, b)
+	}
+	if got := e.content("/f"); got != "0123456789" {
+		t.Errorf("after a PUT with Content-Range the file holds %q", got)
+	}
+	e.noStagedFiles()
+}
+
+// TestRemoveAllLeavesReplacedFile: FS.RemoveAll, asked by a COPY or MOVE
+// to clear its destination, keeps a regular file that the rename will
+// replace, also when the MOVE's source vanished after the handler looked
+// (the rename then fails and the file stays); it removes what a rename
+// cannot replace (a directory, another link of the source's inode) and
+// anything asked outside a COPY or MOVE.
+func TestRemoveAllLeavesReplacedFile(t *testing.T) {
+	e := newEnv(t, voltest.Options{Tree: map[string]string{"f": "x", "src": "s", "d/y": "y"}})
+	for _, tc := range []struct {
+		verb, src, dst string
+		kept           bool
+	}{
+		{"MOVE", "/gone", "/f", true},
+		{"COPY", "/src", "/f", true},
+		{"MOVE", "/src", "/f", true},
+		{"DELETE", "", "", false},
+		{"MOVE", "/d", "/f", false},
+		{"COPY", "/src", "/d", false},
+	} {
+		name := tc.dst
+		if name == "" {
+			name = "/f"
+		}
+		st := &reqState{verb: tc.verb, src: tc.src, dst: tc.dst}
+		if err := e.h.FS().RemoveAll(context.WithValue(context.Background(), stateKey{}, st), name); err != nil {
+			t.Fatalf("%s %s -> %s: RemoveAll: %v", tc.verb, tc.src, tc.dst, err)
+		}
+		if e.exists(name) != tc.kept {
+			t.Errorf("%s %s -> %s: %s still there: %v, want %v", tc.verb, tc.src, tc.dst, name, e.exists(name), tc.kept)
+		}
+		if !tc.kept && name == "/f" { // put it back for the next case
+			if _, _, err := e.v.Vol.ReplaceFile(name, strings.NewReader("x"), 0o644, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 }

@@ -14,9 +14,11 @@
 //     lifetime and keyed by inode and generation: fs/ext cannot write
 //     extended attributes, so they do not survive a restart. They follow
 //     the file through MOVE, COPY (copied) and a replacing PUT; removal
-//     drops them;
+//     drops them. They are bounded (64 KiB a file, 32 MiB in all; a
+//     PROPPATCH past a bound is refused whole with 507);
 //   - Handler, which puts webdav.Handler (with webdav.NewMemLS, an
-//     in-memory lock system: locks too end with the daemon) over FS,
+//     in-memory lock system: locks too end with the daemon, and none is
+//     granted for longer than an hour, maxLockTimeout) over FS,
 //     refuses hostile paths and read-only writes, and gives the volume's
 //     failures their /v1 statuses.
 //
@@ -28,13 +30,27 @@
 // replacement on the body itself: the rename happens only at the body's
 // clean end, and only if it carried exactly the declared Content-Length
 // (ErrShortBody otherwise), so a client that disconnects, stalls or sends
-// less leaves the old content whole and no staged file.
+// less leaves the old content whole and no staged file. A PUT with
+// Content-Range (a partial PUT) is 400.
+//
+// A MOVE or COPY with Overwrite onto an existing regular file replaces it
+// in one rename (ext.Volume.Rename, ReplaceFile) or not at all: webdav
+// deletes the destination first, and FS.RemoveAll leaves that deletion to
+// the rename (see FS.replacedLater). A MOVE of a missing source is 404
+// and touches nothing. A COPY or MOVE whose source and Destination
+// contain one another is 403 (webdav would copy a collection into itself
+// level on level, or delete the source with the destination tree it
+// overwrites). A directory on either side is still deleted
+// first, as RFC 4918 describes, so a failure after it loses the
+// destination tree.
 //
 // Paths: webdav cleans paths, so every name stays inside the volume; on
 // top of that, as /v1, request paths and Destination headers with NUL
 // bytes or empty, "." or ".." segments are refused (400), not cleaned to
-// some other name. The staging directory is neither listed nor reachable:
-// reads of it are 404, writes 403.
+// some other name. A Destination must be on the same host and under the
+// prefix (502 otherwise). The staging directory is neither listed nor
+// reachable: reads of it are 404, writes refused with the status webdav
+// gives a permission error (PUT 404, MKCOL 405, MOVE or COPY into it 403).
 //
 // On a read-only volume (or one the daemon serves read-only) PUT, DELETE,
 // MKCOL, COPY, MOVE, PROPPATCH, LOCK and UNLOCK answer 403; OPTIONS,
@@ -49,4 +65,11 @@
 // locks that survive a restart, If-Match on PUT (webdav ignores it), and
 // in-place partial writes (files are replaced whole). ETags are /v1's
 // (ETag), so a GET through either route names the same version.
+//
+// Known limits: the staging directory is hidden by name, so a symbolic
+// link on the volume that points into it (neither WebDAV nor /v1 can make
+// one) reaches it; Stat follows links, so a PROPFIND or COPY with Depth
+// infinity descends into a linked directory, and a link to an ancestor
+// repeats the tree until path resolution stops at 40 links; a listing
+// holds one directory's entries in memory (webdav reads each whole).
 package dav

@@ -255,7 +255,9 @@ func (p *putFile) replace(r io.Reader) error {
 		return p.err
 	}
 	p.fi = fi
-	p.fsys.props.replaced(p.old, keyOf(fi), p.pending)
+	// A PUT keeps the replaced file's dead properties; a COPY's
+	// destination has the source's (pending) and none of its own.
+	p.fsys.props.replaced(p.old, stateOf(p.ctx).method() != "COPY", keyOf(fi), p.pending)
 	p.pending = nil
 	return nil
 }
@@ -350,6 +352,13 @@ func (p *putFile) Patch(patches []webdav.Proppatch) ([]webdav.Propstat, error) {
 	defer p.mu.Unlock()
 	if p.done && p.err == nil {
 		return p.fsys.props.patch(keyOf(p.fi), patches), nil
+	}
+	var k propKey // a new file has none yet: only the bounds count
+	if p.old != nil && stateOf(p.ctx).method() != "COPY" {
+		k = *p.old
+	}
+	if refused := p.fsys.props.check(k, append(p.pending[:len(p.pending):len(p.pending)], patches...)); refused != nil {
+		return refused, nil
 	}
 	p.pending = append(p.pending, patches...)
 	return []webdav.Propstat{okPropstat(patches)}, nil

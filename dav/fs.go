@@ -195,10 +195,45 @@ func (fsys *FS) RemoveAll(ctx context.Context, name string) error {
 	case hidden(name):
 		return fsys.fail(ctx, "removeall", name, ErrHidden)
 	}
+	if fsys.replacedLater(ctx, name) {
+		return nil
+	}
 	if err := fsys.removeTree(name); err != nil {
 		return fsys.fail(ctx, "removeall", name, err)
 	}
 	return nil
+}
+
+// replacedLater reports whether name is the destination of ctx's COPY or
+// MOVE and will be replaced in one step by what comes next: webdav removes
+// an existing destination before it renames or copies onto it, so a
+// failure in between (a MOVE whose source is gone, a COPY that runs out of
+// space) would lose it. When the destination is a regular file and the
+// source not a directory, Rename and ReplaceFile replace it atomically
+// themselves, so its removal is left to them. Anything else (a directory
+// on either side, two links of one inode) is removed first, as RFC 4918
+// describes.
+func (fsys *FS) replacedLater(ctx context.Context, name string) bool {
+	st := stateOf(ctx)
+	if st == nil || st.dst != name || st.src == "" {
+		return false
+	}
+	dfi, err := fsys.vol.Lstat(name)
+	if err != nil || dfi.Type != ext.TypeRegular {
+		return false
+	}
+	stat := fsys.vol.Lstat // MOVE renames a link itself
+	if st.verb == "COPY" {
+		stat = fsys.vol.Stat // COPY reads through it
+	}
+	sfi, err := stat(st.src)
+	switch {
+	case errors.Is(err, ext.ErrNotFound):
+		return st.verb == "MOVE" // the rename fails; the file stays
+	case err != nil, sfi.IsDir(), keyOf(sfi) == keyOf(dfi):
+		return false
+	}
+	return true
 }
 
 // removeTree removes name depth first, and the dead properties of what it

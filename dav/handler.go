@@ -12,9 +12,11 @@ import (
 	"net/url"
 	"os"
 	"path"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/net/webdav"
 
@@ -81,7 +83,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if r.Method == "PROPFIND" || r.Method == "PROPPATCH" {
+	if r.Method == "LOCK" {
+		r.Header.Set("Timeout", lockTimeout(r.Header.Get("Timeout")))
+	}
+	if r.Method == "PROPFIND" || r.Method == "PROPPATCH" || r.Method == "LOCK" {
 		body, status, msg := checkXMLBody(r.Body)
 		if status != 0 {
 			http.Error(w, msg, status)
@@ -89,9 +94,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		r.Body = body
 	}
-	st := &reqState{putLength: -1}
+	st := &reqState{putLength: -1, verb: r.Method}
 	if r.Method == http.MethodPut {
+		// Files are replaced whole: a fragment would become the file
+		// (RFC 9110 9.3.4: a server without partial PUT answers 400).
+		if r.Header.Get("Content-Range") != "" {
+			http.Error(w, "partial PUT (Content-Range) is not supported: files are replaced whole", http.StatusBadRequest)
+			return
+		}
 		st.putLength = r.ContentLength
+	}
+	if r.Method == "COPY" || r.Method == "MOVE" {
+		if status, msg := h.copyMoveNames(r, st); status != 0 {
+			http.Error(w, msg, status)
+			return
+		}
 	}
 	if (r.Method == http.MethodGet || r.Method == http.MethodHead) && path.Ext(r.URL.Path) == "" {
 		// As /v1: no extension to go by, so no sniffing of the file's
@@ -100,6 +117,48 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	sw := &statusWriter{ResponseWriter: w, st: st}
 	h.dav.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
+}
+
+// copyMoveNames notes a COPY's or MOVE's source and destination on st (see
+// FS.RemoveAll, which keeps a file that is to be replaced until the
+// replacement lands), and answers a MOVE of a missing source with 404
+// itself: webdav would delete the destination before it found out. A
+// source and Destination that are one name or of which one contains the
+// other are 403.
+func (h *Handler) copyMoveNames(r *http.Request, st *reqState) (int, string) {
+	src, ok := strings.CutPrefix(r.URL.Path, h.cfg.Prefix)
+	if !ok {
+		return 0, "" // webdav answers the mismatch
+	}
+	st.src = clean(src)
+	if d := r.Header.Get("Destination"); d == "" {
+		return 0, "" // webdav answers 400
+	} else if u, err := url.Parse(d); err == nil {
+		// webdav strips the prefix as a string: "/davx" would be "/x".
+		dst, ok := strings.CutPrefix(u.Path, h.cfg.Prefix)
+		if !ok || dst != "" && !strings.HasPrefix(dst, "/") {
+			return http.StatusBadGateway, "the Destination is not under " + h.cfg.Prefix + "/: " + u.Path
+		}
+		st.dst = clean(dst)
+		// webdav compares the names as strings: /f and /f/ are one file.
+		if within(st.dst, st.src) || within(st.src, st.dst) {
+			return http.StatusForbidden, "the source and the Destination are or contain one another"
+		}
+	}
+	if r.Method == "MOVE" && !hidden(st.src) {
+		if _, err := h.cfg.Volume.Lstat(st.src); errors.Is(err, ext.ErrNotFound) {
+			return http.StatusNotFound, "nothing to move at " + r.URL.Path
+		}
+	}
+	return 0, ""
+}
+
+// within reports whether name is dir or under it. A COPY or MOVE whose
+// Destination contains its source would delete the source first (webdav
+// removes an overwritten destination tree before it starts), and a COPY
+// into its own subtree copies what it makes, level on level.
+func within(name, dir string) bool {
+	return name == dir || dir == "/" || strings.HasPrefix(name, dir+"/")
 }
 
 // hostilePath refuses what /v1 refuses (NUL bytes, empty, "." and ".."
@@ -121,11 +180,41 @@ func hostilePath(r *http.Request) string {
 	return ""
 }
 
-// maxXMLBody bounds a PROPFIND or PROPPATCH body, which is read whole to
-// be checked: property names and values, never file content.
+// maxLockTimeout is the longest lock granted (RFC 4918 lets the server
+// choose): locks live in memory, and one taken by a client that went away
+// keeps its file locked until it expires.
+const maxLockTimeout = time.Hour
+
+// lockTimeout is the Timeout header a LOCK is granted: the one asked for
+// if it is within maxLockTimeout, maxLockTimeout for none, Infinite or
+// longer. A malformed one is left for webdav to refuse (400).
+func lockTimeout(asked string) string {
+	granted := fmt.Sprintf("Second-%d", int64(maxLockTimeout/time.Second))
+	first, _, _ := strings.Cut(asked, ",")
+	first = strings.TrimSpace(first)
+	if first == "" || first == "Infinite" {
+		return granted
+	}
+	digits, ok := strings.CutPrefix(first, "Second-")
+	if !ok {
+		return asked
+	}
+	n, err := strconv.ParseUint(digits, 10, 64)
+	if err != nil {
+		return asked
+	}
+	if n > uint64(maxLockTimeout/time.Second) {
+		return granted
+	}
+	return first
+}
+
+// maxXMLBody bounds a PROPFIND, PROPPATCH or LOCK body, which is read
+// whole to be checked: property names and values or a lock's owner, never
+// file content.
 const maxXMLBody = 1 << 20
 
-// checkXMLBody reads a PROPFIND or PROPPATCH body and refuses (400) what
+// checkXMLBody reads a PROPFIND, PROPPATCH or LOCK body and refuses (400) what
 // x/net/webdav would take but XML Namespaces 1.0 forbids: a prefix
 // declared with an empty name (xmlns:p=""). It returns the body to hand
 // on.
@@ -174,7 +263,11 @@ func (h *Handler) logError(r *http.Request, err error) {
 
 // reqState is what one request's FileSystem calls tell its handler.
 type reqState struct {
-	putLength int64 // a PUT's declared body length (-1: none or chunked)
+	putLength int64  // a PUT's declared body length (-1: none or chunked)
+	verb      string // the request's method
+	// src and dst are a COPY's or MOVE's source and destination, as
+	// volume paths ("": not one, or a Destination webdav refuses).
+	src, dst string
 
 	mu  sync.Mutex
 	err error // the first failure of the volume or the body, for the status
@@ -207,6 +300,14 @@ func noteErr(ctx context.Context, err error) {
 		st.err = err
 	}
 	st.mu.Unlock()
+}
+
+// method is the request's method ("" without a request).
+func (st *reqState) method() string {
+	if st == nil {
+		return ""
+	}
+	return st.verb
 }
 
 func (st *reqState) volumeErr() error {

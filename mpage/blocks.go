@@ -42,7 +42,9 @@ func (m *Mapping) SetBlocksDirty(p *Page, from, to int) {
 // is stale. Their pending writes are dropped and their bytes zeroed; a
 // write of them already in flight is waited for, so it cannot land after
 // the new owner's. p is locked. A page left with no dirty block is no
-// longer tagged dirty.
+// longer tagged dirty, and a failed write of it has nothing left to retry:
+// its error leaves the mapping's count (else every later sync would
+// report it).
 func (m *Mapping) DiscardBlocks(p *Page, from, to int) {
 	from, to = max(from, 0), min(to, PageSize)
 	if from >= to {
@@ -56,6 +58,7 @@ func (m *Mapping) DiscardBlocks(p *Page, from, to int) {
 	if b == nil {
 		if bpp == 1 || (first == 0 && last == bpp-1) || !p.Has(Dirty) {
 			m.clearDirtyForIO(p)
+			m.dropWriteErr(p)
 			return
 		}
 		b = p.ensureBuffers(bpp)
@@ -73,6 +76,7 @@ func (m *Mapping) DiscardBlocks(p *Page, from, to int) {
 	b.mu.Unlock()
 	if !dirty {
 		m.clearDirtyForIO(p)
+		m.dropWriteErr(p)
 	}
 }
 

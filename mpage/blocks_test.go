@@ -176,6 +176,57 @@ func TestDiscardBlocks(t *testing.T) {
 	}
 }
 
+// TestDiscardAfterFailedWrite: a metadata page whose write failed and
+// whose dirty blocks are then discarded (the blocks were freed and reused
+// for file data) has nothing left to retry: the mapping's write error
+// goes with it. Were it kept, every later sync would fail forever, as the
+// short-transfer drill found. A page that keeps another dirty block keeps
+// the error until that block is written.
+func TestDiscardAfterFailedWrite(t *testing.T) {
+	e := metaEnv(t)
+	m := e.Meta
+	failWrite := func(index uint64, blocks ...int) {
+		t.Helper()
+		setBlocksDirty(t, m, index, 0xE0, blocks...)
+		e.Ring.Fail(mpagetest.Rule{AnyOp: true, Off: int64(index) * 4096, Size: 4096, Errno: syscall.EIO})
+		e.Ring.Reset()
+		if err := m.WriteAndWait(0, -1); !errors.Is(err, syscall.EIO) {
+			t.Fatalf("writeback of page %d: %v, want EIO", index, err)
+		}
+		e.Drain()
+		e.Ring.ClearFaults()
+	}
+	discard := func(index uint64, from, to int) {
+		t.Helper()
+		p := mpage.FindPage(m, index)
+		if p == nil {
+			t.Fatalf("page %d not cached", index)
+		}
+		mpage.LockPage(p)
+		m.DiscardBlocks(p, from, to)
+		p.Unlock()
+		p.Release()
+	}
+
+	failWrite(1, 0)
+	discard(1, 0, 1024)
+	if err := m.Err(); err != nil {
+		t.Fatalf("after discarding the only failed block: Err() = %v", err)
+	}
+	if err := m.WriteAndWait(0, -1); err != nil {
+		t.Fatalf("sync after the discard: %v", err)
+	}
+
+	failWrite(2, 0, 1)
+	discard(2, 0, 1024)
+	if err := m.Err(); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("block 1 of page 2 is still unwritten, but Err() = %v", err)
+	}
+	if err := m.WriteAndWait(0, -1); err != nil || m.Err() != nil {
+		t.Fatalf("retry of page 2: %v, Err() = %v", err, m.Err())
+	}
+}
+
 // TestFailedMultipageWriteOfBlocks: a page with per-block state whose
 // blocks are all mapped and dirty goes out in one multipage Bio; when that
 // fails, every block is dirty again (redirtyBlocks, from the Bio's

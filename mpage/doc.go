@@ -58,9 +58,10 @@
 // dirty, stamped with that time, and a Flusher's passes write those dirty
 // for ExpireAge, then, while the cache is past its background threshold
 // (below the dirty limit where writers throttle), the rest round robin,
-// each mapping at most PagesPerPass pages a pass, nonblocking, followed by
-// its owner's InodeWriter. It is not fsync: it neither waits nor flushes
-// the device, and keeps no order.
+// each mapping at most PagesPerPass pages a pass, nonblocking, preceded
+// by its owner's PreWriter (a file system ordering blocks that must land
+// first) and followed by its owner's InodeWriter. It is not fsync: it
+// neither waits nor flushes the device, and keeps no order of its own.
 //
 // Completions run on the ring's completion side and never block beyond a
 // short lock: reads set Uptodate or Error and unlock each page, writes end

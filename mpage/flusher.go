@@ -415,6 +415,12 @@ func (f *Flusher) visit(m *Mapping, now time.Time, why flushReason, ps *PassStat
 	if budget <= 0 || now.Before(st.retryAt) {
 		return true
 	}
+	if pw := m.pre; pw != nil {
+		if err := pw.BeforeWriteback(); err != nil {
+			f.failed(m, now, fmt.Errorf("mpage: %s: before background writeback: %w", m.name, err), ps)
+			return true
+		}
+	}
 	// An earlier write that failed and is not redone yet: this visit
 	// retries it, and the mapping backs off whatever comes of it.
 	prior := m.Err()

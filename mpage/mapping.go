@@ -22,7 +22,7 @@ type MappingConfig struct {
 	Name string
 	// Owner is the file system's object behind the mapping (its inode).
 	// If it implements InodeWriter, the background Flusher calls it after
-	// writing the mapping's pages. Optional.
+	// writing the mapping's pages; if PreWriter, before. Optional.
 	Owner any
 	// Meta is the volume's metadata mapping (one whose block n is device
 	// block n), if it caches blocks this file's mapper allocates: blocks
@@ -41,6 +41,16 @@ type MappingConfig struct {
 // on the owner's own locks.
 type InodeWriter interface {
 	WriteInode() (written bool, err error)
+}
+
+// PreWriter is implemented by a mapping's Owner that must act before
+// background writeback writes the mapping's pages: a file system whose
+// metadata pages may point at blocks that have to be on the device first.
+// The Flusher calls BeforeWriteback with no mpage lock held; an error
+// skips the mapping for this visit and counts as a failed write (backed
+// off and retried).
+type PreWriter interface {
+	BeforeWriteback() error
 }
 
 // Mapping is one file's page cache: its pages ordered by index with dirty
@@ -65,6 +75,7 @@ type Mapping struct {
 	boundary BoundaryWriter
 	meta     *Mapping    // MappingConfig.Meta, or nil
 	inode    InodeWriter // the Owner's write_inode, or nil
+	pre      PreWriter   // the Owner's hook before background writeback, or nil
 	// journal is the BlockJournal metadata blocks join when marked
 	// dirty (SetJournal); nil without one.
 	journal atomic.Pointer[journalBox]
@@ -125,6 +136,7 @@ func NewMapping(cfg MappingConfig) (*Mapping, error) {
 	m.boundary, _ = cfg.Mapper.(BoundaryWriter)
 	m.meta = cfg.Meta
 	m.inode, _ = cfg.Owner.(InodeWriter)
+	m.pre, _ = cfg.Owner.(PreWriter)
 	m.ra.init()
 	return m, nil
 }
@@ -416,6 +428,23 @@ func (m *Mapping) writeRecovered() {
 	m.mu.Unlock()
 }
 
+// dropWriteErr takes p's failed write out of the mapping's error count:
+// the data that failed is gone (discarded or removed), nothing is left to
+// retry.
+func (m *Mapping) dropWriteErr(p *Page) {
+	m.mu.Lock()
+	m.dropWriteErrLocked(p)
+	m.mu.Unlock()
+}
+
+func (m *Mapping) dropWriteErrLocked(p *Page) {
+	if p.testAndClear(writeErr) {
+		if m.failed--; m.failed <= 0 {
+			m.failed, m.lastErr = 0, nil
+		}
+	}
+}
+
 // Err is the mapping's write error: the latest write failure, for as long as
 // any page's data has failed to reach the device. fsync reports it; unlike
 // Linux it is not consumed by being reported.
@@ -520,13 +549,9 @@ func (m *Mapping) remove(p *Page) {
 	if p.testAndClear(Dirty) {
 		m.dropDirtyTag(p)
 	}
-	if p.testAndClear(writeErr) {
-		// The data that failed to reach the device is gone with the
-		// page: nothing is left to report.
-		if m.failed--; m.failed <= 0 {
-			m.failed, m.lastErr = 0, nil
-		}
-	}
+	// The data that failed to reach the device is gone with the page:
+	// nothing is left to report.
+	m.dropWriteErrLocked(p)
 	m.deletePage(p)
 	m.mu.Unlock()
 	m.cache.unlink(p)

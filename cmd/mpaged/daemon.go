@@ -17,6 +17,7 @@ import (
 
 	"github.com/dustin/go-humanize"
 
+	"github.com/mpaged/mpaged/alloc"
 	"github.com/mpaged/mpaged/api"
 	"github.com/mpaged/mpaged/engine"
 	"github.com/mpaged/mpaged/fs/ext"
@@ -55,6 +56,10 @@ func newDaemon(sf *serveFlags, log *slog.Logger) (_ *daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
+	bioBudget, err := sizeFlag("bio-budget", sf.bioBudget, 1)
+	if err != nil {
+		return nil, err
+	}
 	rules, err := parseInject(sf.inject)
 	if err != nil {
 		return nil, err
@@ -69,11 +74,11 @@ func newDaemon(sf *serveFlags, log *slog.Logger) (_ *daemon, err error) {
 		}
 	}
 	d.engCfg = engine.Config{Path: d.path, Backend: sf.ring, CacheBytes: cacheBytes, Timing: true,
-		WrapRing: wrapFaults(rules, log), Logf: func(f string, a ...any) { log.Info(fmt.Sprintf(f, a...)) }}
+		Bios: alloc.BioSetConfig{BudgetBytes: bioBudget}, WrapRing: wrapFaults(rules, log), Logf: func(f string, a ...any) { log.Info(fmt.Sprintf(f, a...)) }}
 	if err := d.openChecked(); err != nil {
 		return nil, err
 	}
-	d.api = api.New(api.Config{Volume: d.vol, Token: token, MaxBodyBytes: maxBody, MaxConcurrent: sf.maxConcurrent,
+	d.api = api.New(api.Config{Volume: d.vol, Token: token, MaxBodyBytes: maxBody, MaxConcurrent: sf.maxConcurrent, IdleTimeout: sf.idleTimeout,
 		ReadOnlyReason: d.roReason, Logger: log, Instrument: d.met.Instrument, Metrics: d.met.Handler()})
 	ro, _ := d.vol.ReadOnly()
 	d.met.SetReadOnly(ro || d.roReason != "")

@@ -33,9 +33,9 @@ type serveFlags struct {
 	readOnly                                bool
 	tokenFile, fsck, logFormat, inject      string
 	logLevel, cpuProfile                    string
-	maxBody                                 string
+	maxBody, bioBudget                      string
 	maxConcurrent                           int
-	shutdownTimeout                         time.Duration
+	shutdownTimeout, idleTimeout            time.Duration
 	writebackInterval, dirtyExpire          time.Duration
 }
 
@@ -55,6 +55,8 @@ func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
 	fs.StringVar(&sf.cpuProfile, "cpuprofile", "", "write a CPU profile of the daemon's whole run to FILE at shutdown (go tool pprof)")
 	fs.StringVar(&sf.inject, "inject", "", "fault injection rules for drills, ';'-separated (e.g. op=writev,errno=EIO,count=3); off by default")
 	fs.StringVar(&sf.maxBody, "max-body", "64GiB", "largest PUT body")
+	fs.StringVar(&sf.bioBudget, "bio-budget", "8MiB", "bytes Bios in flight may be charged (256 a Bio plus 32 a page): a small budget halves Bios and leans on the reserve (drills)")
+	fs.DurationVar(&sf.idleTimeout, "idle-timeout", 30*time.Second, "how long a request body or response may stall (and, up to 10 s, how long headers may take) before the client is cut off")
 	fs.IntVar(&sf.maxConcurrent, "max-concurrent", 64, "requests served at once; more wait their turn")
 	fs.DurationVar(&sf.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight requests may run after SIGTERM")
 	fs.DurationVar(&sf.writebackInterval, "writeback-interval", mpage.DefaultFlushInterval, "how often background writeback runs")
@@ -76,8 +78,8 @@ func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
 	default:
 		return nil, fmt.Errorf("%w: --log-format %q: want text or json", errUsage, sf.logFormat)
 	}
-	if sf.writebackInterval <= 0 || sf.dirtyExpire <= 0 || sf.shutdownTimeout <= 0 {
-		return nil, fmt.Errorf("%w: --writeback-interval, --dirty-expire and --shutdown-timeout must be positive", errUsage)
+	if sf.writebackInterval <= 0 || sf.dirtyExpire <= 0 || sf.shutdownTimeout <= 0 || sf.idleTimeout <= 0 {
+		return nil, fmt.Errorf("%w: --writeback-interval, --dirty-expire, --shutdown-timeout and --idle-timeout must be positive", errUsage)
 	}
 	if _, err := parseLogLevel(sf.logLevel); err != nil {
 		return nil, err

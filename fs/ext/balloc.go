@@ -184,6 +184,24 @@ func (v *Volume) allocBlocks(goal uint64, n int) (uint64, int, error) {
 	if goal < uint64(sb.FirstDataBlock) || goal >= sb.BlocksCount {
 		goal = uint64(sb.FirstDataBlock)
 	}
+	// The first pass leaves quarantined blocks alone; the second takes
+	// them, when nothing else is free.
+	for _, honour := range []bool{true, false} {
+		if !honour && len(v.quar.blocks) == 0 {
+			break
+		}
+		blk, got, err := v.allocFrom(goal, n, honour)
+		if err != nil || got > 0 {
+			return blk, got, err
+		}
+	}
+	return 0, 0, ErrNoSpace
+}
+
+// allocFrom is one pass of allocBlocks over the groups from goal's;
+// got is 0 when no group had a block to give. Caller holds allocMu.
+func (v *Volume) allocFrom(goal uint64, n int, honour bool) (uint64, int, error) {
+	sb := v.sb
 	g0 := uint32((goal - uint64(sb.FirstDataBlock)) / uint64(sb.BlocksPerGroup))
 	start0 := goal - sb.groupFirstBlock(g0)
 	for i := uint32(0); i <= sb.GroupCount; i++ {
@@ -198,7 +216,7 @@ func (v *Volume) allocBlocks(goal uint64, n int) (uint64, int, error) {
 		if from >= to || v.groups.get(g).FreeBlocks == 0 {
 			continue
 		}
-		blk, got, err := v.allocInGroup(g, from, to, n)
+		blk, got, err := v.allocInGroup(g, from, to, n, honour)
 		if err != nil {
 			return 0, 0, err
 		}
@@ -207,13 +225,13 @@ func (v *Volume) allocBlocks(goal uint64, n int) (uint64, int, error) {
 			return blk, got, nil
 		}
 	}
-	return 0, 0, ErrNoSpace
+	return 0, 0, nil
 }
 
 // allocInGroup takes up to n contiguous clear bits of group g's block
-// bitmap, starting at the first clear one in [from, to). got is 0 when
-// there is none.
-func (v *Volume) allocInGroup(g uint32, from, to uint64, n int) (blk uint64, got int, err error) {
+// bitmap, starting at the first clear one in [from, to) (not quarantined,
+// when honour is set). got is 0 when there is none.
+func (v *Volume) allocInGroup(g uint32, from, to uint64, n int, honour bool) (blk uint64, got int, err error) {
 	sb := v.sb
 	d := v.groups.get(g)
 	uninit := sb.groupCsum() && d.Flags&bgBlockUninit != 0
@@ -222,15 +240,15 @@ func (v *Volume) allocInGroup(g uint32, from, to uint64, n int) (blk uint64, got
 		if uninit {
 			v.initBlockBitmap(g, b)
 		}
-		base := sb.groupFirstBlock(g)
-		i, limit := v.findFree(b, base, from, to)
+		i, limit := v.findFree(b, g, from, to, honour)
 		if i >= to {
 			// Nothing dirtied; an initialised bitmap left in the cache
 			// is what the next look builds again.
 			return errNothing
 		}
+		first := sb.groupFirstBlock(g)
 		k := uint64(0)
-		for i+k < limit && k < uint64(n) && b[(i+k)>>3]&(1<<((i+k)&7)) == 0 {
+		for i+k < limit && k < uint64(n) && b[(i+k)>>3]&(1<<((i+k)&7)) == 0 && !(honour && v.quar.hasBlock(first+i+k)) {
 			b[(i+k)>>3] |= 1 << ((i + k) & 7)
 			k++
 		}
@@ -286,6 +304,9 @@ func (v *Volume) freeBlockRange(blk uint64, n int) error {
 					continue
 				}
 				b[j>>3] &^= 1 << (j & 7)
+				if v.jnl == nil { // journaled: busy until the commit (jtxn.go)
+					v.quar.addBlock(sb.groupFirstBlock(g) + j)
+				}
 				freed++
 			}
 			if sb.MetadataCsum() {
@@ -363,7 +384,8 @@ func (v *Volume) pickInodeGroup(parent uint32, dir bool) (uint32, bool) {
 }
 
 // allocInode takes a free inode for a new file (dir: a directory) whose
-// directory is parent, and returns its number.
+// directory is parent, and returns its number. Quarantined inodes are
+// taken only when no other is free.
 func (v *Volume) allocInode(parent uint32, dir bool) (uint32, error) {
 	sb := v.sb
 	v.allocMu.Lock()
@@ -375,63 +397,77 @@ func (v *Volume) allocInode(parent uint32, dir bool) (uint32, error) {
 	if !ok {
 		return 0, ErrNoSpace
 	}
-	for i := range sb.GroupCount {
-		g := (g0 + i) % sb.GroupCount
-		d := v.groups.get(g)
-		if d.FreeInodes == 0 {
-			continue
+	for _, honour := range []bool{true, false} {
+		if !honour && len(v.quar.inodes) == 0 {
+			break
 		}
-		uninit := sb.groupCsum() && d.Flags&bgInodeUninit != 0
-		from := uint64(0)
-		if g == 0 {
-			from = uint64(sb.FirstIno - 1) // reserved inodes
+		for i := range sb.GroupCount {
+			ino, err := v.allocInodeInGroup((g0+i)%sb.GroupCount, dir, honour)
+			if err != nil || ino != 0 {
+				return ino, err
+			}
 		}
-		var idx uint64
-		var csum uint32
-		err := v.updateMeta(d.InodeBitmap, func(b []byte) error {
-			if uninit {
-				v.initInodeBitmap(b)
-			}
-			idx = findClear(b, from, uint64(sb.InodesPerGroup))
-			if idx >= uint64(sb.InodesPerGroup) {
-				return errNothing
-			}
-			b[idx>>3] |= 1 << (idx & 7)
-			if sb.MetadataCsum() {
-				csum = v.bitmapCsum(b, v.inodeBitmapBytes())
-			}
-			return nil
-		})
-		if err == errNothing {
-			continue
-		}
-		if err != nil {
-			return 0, fmt.Errorf("ext: group %d inode bitmap: %w", g, err)
-		}
-		err = v.updateGroup(g, func(d *GroupDesc) {
-			d.FreeInodes--
-			if dir {
-				d.UsedDirs++
-			}
-			d.Flags &^= bgInodeUninit
-			if sb.groupCsum() {
-				// Inodes past ipg-itable_unused were never initialised;
-				// the new one must be inside the initialised part.
-				if unused := sb.InodesPerGroup - uint32(idx) - 1; unused < d.ItableUnused {
-					d.ItableUnused = unused
-				}
-			}
-			if sb.MetadataCsum() {
-				d.InodeBitmapCsum = csum
-			}
-		})
-		if err != nil {
-			return 0, err
-		}
-		v.freeInodes--
-		return g*sb.InodesPerGroup + uint32(idx) + 1, nil
 	}
 	return 0, ErrNoSpace
+}
+
+// allocInodeInGroup takes the first free inode of group g (not
+// quarantined, when honour is set), or returns 0. Caller holds allocMu.
+func (v *Volume) allocInodeInGroup(g uint32, dir, honour bool) (uint32, error) {
+	sb := v.sb
+	d := v.groups.get(g)
+	if d.FreeInodes == 0 {
+		return 0, nil
+	}
+	uninit := sb.groupCsum() && d.Flags&bgInodeUninit != 0
+	from := uint64(0)
+	if g == 0 {
+		from = uint64(sb.FirstIno - 1) // reserved inodes
+	}
+	var idx uint64
+	var csum uint32
+	err := v.updateMeta(d.InodeBitmap, func(b []byte) error {
+		if uninit {
+			v.initInodeBitmap(b)
+		}
+		idx = v.findFreeInode(b, g, from, uint64(sb.InodesPerGroup), honour)
+		if idx >= uint64(sb.InodesPerGroup) {
+			return errNothing
+		}
+		b[idx>>3] |= 1 << (idx & 7)
+		if sb.MetadataCsum() {
+			csum = v.bitmapCsum(b, v.inodeBitmapBytes())
+		}
+		return nil
+	})
+	if err == errNothing {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("ext: group %d inode bitmap: %w", g, err)
+	}
+	err = v.updateGroup(g, func(d *GroupDesc) {
+		d.FreeInodes--
+		if dir {
+			d.UsedDirs++
+		}
+		d.Flags &^= bgInodeUninit
+		if sb.groupCsum() {
+			// Inodes past ipg-itable_unused were never initialised;
+			// the new one must be inside the initialised part.
+			if unused := sb.InodesPerGroup - uint32(idx) - 1; unused < d.ItableUnused {
+				d.ItableUnused = unused
+			}
+		}
+		if sb.MetadataCsum() {
+			d.InodeBitmapCsum = csum
+		}
+	})
+	if err != nil {
+		return 0, err
+	}
+	v.freeInodes--
+	return g*sb.InodesPerGroup + uint32(idx) + 1, nil
 }
 
 // freeInode returns inode ino to the free pool.
@@ -450,6 +486,11 @@ func (v *Volume) freeInode(ino uint32, dir bool) error {
 	err := v.updateMeta(d.InodeBitmap, func(b []byte) error {
 		wasSet = b[idx>>3]&(1<<(idx&7)) != 0
 		b[idx>>3] &^= 1 << (idx & 7)
+		if wasSet && v.jnl == nil {
+			// Journaled: the free and any reuse are in the log in
+			// order, and a crash brings back one state or the other.
+			v.quar.addInode(ino)
+		}
 		if sb.MetadataCsum() {
 			csum = v.bitmapCsum(b, v.inodeBitmapBytes())
 		}
@@ -472,24 +513,4 @@ func (v *Volume) freeInode(ino uint32, dir bool) error {
 	})
 	v.freeInodes++
 	return err
-}
-
-// findFree returns the first clear bit of bitmap b (of the group whose
-// first block is base) in [from, to) whose block is not busy (freed by a
-// journal transaction not yet committed: not handed out before then, see
-// jtxn.go), or to; and the bit where the next busy block is (at most to),
-// which a run from it must stop before.
-func (v *Volume) findFree(b []byte, base, from, to uint64) (uint64, uint64) {
-	i := findClear(b, from, to)
-	if v.jnl == nil {
-		return i, to
-	}
-	for i < to {
-		busy, end := v.jnl.busySpan(base + i)
-		if !busy {
-			return i, min(to, max(end, base)-base)
-		}
-		i = findClear(b, min(end-base, to), to)
-	}
-	return to, to
 }

@@ -55,6 +55,9 @@
 //     and superblock counts, all changed through the metadata mapping;
 //     blocks go right after the goal so sequential writes are contiguous,
 //     directories spread over groups, files stay near their directory;
+//     blocks and inodes freed since the last sync are not reused until
+//     it is durable (quarantine.go), so a power cut never shows an old
+//     name over a new file's bytes;
 //   - the indirect mapper's Create (indirect_write.go): the missing
 //     indirect blocks first, at the goal, then the data after them, New on
 //     fresh blocks, Boundary as on read; truncation frees data and
@@ -200,11 +203,15 @@
 // any other dirty mapping. Data, directories and inodes thus
 // reach the device without a Sync, and a read-only opener of the image
 // sees them once the writes complete. It is not Sync: there is no device
-// flush, no order between data and the metadata pointing at it, and the
-// superblock's free counts are written only by Sync and Close, so without
-// a journal a crash still needs e2fsck. With one the flusher skips pinned
-// (uncommitted) metadata, and the 5 s commit bounds what a crash loses.
-// Stop the Flusher before closing the volume.
+// flush (but for new indirect and extent blocks, which go to the device
+// and are flushed before the metadata that may point at them: syncFresh,
+// through the metadata mapping's mpage.PreWriter; not on a journaled
+// volume, whose new blocks go through the log), no order between data
+// and the metadata pointing at it, and the superblock's free counts are
+// written only by Sync and Close, so without a journal a crash still
+// needs e2fsck. With one the flusher skips pinned (uncommitted) metadata,
+// and the 5 s commit bounds what a crash loses. Stop the Flusher before
+// closing the volume.
 //
 // Concurrency: a Volume and its Files are safe for concurrent use. Public
 // calls hold the volume's lifetime lock shared, so Close waits for calls in

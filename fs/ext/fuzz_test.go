@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/mpaged/mpaged/mpage"
@@ -450,4 +451,39 @@ func writeSeed(t *testing.T, target, name string, args ...any) {
 	if err := os.WriteFile(filepath.Join(dir, name), buf.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// FuzzSplitPath: a path is refused with ErrInvalidPath, or split into
+// components that name exactly what it spelled: each non-empty, not "."
+// or "..", without a slash or a NUL, at most 255 bytes, and joined back
+// (with the trailing slash it may have had) they are the path.
+func FuzzSplitPath(f *testing.F) {
+	for _, p := range []string{"/", "", "a", "/a/b", "/a/b/", "/a//b", "/./a", "/a/..", "/a\x00b", "/" + strings.Repeat("n", 256),
+		"/" + strings.Repeat("n", 255), "/" + strings.Repeat("d/", 2048), "/...", "//"} {
+		f.Add(p)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		comps, trailing, err := splitPath(p)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidPath) {
+				t.Fatalf("splitPath(%q): error of another class: %v", p, err)
+			}
+			return
+		}
+		if len(p) > maxPathLen {
+			t.Fatalf("splitPath accepted %d bytes", len(p))
+		}
+		for _, c := range comps {
+			if c == "" || c == "." || c == ".." || len(c) > maxNameLen || strings.ContainsAny(c, "/\x00") {
+				t.Fatalf("splitPath(%q): component %q", p, c)
+			}
+		}
+		back := "/" + strings.Join(comps, "/")
+		if trailing {
+			back += "/"
+		}
+		if back != p {
+			t.Fatalf("splitPath(%q) = %q (trailing %v): joined back %q", p, comps, trailing, back)
+		}
+	})
 }

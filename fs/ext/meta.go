@@ -67,10 +67,16 @@ func (v *Volume) updateMeta(blk uint64, fn func(b []byte) error) error {
 }
 
 // zeroMetaBlock makes blk a block of zeroes in the metadata mapping, dirty:
-// a freshly allocated indirect block.
+// a freshly allocated indirect or extent tree block. The block is fresh
+// until the next sync writes it ahead of what points at it (syncFresh).
 func (v *Volume) zeroMetaBlock(blk uint64) error {
 	if err := v.checkMetaBlock(blk); err != nil {
 		return err
+	}
+	if v.jnl == nil {
+		// Journaled, the block reaches the log with what points at it
+		// and goes home only after their commit.
+		v.addFresh(blk)
 	}
 	if err := v.meta.ZeroBlock(blk); err != nil {
 		return fmt.Errorf("ext: zero block %d: %w", blk, err)
@@ -86,7 +92,88 @@ func (v *Volume) balanceMeta() {
 	if v.meta.DirtyPages() < v.metaDirtyLimit {
 		return
 	}
+	if v.syncFresh() != nil {
+		return // the fresh blocks stay listed; the next Sync reports it
+	}
 	wbc := mpage.WritebackControl{SyncMode: mpage.SyncNone, NrToWrite: int64(v.metaDirtyLimit / 2)}
 	// Errors stay on the mapping and reach the next Sync.
 	_ = v.meta.WritePages(&wbc)
+}
+
+// Fresh metadata blocks.
+//
+// A block that has just become an indirect or extent tree block holds
+// whatever it held before (another file's bytes) until its write lands.
+// Written in the same flush as the inode (or parent block) that points at
+// it, a power cut may keep the pointer and not the block: e2fsck then
+// reads garbage block numbers, and clears the whole inode, taking a file
+// whose old bytes were durable with it. So a sync first writes the fresh
+// blocks and flushes (syncFresh), and only then the rest of the metadata;
+// so do the metadata mapping's background writeback (metaOwner, before
+// the Flusher writes its pages) and balanceMeta. What is left: a metadata
+// page whose write is started after a Boundary run (the engine's
+// WriteBlockIfDirty: normally the fresh indirect block itself) together with a pointer in
+// the same page.
+
+// metaOwner is the metadata mapping's Owner: before background writeback
+// writes metadata pages, the fresh blocks they may point at go first.
+type metaOwner Volume
+
+// BeforeWriteback implements mpage.PreWriter.
+func (o *metaOwner) BeforeWriteback() error {
+	v := (*Volume)(o)
+	if err := v.enter(); err != nil {
+		return nil // closed: Close wrote everything
+	}
+	defer v.leave()
+	if v.readOnly {
+		return nil
+	}
+	return v.syncFresh()
+}
+
+var _ mpage.PreWriter = (*metaOwner)(nil)
+
+func (v *Volume) addFresh(blk uint64) {
+	v.freshMu.Lock()
+	if v.fresh == nil {
+		v.fresh = make(map[uint64]struct{})
+	}
+	v.fresh[blk] = struct{}{}
+	v.freshMu.Unlock()
+}
+
+// syncFresh writes the fresh metadata blocks, waits for them and flushes
+// the device; nothing to do without fresh blocks. A failure puts them
+// back for the next sync.
+func (v *Volume) syncFresh() error {
+	v.freshMu.Lock()
+	fresh := v.fresh
+	v.fresh = nil
+	v.freshMu.Unlock()
+	if len(fresh) == 0 {
+		return nil
+	}
+	err := v.writeFresh(fresh)
+	if err == nil {
+		err = v.cfg.Device.Flush()
+	}
+	if err != nil {
+		for blk := range fresh {
+			v.addFresh(blk)
+		}
+		return fmt.Errorf("ext: new metadata blocks: %w", err)
+	}
+	return nil
+}
+
+func (v *Volume) writeFresh(fresh map[uint64]struct{}) error {
+	bs := int64(v.sb.BlockSize)
+	for blk := range fresh {
+		off := int64(blk) * bs
+		if err := v.meta.WriteAndWait(off, off+bs-1); err != nil {
+			return err
+		}
+	}
+	return nil
 }

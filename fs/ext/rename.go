@@ -22,7 +22,9 @@ import (
 //     arrives);
 //  4. the replaced inode's link goes; its last link gone, it is freed, or
 //     at the last close of a File that still has it open (the orphan
-//     machinery of Unlink).
+//     machinery of Unlink). A replaced file keeps its link until the
+//     directory change is durable (renameHolding), so Rename over a file
+//     syncs the name space twice before it returns.
 //
 // Everything that can refuse the rename is checked before step 1, so a
 // refused rename changes nothing (but an htree index dropped from a
@@ -43,6 +45,8 @@ type renameArgs struct {
 // must be empty); a directory cannot move into its own subtree; renaming
 // a name onto another link of the same inode does nothing. The replaced
 // inode's data stays readable through Files open on it until they close.
+// A rename over a file is durable when Rename returns: a crash leaves
+// newpath naming the old file or the new one, never neither.
 // A symbolic link is renamed itself, not its target; the parents are
 // resolved following links. Errors are *os.LinkError wrapping ErrNotFound,
 // ErrExist-like sentinels (ErrNotEmpty, ErrIsDir, ErrNotDir), ErrBusy (the
@@ -64,19 +68,29 @@ func (v *Volume) Rename(oldpath, newpath string) error {
 	if len(oldComps) == 0 || len(newComps) == 0 {
 		return wrap(fmt.Errorf("%w: the root directory cannot be renamed or replaced", ErrBusy))
 	}
-	if err := v.enter(); err != nil {
-		return wrap(err)
-	}
-	defer v.leave()
-	stop := v.startHandle()
-	v.ns.Lock()
-	err = v.rename(oldComps, newComps, oldTrailing || newTrailing, renameHooks{})
-	v.ns.Unlock()
-	stop()
+	held, existed, err := v.renameHolding(oldComps, newComps, oldTrailing || newTrailing, nil)
 	if err != nil {
 		return wrap(err)
 	}
-	v.balanceMeta()
+	if held == nil {
+		if existed && v.jnl != nil {
+			// Journaled: one commit makes the replacement durable.
+			if err := v.syncNames(); err != nil {
+				return wrap(fmt.Errorf("renamed, but not yet durable: %w", err))
+			}
+		}
+		return nil
+	}
+	// A replaced file is let go only once the directory that no longer
+	// names it is durable (renameHolding), so a crash leaves newpath
+	// naming the old file or the new one, never neither.
+	if err := v.syncNames(); err != nil {
+		v.dropHeld(held)
+		return wrap(fmt.Errorf("renamed, but not yet durable: %w", err))
+	}
+	if err := v.dropHeld(held); err != nil {
+		return wrap(fmt.Errorf("renamed; freeing the replaced file: %w", err))
+	}
 	return nil
 }
 
@@ -88,9 +102,9 @@ type renameHooks struct {
 	// precondition, checked in the same name-space change as the rename
 	// it guards.
 	check func(tgt *node) error
-	// keepTarget leaves the replaced node its link: the caller, which
+	// keepTarget leaves a replaced file its link: the caller, which
 	// holds it, drops the link (dropLink) once the directory that no
-	// longer names it is on the device.
+	// longer names it is on the device. A replaced directory is not kept.
 	keepTarget bool
 }
 
@@ -137,7 +151,10 @@ func (v *Volume) rename(oldComps, newComps []string, mustBeDir bool, hooks renam
 	if err := v.makeEditable(&r); err != nil {
 		return err
 	}
-	return v.applyRename(&r, hooks.keepTarget)
+	// Only a replaced file is kept (renameHolding); a replaced empty
+	// directory goes at once.
+	keep := hooks.keepTarget && r.tgt != nil && !r.tgt.inode().IsDir()
+	return v.applyRename(&r, keep)
 }
 
 // checkRename refuses what rename(2) refuses, before anything changes.

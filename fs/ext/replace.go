@@ -149,42 +149,52 @@ func (v *Volume) unstage(tmp string, err error) error {
 }
 
 // renameOver renames the staged file tmp to comps, running check in the
-// same name-space change. The node it replaces keeps its link and comes
-// back referenced (held): on the device the old inode stays whole and
-// linked until dropHeld, which the caller runs once the directory that
-// names the new file is durable. Freeing it earlier could let background
-// writeback put a free or unlinked inode on the device while the old
-// directory block still names it; e2fsck would then clear the name.
+// same name-space change (renameHolding).
 func (v *Volume) renameOver(tmp string, comps []string, check func(*FileInfo) error) (held *node, existed bool, err error) {
 	tmpComps, _, err := splitPath(tmp)
 	if err != nil {
 		return nil, false, err
 	}
+	return v.renameHolding(tmpComps, comps, false, check)
+}
+
+// renameHolding renames oldComps to newComps, running check in the same
+// name-space change. A file it replaces keeps its link and comes back
+// referenced (held): on the device the old inode stays whole and linked
+// until dropHeld, which the caller runs once the directory that names the
+// new file is durable. Freeing it earlier could let background writeback
+// (or the device's reordering of one sync's writes) put a free or
+// unlinked inode on the device while the old directory block still names
+// it; e2fsck would then clear the name, and a crash would leave neither
+// the old file nor the new one at newComps. A replaced directory (empty)
+// is not held.
+func (v *Volume) renameHolding(oldComps, newComps []string, mustBeDir bool, check func(*FileInfo) error) (held *node, existed bool, err error) {
 	if err := v.enter(); err != nil {
 		return nil, false, err
 	}
 	defer v.leave()
-	// With a journal the rename and the old file's last link go in one
-	// transaction: nothing to hold until the directory is durable.
+	// With a journal the rename and the replaced file's last link go in
+	// one transaction, which a crash keeps whole or not at all: nothing
+	// to hold.
 	keep := v.jnl == nil
 	stop := v.startHandle()
 	v.ns.Lock()
-	err = v.rename(tmpComps, comps, false, renameHooks{keepTarget: keep, check: func(tgt *node) error {
+	err = v.rename(oldComps, newComps, mustBeDir, renameHooks{keepTarget: keep, check: func(tgt *node) error {
 		var cur *FileInfo
 		if tgt != nil {
-			fi := infoOf(baseName(comps), tgt.inode())
+			fi := infoOf(baseName(newComps), tgt.inode())
 			cur = &fi
+			existed = true
 		}
 		if check != nil {
 			if err := check(cur); err != nil {
 				return err
 			}
 		}
-		if tgt != nil && keep {
+		if tgt != nil && !tgt.inode().IsDir() && keep {
 			v.holdNode(tgt)
 			held = tgt
 		}
-		existed = tgt != nil
 		return nil
 	}})
 	v.ns.Unlock()

@@ -109,6 +109,13 @@ type Volume struct {
 	allocMu    sync.Mutex
 	freeBlocks uint64
 	freeInodes uint32
+	// quar: blocks and inodes freed since the last sync, not reused
+	// until it is durable (quarantine.go). Guarded by allocMu.
+	quar quarantine
+	// fresh: metadata blocks allocated since the last sync, written and
+	// flushed before what points at them (syncFresh, meta.go).
+	freshMu sync.Mutex
+	fresh   map[uint64]struct{}
 	// sbMu guards the superblock's bytes (sb.Raw) and inUse.
 	sbMu sync.Mutex
 	// inUse: the superblock on the device says "not cleanly unmounted"
@@ -173,7 +180,7 @@ func Open(cfg Config) (*Volume, error) {
 	}
 	v.meta, err = mpage.NewMapping(mpage.MappingConfig{
 		Device: cfg.Device, Cache: cfg.Cache, Mapper: mpage.LinearMapper{Blocks: sb.BlocksCount},
-		BlockSize: sb.BlockSize, Size: size, Name: "ext metadata",
+		BlockSize: sb.BlockSize, Size: size, Name: "ext metadata", Owner: (*metaOwner)(v),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ext: open: %w", err)

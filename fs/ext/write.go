@@ -453,9 +453,18 @@ func (v *Volume) syncNamesLocked() error {
 	}
 	v.ns.RLock()
 	defer v.ns.RUnlock()
+	// What was freed before this point is durable once the flush is
+	// done, and may then be reused (quarantine.go).
+	gen := v.sealQuarantine()
+	if err := v.syncFresh(); err != nil {
+		return err
+	}
 	err := v.syncDirs()
 	if merr := v.syncMeta(); err == nil {
 		err = merr
+	}
+	if err == nil {
+		v.releaseQuarantine(gen)
 	}
 	return err
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mpaged/mpaged/internal/testenv"
 )
@@ -111,4 +112,46 @@ func TestJournaledOrphanListRefused(t *testing.T) {
 		t.Fatal("read-only open is not read-only")
 	}
 	_ = os.Remove(img)
+}
+
+// TestJournaledTimerCommit: changes are committed every
+// journalCommitInterval without any Sync: a copy of the image taken then
+// needs recovery, and its replay (by us and by e2fsck) has the file.
+func TestJournaledTimerCommit(t *testing.T) {
+	old := journalCommitInterval
+	journalCommitInterval = 50 * time.Millisecond
+	t.Cleanup(func() { journalCommitInterval = old })
+	img := mkfs(t, "ext4", 4096, "", "16M")
+	v := mustOpenImage(t, img, openOpts{rw: true})
+	data := randBytes(5, 10000)
+	f, err := v.Create("/timed", 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(data, 0); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	var crash string
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		time.Sleep(20 * time.Millisecond)
+		crash = copyFile(t, img)
+		if headerField(dumpe2fsHeader(t, crash), "Journal start") != "0" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no commit reached the log without a Sync")
+		}
+	}
+	// The commit that started the log may not be the one with the file
+	// yet: wait for the next interval and copy again.
+	time.Sleep(200 * time.Millisecond)
+	crash = copyFile(t, img)
+	byFsck := copyFile(t, crash)
+	if out, err := testenv.Output("e2fsck", "-fy", byFsck); err != nil && !onlySummaryFixed(err, out) {
+		t.Fatalf("e2fsck -fy: %v\n%s", err, out)
+	}
+	readBack(t, mustOpenImage(t, byFsck, openOpts{readOnly: true}), "/timed", data)
+	cv, _, _ := replayOpen(t, crash)
+	readBack(t, cv, "/timed", data)
 }

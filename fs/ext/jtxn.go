@@ -54,11 +54,14 @@ import (
 // landing on anybody's data.
 
 // journalCommitInterval is how often a running transaction with changes
-// is committed (the kernel's default commit interval).
-const journalCommitInterval = 5 * time.Second
+// is committed (the kernel's default commit interval). A variable so
+// tests can shorten it.
+var journalCommitInterval = 5 * time.Second
 
-// journalWritable lets journaled volumes open read-write. See the safety
-// note in features.go.
+// journalWritable lets volumes with an internal journal open read-write
+// (features.go). It was off until the journaled write path passed its
+// tests (e2fsck -fn, the kernel's reads, the crash cuts); turning it off
+// serves such volumes read-only again, naming has_journal.
 var journalWritable = true
 
 // txn is a transaction: the blocks it journals (home block -> reference,

@@ -1,13 +1,17 @@
 package ext
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/mpaged/mpaged/internal/testenv"
+	"github.com/mpaged/mpaged/uring"
+	"github.com/mpaged/mpaged/uring/faultring"
 )
 
 // journaledCases are plain mke2fs volumes with a journal, as the kernel
@@ -154,4 +158,61 @@ func TestJournaledTimerCommit(t *testing.T) {
 	readBack(t, mustOpenImage(t, byFsck, openOpts{readOnly: true}), "/timed", data)
 	cv, _, _ := replayOpen(t, crash)
 	readBack(t, cv, "/timed", data)
+}
+
+// TestJournaledAbort: a log write that fails aborts the journal: that
+// Sync and every later one fail with ErrJournalAborted (EIO), nothing of
+// the failed transaction goes home, Close reports it and leaves
+// needs_recovery set, and the next open replays the log to the last
+// commit, which e2fsck -fn finds consistent and which holds the file
+// synced before the failure.
+func TestJournaledAbort(t *testing.T) {
+	img := mkfs(t, "ext4", 4096, "", "16M")
+	var fr *faultring.Ring
+	v := mustOpenImage(t, img, openOpts{rw: true, wrap: func(r uring.Ring) uring.Ring {
+		fr = faultring.New(r, 1)
+		return fr
+	}})
+	before := randBytes(8, 20000)
+	writeSynced := func(p string, b []byte) error {
+		f, err := v.Create(p, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.WriteAt(b, 0); err != nil {
+			t.Fatal(err)
+		}
+		return f.Sync()
+	}
+	if err := writeSynced("/before", before); err != nil {
+		t.Fatal(err)
+	}
+	log, err := v.JournalLog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs := int64(v.BlockSize())
+	for _, e := range log.Extents() {
+		fr.Add(faultring.Rule{Ops: faultring.Ops(uring.OpWritev, uring.OpWrite), Off: int64(e.Physical) * bs,
+			End: int64(e.Physical+e.Len) * bs, Fault: faultring.Fault{Errno: syscall.EIO}})
+	}
+	if err := writeSynced("/after", randBytes(9, 30000)); !errors.Is(err, ErrJournalAborted) || !errors.Is(err, syscall.EIO) {
+		t.Fatalf("Sync with the log failing: %v, want ErrJournalAborted", err)
+	}
+	if err := v.Sync(); !errors.Is(err, ErrJournalAborted) {
+		t.Fatalf("a later Sync: %v, want ErrJournalAborted", err)
+	}
+	if err := v.Close(); !errors.Is(err, ErrJournalAborted) {
+		t.Fatalf("Close: %v, want ErrJournalAborted", err)
+	}
+	if !strings.Contains(dumpe2fsHeader(t, img), "needs_recovery") {
+		t.Fatal("an aborted journal's volume does not say needs_recovery")
+	}
+	rv, _, _ := replayOpen(t, img)
+	readBack(t, rv, "/before", before)
+	if err := rv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	fsckClean(t, img)
 }

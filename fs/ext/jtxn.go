@@ -104,8 +104,10 @@ type volJournal struct {
 	logged map[uint64]struct{}
 
 	// err is the failure that aborted the journal (commits refused
-	// from then on; the log is left for recovery).
-	err error
+	// from then on; the log is left for recovery). stuck are the
+	// transactions whose commit failed, still pinned.
+	err   error
+	stuck []*txn
 
 	stop chan struct{}
 	done chan struct{}
@@ -377,8 +379,15 @@ func (jn *volJournal) commit() error {
 		_, err = jn.j.Commit(&f.tx)
 	}
 	jn.mu.Lock()
-	for _, ref := range f.t.blocks {
-		ref.Unpin()
+	if err == nil {
+		for _, ref := range f.t.blocks {
+			ref.Unpin()
+		}
+	} else {
+		// Whether the commit block arrived is unknown: the frozen
+		// blocks stay pinned (their bytes never go home on their own)
+		// until close drops them.
+		jn.stuck = append(jn.stuck, f.t)
 	}
 	jn.committing = nil
 	if err == nil {
@@ -391,7 +400,6 @@ func (jn *volJournal) commit() error {
 	}
 	jn.mu.Unlock()
 	if err != nil {
-		// The frozen blocks are unpinned: writeback may take them home.
 		// The journal is aborted, so nothing commits again, and the
 		// volume stays marked needs_recovery: replay decides what the
 		// log holds.
@@ -467,10 +475,14 @@ func (jn *volJournal) close() error {
 	}
 	jn.v.meta.SetJournal(nil)
 	jn.mu.Lock()
-	for _, ref := range jn.running.blocks {
-		ref.Unpin()
+	// After an abort these blocks hold changes no commit covers: the
+	// mappings close with them dirty and unwritten.
+	for _, t := range append(jn.stuck, jn.running) {
+		for _, ref := range t.blocks {
+			ref.Unpin()
+		}
 	}
-	jn.running = newTxn()
+	jn.running, jn.stuck = newTxn(), nil
 	jn.mu.Unlock()
 	jn.dev.close()
 	return err

@@ -169,6 +169,10 @@
 //     mapping (a log block may share a page with a pinned block; a
 //     checkpoint writes the committed copy of a block whose cached bytes
 //     a newer transaction may already have changed).
+//   - Rename over a file and ReplaceFile drop the replaced inode's link
+//     in the rename's own transaction (a crash keeps both or neither, so
+//     nothing is held until the directory is durable, as without a
+//     journal) and commit before they return.
 //   - State: the session's first change sets needs_recovery (and the
 //     journal's revoke feature) and writes the superblock straight to the
 //     device, flushed, before anything can commit. Close runs a last

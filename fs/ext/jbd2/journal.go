@@ -432,6 +432,7 @@ func (j *Journal) EnableRevoke() error {
 	if err := j.io.dev.Flush(); err != nil {
 		return fmt.Errorf("jbd2: flush journal superblock: %w", err)
 	}
-	j.l = LayoutOf(j.sb)
+	// The layout (tags, checksums) does not depend on the revoke
+	// feature: j.l stays, and BlocksFor reads it without the lock.
 	return nil
 }

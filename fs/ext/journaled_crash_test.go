@@ -169,11 +169,18 @@ func crashWorkload(t *testing.T, v *testVolume, jc *journaledCuts, rng *rand.Ran
 func TestJournaledCrash(t *testing.T) {
 	testenv.RequireTool(t, "e2fsck")
 	for _, c := range []struct {
-		typ string
-		bs  int
-	}{{"ext4", 4096}, {"ext3", 1024}} {
-		t.Run(fmt.Sprintf("%s/%dk", c.typ, c.bs/1024), func(t *testing.T) {
-			img := mkfs(t, c.typ, c.bs, "", "32M")
+		name, typ string
+		bs        int
+		extra     []string
+	}{
+		{"ext4/4k", "ext4", 4096, nil},
+		{"ext3/1k", "ext3", 1024, nil},
+		// A log of 1024 blocks: it fills and wraps (Commit checkpoints
+		// first) many times during the workload.
+		{"ext4/4k/small-log", "ext4", 4096, []string{"-J", "size=4"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			img := mkfs(t, c.typ, c.bs, "", "32M", c.extra...)
 			jc := &journaledCuts{t: t, want: crashCuts(), rng: rand.New(rand.NewPCG(uint64(c.bs), 12))}
 			var ring *crashring.Ring
 			v := mustOpenImage(t, img, openOpts{rw: true, wrap: func(r uring.Ring) uring.Ring {
@@ -182,6 +189,11 @@ func TestJournaledCrash(t *testing.T) {
 			}})
 			for round := 0; len(jc.cuts) < jc.want && round < 60; round++ {
 				crashWorkload(t, v, jc, rand.New(rand.NewPCG(uint64(round), 3)), fmt.Sprintf("/r%d", round))
+			}
+			// Every transaction takes at least 3 log blocks (descriptor,
+			// a copy, commit block): past 400 a 1024-block log wrapped.
+			if seq := v.jnl.j.Sequence(); c.extra != nil && seq < 400 {
+				t.Errorf("%d transactions: the small log never wrapped", seq)
 			}
 			if err := v.Close(); err != nil {
 				t.Fatal(err)

@@ -584,3 +584,52 @@ func TestCommitRefusals(t *testing.T) {
 		t.Fatalf("a good transaction after the refusals: %v", err)
 	}
 }
+
+// TestEnableRevoke: a v2 journal without the revoke feature refuses
+// revoke records until EnableRevoke, which sets the feature durably (the
+// superblock read back has it, and a flush follows its write); a v1
+// journal has no feature words and is refused.
+func TestEnableRevoke(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		spec    journalSpec
+		wantErr error
+	}{
+		{"v2", journalSpec{incompat: IncompatCsumV3}, nil},
+		{"v2-already", journalSpec{incompat: IncompatRevoke}, nil},
+		{"v1", journalSpec{version: 1}, ErrUnsupported},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dev := newMemDev(t, testBS, testVolume)
+			c.spec.start, c.spec.len = testJStart, testJLength
+			log := makeJournal(t, dev, c.spec)
+			j, err := Open(dev, log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tx := &Transaction{Blocks: []Block{{Home: 10, Data: blockOf(10, 1)}}, Revoked: []uint64{11}}
+			if c.spec.incompat&IncompatRevoke == 0 {
+				if _, err := j.Commit(tx); !errors.Is(err, ErrTransaction) {
+					t.Fatalf("revoke before EnableRevoke: %v", err)
+				}
+			}
+			dev.ops = nil
+			err = j.EnableRevoke()
+			if !errors.Is(err, c.wantErr) || (c.wantErr == nil) != (err == nil) {
+				t.Fatalf("EnableRevoke: %v, want %v", err, c.wantErr)
+			}
+			if err != nil {
+				return
+			}
+			if !mustSuper(t, dev, log).HasIncompat(IncompatRevoke) {
+				t.Fatal("the superblock on the device has no revoke feature")
+			}
+			if c.spec.incompat&IncompatRevoke == 0 && (len(dev.ops) == 0 || dev.ops[len(dev.ops)-1] != "flush") {
+				t.Fatalf("EnableRevoke's write is not flushed: %v", dev.ops)
+			}
+			if _, err := j.Commit(tx); err != nil {
+				t.Fatalf("revoke after EnableRevoke: %v", err)
+			}
+		})
+	}
+}

@@ -489,9 +489,13 @@ func (jn *volJournal) close() error {
 }
 
 // rawDevice is the jbd2.Device the journal writes through: straight to
-// the device, one block at a time, through a private mapping of the
-// volume whose pages are used only as aligned buffers (the device may be
-// open with O_DIRECT) and are kept equal to the device's bytes.
+// the device, one block at a time and waited for, through a private
+// mapping of the volume whose pages serve as aligned buffers (the device
+// may be open with O_DIRECT). Only the block written goes out
+// (BlockRef.WriteTo), so the page's other blocks, which may be stale
+// (home blocks the metadata mapping has written since), never reach the
+// device from here. What it reads (the journal superblock) only it
+// writes.
 type rawDevice struct {
 	m       *mpage.Mapping
 	blkbits uint
@@ -529,8 +533,9 @@ func (d *rawDevice) ReadBlock(blk uint64, b []byte) error {
 }
 
 // WriteBlock implements jbd2.Device: b is written to blk and waited for.
-// The private page is read first when it holds other blocks too, so it
-// stays equal to the device.
+// A page with other blocks is read first (ReadBlock), so it is uptodate;
+// a page of one block is not read, and if it was not uptodate it stays
+// so, and a later ReadBlock reads what was written from the device.
 func (d *rawDevice) WriteBlock(blk uint64, b []byte) error {
 	if blk >= d.blocks {
 		return fmt.Errorf("%w: write of block %d past the end of the volume (%d blocks)", ErrCorrupt, blk, d.blocks)

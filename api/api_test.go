@@ -148,6 +148,13 @@ func TestPutReplaceAndDelete(t *testing.T) {
 	if got := e.Get("/v1/files/f"); len(got) != len(big)+7 || string(got[len(big):]) != "\x00\x00\x00\x00END" {
 		t.Errorf("append past the end: %d bytes, tail %q", len(got), got[len(big):])
 	}
+	// A fragment with Content-Range is refused, not made the whole file.
+	before := e.Get("/v1/files/f")
+	resp, b = e.Do(http.MethodPut, "/v1/files/f", strings.NewReader("ab"), "Content-Range", "bytes 4-5/10")
+	e.Want(resp, b, http.StatusBadRequest, "content_range")
+	if got := e.Get("/v1/files/f"); !bytes.Equal(got, before) {
+		t.Errorf("a PUT with Content-Range changed the file to %d bytes", len(got))
+	}
 	// Conditional writes.
 	cur, _ := e.Do(http.MethodHead, "/v1/files/f", nil)
 	resp, b = e.Do(http.MethodPut, "/v1/files/f", strings.NewReader("x"), "If-None-Match", "*")

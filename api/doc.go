@@ -8,7 +8,8 @@
 //
 //	GET|HEAD /v1/files/{path}   a file's bytes (Range, ETag, conditional
 //	                            requests), or a directory's JSON listing
-//	PUT      /v1/files/{path}   create or replace atomically; ?offset=N
+//	PUT      /v1/files/{path}   create or replace atomically (Content-Range
+//	                            is 400); ?offset=N
 //	                            writes in place; ?sync=1 is durable first
 //	DELETE   /v1/files/{path}   unlink a file or an empty directory
 //	POST     /v1/mkdir/{path}   make a directory (?parents=1: and parents)

@@ -168,6 +168,13 @@ func (s *Server) putFile(w http.ResponseWriter, r *http.Request) {
 		writeError(w, e)
 		return
 	}
+	// A fragment sent with Content-Range would otherwise become the
+	// whole file (RFC 9110 9.3.4: a server without partial PUT answers
+	// 400); ?offset=N is the way to write in place.
+	if r.Header.Get("Content-Range") != "" {
+		writeError(w, apiError(http.StatusBadRequest, "content_range", "PUT with Content-Range is not supported: use ?offset=N to write in place"))
+		return
+	}
 	if e := s.checkBodyLength(r); e != nil {
 		writeError(w, e)
 		return

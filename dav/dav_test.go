@@ -134,7 +134,8 @@ func TestMethods(t *testing.T) {
 			}
 			return nil
 		}},
-		{"propfind infinity", "PROPFIND", "/dav/dir/", propfindAll, []string{"Depth", "infinity"}, 207, contains("/dav/dir/sub/b")},
+		{"propfind infinity refused", "PROPFIND", "/dav/dir/", propfindAll, []string{"Depth", "infinity"}, 403, contains("propfind-finite-depth")},
+		{"propfind depth 1", "PROPFIND", "/dav/dir/", propfindAll, []string{"Depth", "1"}, 207, contains("/dav/dir/sub/")},
 		{"propfind missing", "PROPFIND", "/dav/nope", propfindAll, []string{"Depth", "0"}, 404, nil},
 		{"staging hidden: propfind", "PROPFIND", "/dav/.mpaged-staging/", propfindAll, []string{"Depth", "1"}, 404, nil},
 		{"staging hidden: get", "GET", "/dav/.mpaged-staging/x", "", nil, 404, nil},
@@ -747,6 +748,35 @@ func TestPutContentRange(t *testing.T) {
 		t.Errorf("after a PUT with Content-Range the file holds %q", got)
 	}
 	e.noStagedFiles()
+}
+
+// TestPropfindDepthInfinity: a PROPFIND of the whole tree (Depth:
+// infinity, or no Depth) is refused with 403 and the RFC 4918
+// propfind-finite-depth precondition; depths 0 and 1 answer 207.
+func TestPropfindDepthInfinity(t *testing.T) {
+	e := newEnv(t, voltest.Options{Tree: map[string]string{"d/f": "x"}})
+	for _, tc := range []struct {
+		depth string // "" sends no Depth header
+		want  int
+	}{
+		{"infinity", http.StatusForbidden},
+		{"Infinity", http.StatusForbidden},
+		{"", http.StatusForbidden},
+		{"0", http.StatusMultiStatus},
+		{"1", http.StatusMultiStatus},
+	} {
+		var hdr []string
+		if tc.depth != "" {
+			hdr = []string{"Depth", tc.depth}
+		}
+		resp, b := e.do("PROPFIND", "/dav/d/", nil, hdr...)
+		if resp.StatusCode != tc.want {
+			t.Errorf("PROPFIND Depth %q: %d, want %d (%s)", tc.depth, resp.StatusCode, tc.want, b)
+		}
+		if tc.want == http.StatusForbidden && !strings.Contains(string(b), "propfind-finite-depth") {
+			t.Errorf("PROPFIND Depth %q: body does not name propfind-finite-depth: %s", tc.depth, b)
+		}
+	}
 }
 
 // TestRemoveAllLeavesReplacedFile: FS.RemoveAll, asked by a COPY or MOVE

@@ -68,8 +68,10 @@
 //
 // Known limits: the staging directory is hidden by name, so a symbolic
 // link on the volume that points into it (neither WebDAV nor /v1 can make
-// one) reaches it; Stat follows links, so a PROPFIND or COPY with Depth
-// infinity descends into a linked directory, and a link to an ancestor
-// repeats the tree until path resolution stops at 40 links; a listing
+// one) reaches it; Stat follows links, so a COPY with Depth infinity
+// descends into a linked directory, and a link to an ancestor repeats the
+// tree until path resolution stops at 40 links (a PROPFIND with Depth
+// infinity, or without Depth, is refused with 403 and the RFC 4918
+// propfind-finite-depth precondition, as Apache's default is); a listing
 // holds one directory's entries in memory (webdav reads each whole).
 package dav

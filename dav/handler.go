@@ -94,6 +94,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		r.Body = body
 	}
+	if r.Method == "PROPFIND" && isDepthInfinity(r) {
+		// A walk of the whole volume in one request, which symbolic
+		// links to ancestors can make exponential: refused as RFC 4918
+		// 9.1 allows (Apache's DavDepthInfinity Off does the same).
+		w.Header().Set("Content-Type", "application/xml; charset=utf-8")
+		w.WriteHeader(http.StatusForbidden)
+		io.WriteString(w, `<?xml version="1.0" encoding="utf-8"?>`+"\n"+`<D:error xmlns:D="DAV:"><D:propfind-finite-depth/></D:error>`+"\n")
+		return
+	}
 	st := &reqState{putLength: -1, verb: r.Method}
 	if r.Method == http.MethodPut {
 		// Files are replaced whole: a fragment would become the file
@@ -396,3 +405,10 @@ func (sw *statusWriter) ReadFrom(r io.Reader) (int64, error) {
 
 // Unwrap lets http.ResponseController reach the connection.
 func (sw *statusWriter) Unwrap() http.ResponseWriter { return sw.ResponseWriter }
+
+// isDepthInfinity reports whether a PROPFIND asks for Depth: infinity,
+// which is also what a missing Depth header means (RFC 4918 9.1).
+func isDepthInfinity(r *http.Request) bool {
+	d := strings.TrimSpace(r.Header.Get("Depth"))
+	return d == "" || strings.EqualFold(d, "infinity")
+}

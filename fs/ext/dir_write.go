@@ -401,6 +401,11 @@ func (v *Volume) releaseInode(n *node, dir bool) error {
 			errs = append(errs, err)
 		}
 	}
+	// Off the orphan list first: the commit below overwrites the chain's
+	// link in i_dtime with the deletion time.
+	if err := v.removeOrphan(n.ino); err != nil {
+		errs = append(errs, err)
+	}
 	t := now()
 	dt, _ := encodeTime(t)
 	err := n.commitLocked(func(in *Inode) {
@@ -681,7 +686,12 @@ func (v *Volume) dropLink(n *node, t time.Time) error {
 	links := n.inode().Links
 	if isDir || links <= 1 {
 		links = 0
-	} else {
+		// The write that drops the last link puts n on the orphan list,
+		// and reaches the device before the directory block that drops
+		// its name (fresh metadata: see orphan.go).
+		v.addOrphan(n)
+	}
+	if links > 0 {
 		links--
 	}
 	err := n.commitLocked(func(in *Inode) {
@@ -689,6 +699,13 @@ func (v *Volume) dropLink(n *node, t time.Time) error {
 		in.Ctime = t
 	})
 	n.wmu.Unlock()
+	if links == 0 {
+		blk, _ := v.inodeLocation(n.ino)
+		v.addFresh(blk)
+		if herr := v.publishOrphanHead(); err == nil {
+			err = herr
+		}
+	}
 	if err != nil || links > 0 {
 		return err
 	}

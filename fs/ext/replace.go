@@ -103,12 +103,8 @@ func (v *Volume) ReplaceFile(p string, r io.Reader, perm fs.FileMode, check func
 	if err != nil {
 		return FileInfo{}, false, wrap(v.unstage(tmp, err))
 	}
-	if err := v.syncNames(); err != nil {
-		v.dropHeld(held)
+	if err := v.syncNamesDropping(held); err != nil {
 		return FileInfo{}, existed, wrap(fmt.Errorf("replaced, but not yet durable: %w", err))
-	}
-	if err := v.dropHeld(held); err != nil {
-		return FileInfo{}, existed, wrap(fmt.Errorf("replaced; freeing the old content: %w", err))
 	}
 	fi, err = v.Stat(p)
 	return fi, existed, err
@@ -161,8 +157,8 @@ func (v *Volume) renameOver(tmp string, comps []string, check func(*FileInfo) er
 // renameHolding renames oldComps to newComps, running check in the same
 // name-space change. A file it replaces keeps its link and comes back
 // referenced (held): on the device the old inode stays whole and linked
-// until dropHeld, which the caller runs once the directory that names the
-// new file is durable. Freeing it earlier could let background writeback
+// until syncNamesDropping, which the caller runs to make the directory
+// that names the new file durable. Freeing it earlier could let background writeback
 // (or the device's reordering of one sync's writes) put a free or
 // unlinked inode on the device while the old directory block still names
 // it; e2fsck would then clear the name, and a crash would leave neither
@@ -203,27 +199,47 @@ func (v *Volume) renameHolding(oldComps, newComps []string, mustBeDir bool, chec
 	return held, existed, nil
 }
 
-// dropHeld drops the link renameOver kept on the replaced node, lets go
-// of it (freeing it, or at the last close of a File still open on it),
-// and makes that durable, so the device does not keep an inode no
-// directory names (which e2fsck -p would not repair by itself).
-func (v *Volume) dropHeld(held *node) error {
-	if held == nil {
-		return nil
-	}
+// syncNamesDropping makes a rename that replaced held durable, and drops
+// the link renameHolding kept on held (putting it on the orphan list; it
+// is freed now, or at the last close of a File still open on it) once the
+// directory that no longer names it is on the device: after the
+// directories are written and the device flushed, in the same sync's
+// metadata. A crash before that flush finds held whole under its old name
+// (or the new file there); one after it finds held without links, on the
+// orphan list, which e2fsck -p and Open release by themselves. What is
+// left: a crash between the flush and the inode's write finds held
+// linked and nameless, which e2fsck -p refuses. held may be nil (nothing
+// was replaced: a plain sync). held's reference is let go either way.
+func (v *Volume) syncNamesDropping(held *node) error {
 	if err := v.enter(); err != nil {
-		v.putNode(held)
+		if held != nil {
+			v.putNode(held)
+		}
 		return err
 	}
 	defer v.leave()
-	v.ns.Lock()
-	err := v.dropLink(held, now())
-	v.ns.Unlock()
-	v.putNode(held)
-	if err != nil {
-		return err
+	if held == nil {
+		return v.syncNamesLocked()
 	}
-	return v.syncNamesLocked()
+	dropped := false
+	err := v.syncNamesThen(func() error {
+		if err := v.cfg.Device.Flush(); err != nil {
+			return fmt.Errorf("ext: %w", err)
+		}
+		dropped = true
+		return v.dropLink(held, now())
+	})
+	if !dropped {
+		// The directory may not be durable: held keeps its link in the
+		// cache until the next sync could write both, and is dropped
+		// now so it is not leaked (its inode write may still reach the
+		// device first: e2fsck -p then clears the stale name).
+		if derr := v.dropLink(held, now()); derr != nil {
+			err = errors.Join(err, derr)
+		}
+	}
+	v.putNode(held)
+	return err
 }
 
 // syncNames makes the name space durable (syncNamesLocked) from outside

@@ -112,10 +112,7 @@ func TestReplaceCrashWindow(t *testing.T) {
 		t.Fatal(err)
 	}
 	crash := copyFile(t, img)
-	if err := v.syncNames(); err != nil {
-		t.Fatal(err)
-	}
-	if err := v.dropHeld(held); err != nil {
+	if err := v.syncNamesDropping(held); err != nil {
 		t.Fatal(err)
 	}
 	if got := readAll(t, v, "/f"); string(got) != "new content" {

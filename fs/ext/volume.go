@@ -132,6 +132,8 @@ type Volume struct {
 	needLargeFile atomic.Bool
 	// metaDirtyLimit is how many dirty metadata pages start writeback.
 	metaDirtyLimit int
+	// orphans mirrors the on-disk orphan list (orphan.go).
+	orphans orphanList
 }
 
 // Open reads and checks the superblock and group descriptors of the volume
@@ -206,6 +208,16 @@ func Open(cfg Config) (*Volume, error) {
 	if !isDir {
 		v.closeAll()
 		return nil, fmt.Errorf("%w: root inode is not a directory", ErrCorrupt)
+	}
+	if !v.readOnly {
+		n, err := v.releaseOrphans()
+		if err != nil {
+			v.closeAll()
+			return nil, err
+		}
+		if n > 0 {
+			v.logf("ext: orphan list: released %d inodes a crash left without a name", n)
+		}
 	}
 	return v, nil
 }

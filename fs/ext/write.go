@@ -437,7 +437,12 @@ func (v *Volume) syncAll() error {
 // flushes the device, holding the name-space lock shared so the image it
 // leaves never holds half of a Create, Unlink, Mkdir or Rename. The caller
 // is inside the volume's lifetime (enter).
-func (v *Volume) syncNamesLocked() error {
+func (v *Volume) syncNamesLocked() error { return v.syncNamesThen(nil) }
+
+// syncNamesThen is syncNamesLocked that runs afterDirs (if set) once the
+// directories are written, before the metadata: a rename over a file
+// drops the replaced inode's link there (syncNamesDropping).
+func (v *Volume) syncNamesThen(afterDirs func() error) error {
 	v.ns.RLock()
 	defer v.ns.RUnlock()
 	// What was freed before this point is durable once the flush is
@@ -447,6 +452,9 @@ func (v *Volume) syncNamesLocked() error {
 		return err
 	}
 	err := v.syncDirs()
+	if err == nil && afterDirs != nil {
+		err = afterDirs()
+	}
 	if merr := v.syncMeta(); err == nil {
 		err = merr
 	}

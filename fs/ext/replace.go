@@ -68,14 +68,13 @@ func fill(r io.Reader, buf []byte) (int, error) {
 
 // ReplaceFile makes the regular file at path hold exactly what r yields,
 // atomically and durably. The bytes go to a new file in StagingDir, which
-// is made durable (File.Sync), then renamed over path; the rename is made
-// durable before ReplaceFile returns. Until the rename, path shows its old
+// is made durable (File.Sync), then linked at path in its place; that is
+// made durable before ReplaceFile returns. Until then, path shows its old
 // content to every reader; an error before it (r failing, ENOSPC, EIO,
 // check refusing) removes the new file and leaves path as it was. A crash
 // leaves the old content or the new one whole, never a mix and never
-// nothing: the replaced inode is held until the directory entry that no
-// longer names it is on the device, so background writeback cannot free
-// it first.
+// nothing, and never a state e2fsck -p refuses: every inode keeps a name
+// on the device until the write that frees it (replace_link.go).
 //
 // check, if set, sees what path names at the moment of the rename (nil:
 // nothing) and may refuse it, so a caller's precondition (an ETag match)
@@ -99,12 +98,12 @@ func (v *Volume) ReplaceFile(p string, r io.Reader, perm fs.FileMode, check func
 	if err != nil {
 		return FileInfo{}, false, wrap(err)
 	}
-	held, existed, err := v.renameOver(tmp, comps, check)
+	rep, existed, err := v.linkOver(tmp, comps, check)
 	if err != nil {
 		return FileInfo{}, false, wrap(v.unstage(tmp, err))
 	}
-	if err := v.syncNamesDropping(held); err != nil {
-		return FileInfo{}, existed, wrap(fmt.Errorf("replaced, but not yet durable: %w", err))
+	if err := v.finishReplace(rep); err != nil {
+		return FileInfo{}, existed, wrap(err)
 	}
 	fi, err = v.Stat(p)
 	return fi, existed, err
@@ -268,7 +267,7 @@ func (v *Volume) CleanStaging() (int, error) {
 	n := 0
 	var errs []error
 	for _, e := range ents {
-		if err := v.Unlink(path.Join(StagingDir, e.Name)); err != nil {
+		if err := v.unlinkStaged(path.Join(StagingDir, e.Name)); err != nil {
 			errs = append(errs, err)
 			continue
 		}

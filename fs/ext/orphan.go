@@ -153,6 +153,13 @@ func (v *Volume) setDtimeLocked(ino, next uint32) error {
 // on a volume it writes, before anything else uses it; a journal's replay
 // must come first, since the list it leaves is the one to release. It
 // returns how many orphans it released.
+//
+// A power cut may leave the list half updated: a link that is a deletion
+// time rather than an inode (the inode's free was written, the list's
+// update not), an orphan already free, blocks already freed. As e2fsck
+// does, the walk ends at a link that is no inode, and an orphan whose
+// release finds the volume inconsistent is left (logged) for e2fsck: the
+// volume stays marked unclean. Only an I/O error fails the open.
 func (v *Volume) releaseOrphans() (int, error) {
 	head := binary.LittleEndian.Uint32(v.sb.Raw[sLastOrphanOff:])
 	if head == 0 {
@@ -160,25 +167,31 @@ func (v *Volume) releaseOrphans() (int, error) {
 	}
 	v.markInUse()
 	seen := map[uint32]bool{}
-	count := 0
-	for ino := head; ino != 0; count++ {
+	released := 0
+	for ino := head; ino != 0; {
 		if ino < v.sb.FirstIno || ino > v.sb.InodesCount || seen[ino] {
-			return count, fmt.Errorf("%w: orphan list: inode %d (after %d orphans) is reserved, outside the volume or seen before", ErrCorrupt, ino, count)
+			v.logf("ext: orphan list: link %d is no orphan inode (reserved, outside the volume or seen before): the list ends there", ino)
+			break
 		}
 		seen[ino] = true
 		next, err := v.releaseOrphan(ino)
-		if err != nil {
-			return count, fmt.Errorf("ext: orphan list: inode %d: %w", ino, err)
+		switch {
+		case errors.Is(err, ErrCorrupt):
+			v.logf("ext: orphan list: inode %d left for e2fsck: %v", ino, err)
+		case err != nil:
+			return released, fmt.Errorf("ext: orphan list: inode %d: %w", ino, err)
+		default:
+			released++
 		}
 		ino = next
 	}
 	if err := v.writeOrphanHeadLocked(); err != nil { // the list is empty in memory
-		return count, err
+		return released, err
 	}
 	if err := v.syncAll(); err != nil {
-		return count, fmt.Errorf("ext: orphan list: %w", err)
+		return released, fmt.Errorf("ext: orphan list: %w", err)
 	}
-	return count, nil
+	return released, nil
 }
 
 // releaseOrphan frees orphan ino (no links) or truncates it to i_size
@@ -191,7 +204,7 @@ func (v *Volume) releaseOrphan(ino uint32) (uint32, error) {
 	}
 	next := in.Dtime
 	if in.Mode == 0 || in.Type() == TypeUnknown {
-		return 0, fmt.Errorf("%w: orphan inode %d is free (mode %#o)", ErrCorrupt, ino, in.Mode)
+		return next, fmt.Errorf("%w: orphan inode %d is free (mode %#o)", ErrCorrupt, ino, in.Mode)
 	}
 	n, err := v.newNode(in)
 	if err != nil {
@@ -201,7 +214,7 @@ func (v *Volume) releaseOrphan(ino uint32) (uint32, error) {
 	if _, ok := v.nodes[ino]; ok {
 		v.mu.Unlock()
 		_ = n.m.Close()
-		return 0, fmt.Errorf("%w: orphan inode %d is already in use", ErrCorrupt, ino)
+		return next, fmt.Errorf("%w: orphan inode %d is already in use", ErrCorrupt, ino)
 	}
 	n.refs = 1
 	v.nodes[ino] = n

@@ -94,16 +94,26 @@ func (v *Volume) ReplaceFile(p string, r io.Reader, perm fs.FileMode, check func
 	if cur, err := v.Stat(p); err == nil && !cur.IsDir() {
 		perm = cur.Mode.Perm()
 	}
-	tmp, err := v.stage(r, perm)
-	if err != nil {
+	if err := v.Mkdir(StagingDir, 0o700); err != nil && !errors.Is(err, ErrExist) {
 		return FileInfo{}, false, wrap(err)
 	}
-	rep, existed, err := v.linkOver(tmp, comps, check)
-	if err != nil {
-		return FileInfo{}, false, wrap(v.unstage(tmp, err))
+	// The file p names gets a grave now, made durable by stage's sync
+	// (replace_link.go).
+	rep := &replacement{}
+	if err := v.digGrave(rep, comps); err != nil {
+		return FileInfo{}, false, wrap(errors.Join(err, v.finishReplace(rep, false)))
 	}
-	if err := v.finishReplace(rep); err != nil {
-		return FileInfo{}, existed, wrap(err)
+	tmp, err := v.stage(r, perm)
+	if err != nil {
+		return FileInfo{}, false, wrap(errors.Join(err, v.finishReplace(rep, false)))
+	}
+	existed, err = v.linkOver(rep, tmp, comps, check)
+	if err != nil {
+		err = v.unstage(tmp, err)
+		return FileInfo{}, false, wrap(errors.Join(err, v.finishReplace(rep, false)))
+	}
+	if err := v.finishReplace(rep, true); err != nil {
+		return FileInfo{}, existed, wrap(fmt.Errorf("replaced: %w", err))
 	}
 	fi, err = v.Stat(p)
 	return fi, existed, err

@@ -3,7 +3,7 @@ package ext
 import (
 	"errors"
 	"fmt"
-
+	"path"
 	"time"
 )
 
@@ -19,87 +19,186 @@ import (
 // such a moment: the staged file loses its staging name in one block
 // while gaining its new one in another, and the replaced file loses its
 // name before the write that drops its link can be ordered after that
-// name's removal. So the replacement goes in three steps, each inode
-// keeping a name on the device at every moment:
+// name's removal. So the replacement goes in steps, each inode keeping a
+// name on the device at every moment:
 //
-//  1. link (one name-space change, then a sync): the replaced file A gets
-//     a second name in StagingDir (oldPrefix), the staged file B keeps its
-//     staging name, and path is pointed at B. Link counts go up by one for
-//     each (what e2fsck -p sees in between is only a count to correct).
-//     Once durable, path names B;
-//  2. unlink A and B's extra links (then a sync): A, with no links left,
-//     goes on the orphan list and is freed (or at the last close of a
-//     File open on it). Its inode write is fresh metadata, flushed before
-//     any directory block of that sync;
-//  3. drop the staging names (no sync: a crash may leave them, pointing at
-//     B, counted one link short, and at a free A, which e2fsck -p clears;
-//     CleanStaging removes them either way).
+//  0. the file path names gets a second name in StagingDir (a grave,
+//     oldPrefix) and one more link, made durable by the staging sync;
+//  1. path is pointed at the staged file B, which keeps its staging name
+//     and gets one more link (then a sync). If path names another file
+//     by then (a concurrent replacement), that one gets a grave first,
+//     made durable by a sync of its own. Once durable, path names B;
+//  2. every grave's file loses its grave's link, the replaced one also
+//     path's, B its staging name's (then a sync): the replaced file, with
+//     no links left, goes on the orphan list and is freed (or at the last
+//     close of a File open on it), its inode write fresh metadata, flushed
+//     before any directory block of that sync;
+//  3. the graves and the staging name go (no sync: a crash may leave them,
+//     pointing at B, counted one link short, and at a free inode, which
+//     e2fsck -p clears; CleanStaging removes them either way).
 //
-// A crash anywhere leaves path naming A or B, whole.
+// A crash anywhere leaves path naming the old file or B, whole.
 
 // oldPrefix starts the name a replaced file has in StagingDir while its
 // replacement becomes durable.
 const oldPrefix = TempPrefix + "old."
 
-// replacement is a ReplaceFile between its steps: the staged file (B,
-// named stagedName in StagingDir) and the replaced one (A, named oldName
-// there; nil when path was free), both referenced.
-type replacement struct {
-	staged, old         *node
-	stagedName, oldName string
+// grave is a second name, in StagingDir, of a file a replacement may
+// unlink, and the file, referenced.
+type grave struct {
+	n    *node
+	name string
 }
 
-// linkOver is step 1 up to the sync: path (comps) is pointed at the staged
-// file tmp, which keeps its staging name; the file it named gets a name in
-// StagingDir too. check sees what path names before anything changes.
-func (v *Volume) linkOver(tmp string, comps []string, check func(*FileInfo) error) (r *replacement, existed bool, err error) {
+// replacement is a ReplaceFile between its steps: the staged file (B,
+// named stagedName in StagingDir), the graves dug for it and the file it
+// replaced (one of the graves' nodes; nil when path was free).
+type replacement struct {
+	staged     *node
+	stagedName string
+	graves     []grave
+	old        *node
+}
+
+// errNeedGrave: the file path names has no durable grave yet.
+var errNeedGrave = errors.New("ext: the replaced file needs a durable grave first")
+
+// stagingDir resolves StagingDir, referenced.
+func (v *Volume) stagingDir() (*node, error) {
+	comps, _, err := splitPath(StagingDir)
+	if err != nil {
+		return nil, err
+	}
+	return v.resolve(comps, false)
+}
+
+// digGrave is step 0: the regular file comps names (if any) gets a grave.
+// Nothing to do for a free name or a directory (linkOver refuses it).
+func (v *Volume) digGrave(r *replacement, comps []string) error {
 	if err := v.enter(); err != nil {
-		return nil, false, err
+		return err
 	}
 	defer v.leave()
 	v.ns.Lock()
-	r, err = v.linkOverLocked(tmp, comps, check)
-	v.ns.Unlock()
+	defer v.ns.Unlock()
+	dir, name, err := v.parentAndName(comps)
 	if err != nil {
-		return nil, false, err
+		return err
 	}
-	v.balanceMeta()
-	return r, r.old != nil, nil
+	defer v.putNode(dir)
+	cur, err := v.entryNode(dir, name)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if cur.inode().IsDir() || cur.inode().Links >= v.linkMax()-1 {
+		v.putNode(cur)
+		return nil
+	}
+	return v.addGrave(r, cur)
 }
 
-func (v *Volume) linkOverLocked(tmp string, comps []string, check func(*FileInfo) error) (*replacement, error) {
-	stageComps, _, err := splitPath(StagingDir)
+// addGrave gives n (referenced; the reference goes to r) a grave. The
+// caller holds v.ns.
+func (v *Volume) addGrave(r *replacement, n *node) error {
+	stage, err := v.stagingDir()
 	if err != nil {
-		return nil, err
+		v.putNode(n)
+		return err
 	}
-	stage, err := v.resolve(stageComps, false)
+	defer v.putNode(stage)
+	v.markInUse()
+	g := grave{n: n, name: oldPrefix + randomSuffix()}
+	t := now()
+	err = v.editDir(stage, t, 0, func() error {
+		if err := v.dirEditable(stage); err != nil {
+			return err
+		}
+		return v.addEntry(stage, g.name, n.ino, n.inode().Type())
+	})
 	if err != nil {
-		return nil, err
+		v.putNode(n)
+		return err
+	}
+	r.graves = append(r.graves, g)
+	return addLink(n, t)
+}
+
+// hasGrave says whether n has a grave in r.
+func (r *replacement) hasGrave(n *node) bool {
+	for _, g := range r.graves {
+		if g.n == n {
+			return true
+		}
+	}
+	return false
+}
+
+// linkOver is step 1 up to its sync: path (comps) is pointed at the
+// staged file tmp, which keeps its staging name. check sees what path
+// names in the same name-space change. A file path names without a
+// durable grave gets one, synced, and the step is tried again.
+func (v *Volume) linkOver(r *replacement, tmp string, comps []string, check func(*FileInfo) error) (existed bool, err error) {
+	r.stagedName = path.Base(tmp)
+	for {
+		err = v.linkOverOnce(r, comps, check)
+		if !errors.Is(err, errNeedGrave) {
+			return r.old != nil, err
+		}
+		if err := v.syncAllNames(); err != nil {
+			return false, err
+		}
+	}
+}
+
+func (v *Volume) linkOverOnce(r *replacement, comps []string, check func(*FileInfo) error) error {
+	if err := v.enter(); err != nil {
+		return err
+	}
+	defer v.leave()
+	v.ns.Lock()
+	err := v.linkOverLocked(r, comps, check)
+	v.ns.Unlock()
+	if err == nil {
+		v.balanceMeta()
+	}
+	return err
+}
+
+func (v *Volume) linkOverLocked(r *replacement, comps []string, check func(*FileInfo) error) error {
+	stage, err := v.stagingDir()
+	if err != nil {
+		return err
 	}
 	defer v.putNode(stage)
 	dir, name, err := v.parentAndName(comps)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer v.putNode(dir)
-	r := &replacement{stagedName: baseName(mustSplit(tmp))}
-	if r.staged, err = v.entryNode(stage, r.stagedName); err != nil {
-		return nil, err
+	if r.staged == nil {
+		if r.staged, err = v.entryNode(stage, r.stagedName); err != nil {
+			return err
+		}
 	}
-	if r.old, err = v.replaced(dir, name, check); err != nil {
-		v.putNode(r.staged)
-		return nil, err
+	old, err := v.replaced(dir, name, check)
+	if err != nil {
+		return err
 	}
-	if err := v.applyLinkOver(stage, dir, name, r); err != nil {
-		r.release(v)
-		return nil, err
+	if old != nil {
+		if !r.hasGrave(old) {
+			// Dug now, durable after linkOver's sync.
+			if err := v.addGrave(r, old); err != nil {
+				return err
+			}
+			return errNeedGrave
+		}
+		v.putNode(old) // r.graves holds it
 	}
-	return r, nil
-}
-
-func mustSplit(p string) []string {
-	c, _, _ := splitPath(p)
-	return c
+	r.old = old
+	return v.applyLinkOver(dir, name, r)
 }
 
 // replaced returns what name in dir names (nil: nothing), referenced,
@@ -136,31 +235,17 @@ func (v *Volume) replaced(dir *node, name string, check func(*FileInfo) error) (
 	return old, err
 }
 
-// applyLinkOver makes step 1's changes: the replaced file's staging name
-// and link, the staged file's link, then path pointed at it.
-func (v *Volume) applyLinkOver(stage, dir *node, name string, r *replacement) error {
+// applyLinkOver makes step 1's changes: the staged file's link, then path
+// pointed at it.
+func (v *Volume) applyLinkOver(dir *node, name string, r *replacement) error {
 	v.markInUse()
-	for _, d := range []*node{stage, dir} {
-		d.wmu.Lock()
-		err := v.dirEditable(d)
-		d.wmu.Unlock()
-		if err != nil {
-			return err
-		}
+	dir.wmu.Lock()
+	err := v.dirEditable(dir)
+	dir.wmu.Unlock()
+	if err != nil {
+		return err
 	}
 	t := now()
-	if r.old != nil {
-		r.oldName = oldPrefix + randomSuffix()
-		err := v.editDir(stage, t, 0, func() error {
-			return v.addEntry(stage, r.oldName, r.old.ino, r.old.inode().Type())
-		})
-		if err == nil {
-			err = addLink(r.old, t)
-		}
-		if err != nil {
-			return err
-		}
-	}
 	if err := addLink(r.staged, t); err != nil {
 		return err
 	}
@@ -184,10 +269,10 @@ func addLink(n *node, t time.Time) error {
 	})
 }
 
-// dropExtraLinks is step 2 up to its sync: the replaced file loses both
-// its links (path's, now B's, and its staging name's, which goes in step
-// 3), the staged file the one of its staging name.
-func (v *Volume) dropExtraLinks(r *replacement) error {
+// dropExtraLinks is step 2 up to its sync: each grave's file loses that
+// link, the replaced file also path's, the staged file (when linked at
+// path) its staging name's. linked says whether step 1 happened.
+func (v *Volume) dropExtraLinks(r *replacement, linked bool) error {
 	if err := v.enter(); err != nil {
 		return err
 	}
@@ -196,30 +281,38 @@ func (v *Volume) dropExtraLinks(r *replacement) error {
 	defer v.ns.Unlock()
 	t := now()
 	var errs []error
-	if r.old != nil {
-		errs = append(errs, v.dropLink(r.old, t), v.dropLink(r.old, t))
+	if linked && r.old != nil {
+		errs = append(errs, v.dropLink(r.old, t))
 	}
-	errs = append(errs, v.dropLink(r.staged, t))
+	for _, g := range r.graves {
+		errs = append(errs, v.dropLink(g.n, t))
+	}
+	if linked {
+		errs = append(errs, v.dropLink(r.staged, t))
+	}
 	return errors.Join(errs...)
 }
 
-// dropStagingNames is step 3: the staging names go, in the cache only.
-func (v *Volume) dropStagingNames(r *replacement) error {
+// dropStagingNames is step 3: the graves go, and the staging name if
+// path names the staged file; in the cache only.
+func (v *Volume) dropStagingNames(r *replacement, linked bool) error {
 	if err := v.enter(); err != nil {
 		return err
 	}
 	defer v.leave()
 	v.ns.Lock()
 	defer v.ns.Unlock()
-	stageComps, _, _ := splitPath(StagingDir)
-	stage, err := v.resolve(stageComps, false)
+	stage, err := v.stagingDir()
 	if err != nil {
 		return err
 	}
 	defer v.putNode(stage)
-	names := []string{r.stagedName}
-	if r.old != nil {
-		names = append(names, r.oldName)
+	var names []string
+	for _, g := range r.graves {
+		names = append(names, g.name)
+	}
+	if linked {
+		names = append(names, r.stagedName)
 	}
 	return v.editDir(stage, now(), 0, func() error {
 		for _, name := range names {
@@ -233,30 +326,34 @@ func (v *Volume) dropStagingNames(r *replacement) error {
 
 // release lets go of r's references.
 func (r *replacement) release(v *Volume) {
-	v.putNode(r.staged)
-	if r.old != nil {
-		v.putNode(r.old)
+	if r.staged != nil {
+		v.putNode(r.staged)
+	}
+	for _, g := range r.graves {
+		v.putNode(g.n)
 	}
 }
 
-// finishReplace runs steps 1 (the sync), 2 and 3 after linkOver, and lets
-// go of r. An error after step 1's sync means path names the new file
-// durably but the old one may not be freed yet.
-func (v *Volume) finishReplace(r *replacement) error {
+// finishReplace runs step 1's sync, then steps 2 and 3, and lets go of r.
+// linked says whether step 1 happened (else only the graves are undone:
+// the replacement failed before it). After step 1, an error means path
+// names the new file, durably or not yet, and the old one may not be
+// freed yet.
+func (v *Volume) finishReplace(r *replacement, linked bool) error {
 	defer r.release(v)
 	if err := v.syncAllNames(); err != nil {
 		// Not durable: drop the extra links anyway (in the cache), so
 		// nothing leaks; the next sync writes the whole change.
-		return errors.Join(fmt.Errorf("replaced, but not yet durable: %w", err), v.dropExtraLinks(r), v.dropStagingNames(r))
+		return errors.Join(fmt.Errorf("not yet durable: %w", err), v.dropExtraLinks(r, linked), v.dropStagingNames(r, linked))
 	}
-	if err := v.dropExtraLinks(r); err != nil {
-		return fmt.Errorf("replaced; freeing the old content: %w", err)
+	if err := v.dropExtraLinks(r, linked); err != nil {
+		return fmt.Errorf("freeing the old content: %w", err)
 	}
 	if err := v.syncAllNames(); err != nil {
-		return fmt.Errorf("replaced; freeing the old content: %w", err)
+		return fmt.Errorf("freeing the old content: %w", err)
 	}
-	if err := v.dropStagingNames(r); err != nil {
-		return fmt.Errorf("replaced; removing the staging names: %w", err)
+	if err := v.dropStagingNames(r, linked); err != nil {
+		return fmt.Errorf("removing the staging names: %w", err)
 	}
 	return nil
 }

@@ -96,13 +96,17 @@ func TestReplaceCrashWindow(t *testing.T) {
 	if _, _, err := v.ReplaceFile("/f", bytes.NewReader(old), 0o644, nil); err != nil {
 		t.Fatal(err)
 	}
+	rep := &replacement{}
+	if err := v.digGrave(rep, []string{"f"}); err != nil {
+		t.Fatal(err)
+	}
 	tmp, err := v.stage(strings.NewReader("new content"), 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, existed, err := v.linkOver(tmp, []string{"f"}, nil)
-	if err != nil || rep == nil || !existed {
-		t.Fatalf("linkOver: %v existed %v %v", rep, existed, err)
+	existed, err := v.linkOver(rep, tmp, []string{"f"}, nil)
+	if err != nil || !existed || len(rep.graves) != 1 {
+		t.Fatalf("linkOver: %+v existed %v %v", rep, existed, err)
 	}
 	// The worst order: every metadata block reaches the device, the
 	// directory block does not.
@@ -113,7 +117,7 @@ func TestReplaceCrashWindow(t *testing.T) {
 		t.Fatal(err)
 	}
 	crash := copyFile(t, img)
-	if err := v.finishReplace(rep); err != nil {
+	if err := v.finishReplace(rep, true); err != nil {
 		t.Fatal(err)
 	}
 	if got := readAll(t, v, "/f"); string(got) != "new content" {

@@ -308,26 +308,42 @@ var preenCrashFilesystems = []struct {
 	bs  int
 }{{"ext2", 1024}, {"ext4", 4096}}
 
-// TestCrashPreen cuts the device at every flush of a replacement, a delete
-// and a delete of an open file, and requires every cut to be an image
-// e2fsck -p repairs by itself (never "UNEXPECTED INCONSISTENCY": an inode
-// in use, linked, that no name points at), and whose orphans fs/ext's
-// writable open releases, with the name showing an allowed content.
-// (Before the orphan list and ReplaceFile's staging links, the replacement
-// and the delete each had cuts e2fsck -p refused.)
+// TestCrashPreen cuts the device at every flush of a replacement (from the
+// staged file durable on), a delete and a delete of an open file, and
+// requires every cut to be an image e2fsck -p repairs by itself (never
+// "UNEXPECTED INCONSISTENCY": an inode in use, linked, that no name points
+// at), and whose orphans fs/ext's writable open releases, with the name
+// showing an allowed content. (Before the orphan list and ReplaceFile's
+// graves, the replacement and the delete each had cuts e2fsck -p refused.)
 func TestCrashPreen(t *testing.T) {
 	old, repl := pattern(30000, 8), pattern(20000, 9)
 	ops := []struct {
 		name  string
 		check func(fsys fs.FS) error
-		run   func(t *testing.T, cv *crashVolume)
+		// run arms the cuts (arm) where they start.
+		run func(t *testing.T, cv *crashVolume, arm func())
 	}{
-		{"replace", func(fsys fs.FS) error { return wantOneOf(fsys, "f", old, repl) }, func(t *testing.T, cv *crashVolume) {
-			if _, _, err := cv.ReplaceFile("/f", bytes.NewReader(repl), 0o644, nil); err != nil {
+		// ReplaceFile's steps after the staged file is durable (its
+		// creation has cuts of its own, see below).
+		{"replace", func(fsys fs.FS) error { return wantOneOf(fsys, "f", old, repl) }, func(t *testing.T, cv *crashVolume, arm func()) {
+			rep := &replacement{}
+			if err := cv.digGrave(rep, []string{"f"}); err != nil {
+				t.Fatal(err)
+			}
+			tmp, err := cv.stage(bytes.NewReader(repl), 0o644)
+			if err != nil {
+				t.Fatal(err)
+			}
+			arm()
+			if _, err := cv.linkOver(rep, tmp, []string{"f"}, nil); err != nil {
+				t.Fatal(err)
+			}
+			if err := cv.finishReplace(rep, true); err != nil {
 				t.Fatal(err)
 			}
 		}},
-		{"delete", func(fsys fs.FS) error { return wantOneOf(fsys, "f", old, nil) }, func(t *testing.T, cv *crashVolume) {
+		{"delete", func(fsys fs.FS) error { return wantOneOf(fsys, "f", old, nil) }, func(t *testing.T, cv *crashVolume, arm func()) {
+			arm()
 			if err := cv.Unlink("/f"); err != nil {
 				t.Fatal(err)
 			}
@@ -335,7 +351,8 @@ func TestCrashPreen(t *testing.T) {
 				t.Fatal(err)
 			}
 		}},
-		{"delete-open", func(fsys fs.FS) error { return wantOneOf(fsys, "f", old, nil) }, func(t *testing.T, cv *crashVolume) {
+		{"delete-open", func(fsys fs.FS) error { return wantOneOf(fsys, "f", old, nil) }, func(t *testing.T, cv *crashVolume, arm func()) {
+			arm()
 			f, err := cv.OpenWrite("/f", os.O_RDWR, 0)
 			if err != nil {
 				t.Fatal(err)
@@ -371,8 +388,7 @@ func TestCrashPreen(t *testing.T) {
 				if err := cv.Sync(); err != nil {
 					t.Fatal(err)
 				}
-				cv.preen, cv.check = true, op.check
-				op.run(t, cv)
+				op.run(t, cv, func() { cv.preen, cv.check = true, op.check })
 				if cv.cuts == 0 {
 					t.Fatal("no flush was cut")
 				}

@@ -293,6 +293,7 @@ func (v *Volume) createInode(dir *node, mode uint16) (*node, error) {
 		return nil, err
 	}
 	in := v.newInode(ino, mode, now())
+	v.addUnnamed(ino)
 	if v.sb.HasIncompat(IncompatExtents) {
 		// New files on extent volumes are extent-mapped, as the
 		// kernel's ext4 makes them: an empty root leaf in i_block.
@@ -403,6 +404,7 @@ func (v *Volume) releaseInode(n *node, dir bool) error {
 	}
 	// Off the orphan list first: the commit below overwrites the chain's
 	// link in i_dtime with the deletion time.
+	v.forgetUnnamed(n.ino)
 	if err := v.removeOrphan(n.ino); err != nil {
 		errs = append(errs, err)
 	}
@@ -620,12 +622,17 @@ func (v *Volume) remove(comps []string, rmdir bool) error {
 		return err
 	}
 	v.markInUse()
+	t := now()
+	undo, err := v.unlinkFirst(n, t)
+	if err != nil {
+		return err
+	}
 	dir.wmu.Lock()
 	defer dir.wmu.Unlock()
 	if _, err := v.removeEntry(dir, name); err != nil {
+		undo()
 		return err
 	}
-	t := now()
 	if err := dir.commitLocked(func(in *Inode) {
 		if isDir && in.Links > 1 {
 			in.Links--
@@ -633,6 +640,9 @@ func (v *Volume) remove(comps []string, rmdir bool) error {
 		in.Mtime, in.Ctime = t, t
 	}); err != nil {
 		return err
+	}
+	if !isDir && n.inode().Links == 0 {
+		return v.freeUnlinked(n) // unlinkFirst dropped the link
 	}
 	return v.dropLink(n, t)
 }
@@ -681,6 +691,18 @@ func (v *Volume) canFree(n *node) error {
 // last link gone, n is freed now or, if a File (or another caller) still
 // holds it, at its last release. The caller holds one reference to n.
 func (v *Volume) dropLink(n *node, t time.Time) error {
+	links, err := v.dropLinkCount(n, t)
+	if err != nil || links > 0 {
+		return err
+	}
+	return v.freeUnlinked(n)
+}
+
+// dropLinkCount is dropLink's inode write: one link less (all for a
+// directory) and, the last one gone, n on the orphan list, its inode
+// table block fresh metadata (written and flushed before any directory
+// block at the next sync). It returns the links left.
+func (v *Volume) dropLinkCount(n *node, t time.Time) (uint16, error) {
 	isDir := n.inode().IsDir()
 	n.wmu.Lock()
 	links := n.inode().Links
@@ -688,7 +710,7 @@ func (v *Volume) dropLink(n *node, t time.Time) error {
 		links = 0
 		// The write that drops the last link puts n on the orphan list,
 		// and reaches the device before the directory block that drops
-		// its name (fresh metadata: see orphan.go).
+		// its name (see orphan.go).
 		v.addOrphan(n)
 	}
 	if links > 0 {
@@ -706,9 +728,14 @@ func (v *Volume) dropLink(n *node, t time.Time) error {
 			err = herr
 		}
 	}
-	if err != nil || links > 0 {
-		return err
-	}
+	return links, err
+}
+
+// freeUnlinked frees n, whose last link is gone, now, or marks it to be
+// freed at its last release if a File (or another caller) still holds
+// it. The caller holds one reference to n.
+func (v *Volume) freeUnlinked(n *node) error {
+	isDir := n.inode().IsDir()
 	v.mu.Lock()
 	if n.refs > 1 {
 		n.orphan = true
@@ -717,7 +744,7 @@ func (v *Volume) dropLink(n *node, t time.Time) error {
 	}
 	v.mu.Unlock()
 	n.wmu.Lock()
-	err = v.releaseInode(n, isDir)
+	err := v.releaseInode(n, isDir)
 	n.wmu.Unlock()
 	v.mu.Lock()
 	if v.nodes[n.ino] == n {
@@ -731,4 +758,34 @@ func (v *Volume) dropLink(n *node, t time.Time) error {
 		err = cerr
 	}
 	return err
+}
+
+// unlinkFirst is remove's first step when the name to remove is n's last
+// link (not a directory): the inode's write that drops the link is put on
+// the device (written, not flushed) before the directory block changes,
+// since the directory's page may be written at any moment from then on
+// (dirty throttling, background writeback). A cut in between finds the
+// name pointing at an inode without links, which e2fsck -p clears by
+// itself; the other order left a linked inode without a name, which it
+// refuses. undo gives the link back should the entry's removal fail.
+func (v *Volume) unlinkFirst(n *node, t time.Time) (undo func(), err error) {
+	if n.inode().IsDir() || n.inode().Links != 1 {
+		return func() {}, nil
+	}
+	if _, err := v.dropLinkCount(n, t); err != nil {
+		return nil, err
+	}
+	blk, _ := v.inodeLocation(n.ino)
+	if err := v.meta.SyncBlock(blk); err != nil {
+		return nil, fmt.Errorf("ext: inode %d: %w", n.ino, err)
+	}
+	return func() {
+		n.wmu.Lock()
+		err := n.commitLocked(func(in *Inode) { in.Links = 1 })
+		n.wmu.Unlock()
+		err = errors.Join(err, v.removeOrphan(n.ino))
+		if err != nil {
+			v.logf("ext: inode %d: giving its link back: %v", n.ino, err)
+		}
+	}, nil
 }

@@ -48,6 +48,11 @@ type orphanList struct {
 	mu sync.Mutex
 	// inos is the chain, head (s_last_orphan) first.
 	inos []uint32
+	// unnamed: inodes created since the last sync (see below), with
+	// the link count the cache's copy of the inode does not hold.
+	unnamed map[uint32]uint16
+	// taken: the unnamed inodes a sync is naming (takeUnnamed, nameNew).
+	taken map[uint32]uint16
 }
 
 // sLastOrphanOff is s_last_orphan's offset in the superblock.
@@ -243,4 +248,120 @@ func (v *Volume) cutToSize(n *node) error {
 		}
 	}
 	return n.commitLocked(func(in *Inode) { in.Dtime = 0 })
+}
+
+// New inodes.
+//
+// The mirror image of the orphan: a new inode must not be on the device,
+// in use and linked, before the directory entry that names it, or a cut
+// in between leaves an unattached inode that e2fsck -p refuses. Its inode
+// table block is shared with other inodes, whose writes (a delete's inode
+// written first, background writeback) carry it along at any moment. So
+// an inode created since the last sync is written with no links (unnamed:
+// every write of it says 0, whatever the cache holds); a cut finds it
+// deleted, which e2fsck -p takes silently (and clears a name that reached
+// the device pointing at it). A sync writes the directories, flushes, and
+// only then writes these inodes with their links (syncNamesThen); so does
+// the metadata's background writeback before it writes inode tables
+// (metaOwner), so new files reach the device named without a Sync too.
+
+// addUnnamed marks new inode ino as not yet named on the device. Its
+// links are kept here (writeInode) and given back to a read of the inode
+// (readInode: the node may be evicted and read again before the sync).
+func (v *Volume) addUnnamed(ino uint32) {
+	v.orphans.mu.Lock()
+	if v.orphans.unnamed == nil {
+		v.orphans.unnamed = make(map[uint32]uint16)
+	}
+	v.orphans.unnamed[ino] = 0
+	v.orphans.mu.Unlock()
+}
+
+// forgetUnnamed drops ino from the new inodes (it is being freed).
+func (v *Volume) forgetUnnamed(ino uint32) {
+	v.orphans.mu.Lock()
+	delete(v.orphans.unnamed, ino)
+	v.orphans.mu.Unlock()
+}
+
+// takeUnnamed returns the new inodes, now that the directories naming
+// them are on the device, and forgets them: from here on they are
+// written with their links.
+func (v *Volume) takeUnnamed() []uint32 {
+	v.orphans.mu.Lock()
+	defer v.orphans.mu.Unlock()
+	inos := make([]uint32, 0, len(v.orphans.unnamed))
+	if v.orphans.taken == nil {
+		v.orphans.taken = make(map[uint32]uint16)
+	}
+	for ino, links := range v.orphans.unnamed {
+		inos = append(inos, ino)
+		v.orphans.taken[ino] = links
+	}
+	clear(v.orphans.unnamed)
+	return inos
+}
+
+// nameNew writes the inodes takeUnnamed returned with their links. The
+// caller holds v.ns (shared), so none of them changes its name meanwhile.
+func (v *Volume) nameNew(inos []uint32) error {
+	var errs []error
+	for _, ino := range inos {
+		v.mu.Lock()
+		n := v.nodes[ino]
+		if n != nil {
+			v.holdLocked(n)
+		}
+		v.mu.Unlock()
+		if n == nil {
+			// Evicted (or freed): write it from the cache's copy
+			// with the links kept for it.
+			if err := v.rewriteNamed(ino); err != nil {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		n.wmu.Lock()
+		err := n.commitLocked(nil)
+		n.wmu.Unlock()
+		v.putNode(n)
+		v.orphans.mu.Lock()
+		delete(v.orphans.taken, ino)
+		v.orphans.mu.Unlock()
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// unnamedLinks returns the links of ino if it is an unnamed new inode.
+func (v *Volume) unnamedLinks(ino uint32) (uint16, bool) {
+	v.orphans.mu.Lock()
+	defer v.orphans.mu.Unlock()
+	if l, ok := v.orphans.unnamed[ino]; ok {
+		return l, true
+	}
+	l, ok := v.orphans.taken[ino]
+	return l, ok
+}
+
+// rewriteNamed writes an evicted new inode with its links, now that it is
+// named on the device; an inode freed meanwhile is left alone.
+func (v *Volume) rewriteNamed(ino uint32) error {
+	defer func() {
+		v.orphans.mu.Lock()
+		delete(v.orphans.taken, ino)
+		v.orphans.mu.Unlock()
+	}()
+	links, ok := v.unnamedLinks(ino)
+	if !ok || links == 0 {
+		return nil
+	}
+	in, err := v.readInode(ino)
+	if err != nil || in.Mode == 0 {
+		return err
+	}
+	_, err = v.writeInode(in)
+	return err
 }

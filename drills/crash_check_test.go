@@ -90,7 +90,9 @@ func preenRefuses(img string) (bool, error) {
 	switch code := exitCode(err); {
 	case code == 0 || code == 1:
 		return false, nil
-	case code == 4:
+	case code >= 4:
+		// 4: errors left; 8: preen gave up before checking (a torn
+		// superblock it will not replace by a backup by itself).
 		return true, nil
 	default:
 		return false, fmt.Errorf("e2fsck -p: exit %d (%v)", code, err)

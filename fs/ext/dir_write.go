@@ -293,7 +293,6 @@ func (v *Volume) createInode(dir *node, mode uint16) (*node, error) {
 		return nil, err
 	}
 	in := v.newInode(ino, mode, now())
-	v.addUnnamed(ino)
 	if v.sb.HasIncompat(IncompatExtents) {
 		// New files on extent volumes are extent-mapped, as the
 		// kernel's ext4 makes them: an empty root leaf in i_block.
@@ -404,7 +403,6 @@ func (v *Volume) releaseInode(n *node, dir bool) error {
 	}
 	// Off the orphan list first: the commit below overwrites the chain's
 	// link in i_dtime with the deletion time.
-	v.forgetUnnamed(n.ino)
 	if err := v.removeOrphan(n.ino); err != nil {
 		errs = append(errs, err)
 	}

@@ -125,17 +125,7 @@ func (v *Volume) writeInode(in *Inode) ([]byte, error) {
 		in.Dtime = next
 		return v.writeInodeRaw(in)
 	}
-	_, unnamed := v.orphans.unnamed[in.Ino]
-	if unnamed {
-		v.orphans.unnamed[in.Ino] = in.Links
-	}
 	v.orphans.mu.Unlock()
-	if unnamed {
-		// Not named on the device yet: written without links (orphan.go).
-		cp := *in
-		cp.Links = 0
-		return v.writeInodeRaw(&cp)
-	}
 	return v.writeInodeRaw(in)
 }
 

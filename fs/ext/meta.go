@@ -125,29 +125,7 @@ func (o *metaOwner) BeforeWriteback() error {
 	if v.readOnly {
 		return nil
 	}
-	if err := v.syncFresh(); err != nil {
-		return err
-	}
-	return v.nameNewInBackground()
-}
-
-// nameNewInBackground is what a sync does for new inodes (orphan.go), for
-// background writeback: the directories are written and flushed, then the
-// new inodes get their links, so the metadata pages about to be written
-// carry them named.
-func (v *Volume) nameNewInBackground() error {
-	v.orphans.mu.Lock()
-	none := len(v.orphans.unnamed) == 0
-	v.orphans.mu.Unlock()
-	if none {
-		return nil
-	}
-	v.ns.RLock()
-	defer v.ns.RUnlock()
-	if err := v.syncDirs(); err != nil {
-		return err
-	}
-	return v.nameNewDurably()
+	return v.syncFresh()
 }
 
 var _ mpage.PreWriter = (*metaOwner)(nil)

@@ -534,9 +534,6 @@ func (v *Volume) readInode(ino uint32) (*Inode, error) {
 	if err != nil {
 		return nil, err
 	}
-	if links, ok := v.unnamedLinks(ino); ok {
-		in.Links = links // the cache's copy says 0 (orphan.go)
-	}
 	return in, nil
 }
 

@@ -452,11 +452,14 @@ func (v *Volume) syncNamesThen(afterDirs func() error) error {
 		return err
 	}
 	err := v.syncDirs()
-	if err == nil {
-		err = v.nameNewDurably()
-	}
 	if err == nil && afterDirs != nil {
 		err = afterDirs()
+	}
+	if err == nil {
+		// Blocks allocated by writers while the directories were
+		// written: before the inodes that point at them (nothing to do,
+		// no flush, if none).
+		err = v.syncFresh()
 	}
 	if merr := v.syncMeta(); err == nil {
 		err = merr
@@ -465,23 +468,6 @@ func (v *Volume) syncNamesThen(afterDirs func() error) error {
 		v.releaseQuarantine(gen)
 	}
 	return err
-}
-
-// nameNewDurably gives the inodes created since the last sync their links
-// on the device, once the directories that name them are there: flushed
-// first (orphan.go, New inodes).
-func (v *Volume) nameNewDurably() error {
-	inos := v.takeUnnamed()
-	if len(inos) == 0 {
-		return nil
-	}
-	if err := v.cfg.Device.Flush(); err != nil {
-		for _, ino := range inos {
-			v.addUnnamed(ino)
-		}
-		return fmt.Errorf("ext: %w", err)
-	}
-	return v.nameNew(inos)
 }
 
 // syncMeta writes the superblock's counts, waits for every dirty metadata

@@ -90,12 +90,15 @@
 //     are checked before anything changes. The new name's entry is
 //     pointed at the moved inode in place, so until Rename a replaced
 //     name shows its old file and from then on the new one;
-//   - ReplaceFile (replace.go), the atomic, durable replacement built on
-//     it: the content is staged in StagingDir and made durable, renamed
-//     over the target (a caller's precondition checked in the same
-//     name-space change), the directories made durable, and only then the
-//     replaced inode dropped and freed, so no crash order leaves a name
-//     pointing at a freed inode; CleanStaging removes what a crash left.
+//   - ReplaceFile (replace.go, replace_link.go), the atomic, durable
+//     replacement: the old file gets a second name in StagingDir (a
+//     grave), the content is staged there and made durable with it, the
+//     target is pointed at the staged file (a caller's precondition
+//     checked in the same name-space change), which keeps its staging
+//     name, and made durable; only then do both lose their extra links
+//     (the old file onto the orphan list and freed) and the staging names
+//     go, so no crash order leaves a name pointing at a freed inode or an
+//     inode without a name; CleanStaging removes what a crash left.
 //
 // On-disk state while writing: the first change of a session marks the
 // superblock as a read-write mount does ("not cleanly unmounted", one
@@ -106,9 +109,13 @@
 // Config.AllowUnclean; read-only opens read it as it is, saying so
 // through Logf. Every Sync leaves a consistent image (e2fsck -fn finds
 // nothing; Sync waits for a name-space change in progress), but there is
-// no journal: a crash between syncs needs e2fsck, and so does a crash
-// while a File keeps an unlinked or replaced inode open (ext2 has no
-// orphan list; e2fsck -p frees it).
+// no journal: a crash between syncs needs e2fsck. What the writer keeps
+// within reach of e2fsck -p (orphan.go, replace_link.go): an inode that
+// lost its last name is on the orphan list (s_last_orphan, chained through
+// i_dtime), written before the directory block that drops the name, and a
+// writable Open releases the list; ReplaceFile keeps every inode named on
+// the device until the write that frees it. Not yet: a new inode may reach
+// the device before its entry (unattached, which e2fsck -p refuses).
 //
 // The journal (journal.go, package jbd2): a read-write Open of a volume
 // whose superblock says needs_recovery replays its internal journal before

@@ -449,7 +449,15 @@ func (v *Volume) syncNamesThen(afterDirs func() error) error {
 	// done, and may then be reused (quarantine.go).
 	gen := v.sealQuarantine()
 	if err := v.syncFresh(); err != nil {
-		return err
+		// A metadata page whose write failed earlier keeps the mapping's
+		// error until it is written again, which only syncMeta does:
+		// without this a sync with fresh blocks could never succeed
+		// again after a write error. If writing everything (fresh blocks
+		// included, in one flush: their order is lost after a failure)
+		// succeeds, go on.
+		if merr := v.syncMeta(); merr != nil {
+			return err
+		}
 	}
 	err := v.syncDirs()
 	if err == nil && afterDirs != nil {

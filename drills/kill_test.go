@@ -43,7 +43,8 @@ func TestKillDrill(t *testing.T) {
 	testenv.RequireTool(t, "e2fsck")
 	testenv.RequireTool(t, "dumpe2fs")
 	for _, kv := range killVolumes {
-		t.Run(kv.name, func(t *testing.T) { runKillDrill(t, kv) })
+		// -run TestKillDrill/kill-ext4-journal picks one row.
+		t.Run(strings.ReplaceAll(kv.name, "/", "-"), func(t *testing.T) { runKillDrill(t, kv) })
 	}
 }
 
@@ -225,11 +226,13 @@ func (k *killDrill) round(d *testenv.Daemon) *testenv.Daemon {
 		k.t.FailNow()
 	}
 	d, readOnly := k.start(true)
-	k.verify(d)
 	if readOnly {
+		// What a refused e2fsck -p left (it may have stopped half way
+		// through its repairs) is not what the files are checked on:
+		// they are checked after the operator's e2fsck -fy.
 		d = k.repair(d)
-		k.verify(d) // e2fsck -fy may not take what -p would not: check again
 	}
+	k.verify(d)
 	return d
 }
 

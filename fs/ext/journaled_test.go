@@ -1,6 +1,7 @@
 package ext
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"strings"
@@ -368,4 +369,57 @@ func concurrentWriter(v *testVolume, w, rounds int, want map[string][]byte) erro
 		}
 	}
 	return nil
+}
+
+// TestJournaledReplaceOneCommit: ReplaceFile on a journaled volume is the
+// staged file's commit (its File.Sync) and one commit of the rename that
+// also drops the replaced inode's link (replaceJournaled), not the
+// journal-less steps of replace_link.go (a grave, then a sync per step).
+// A File open on the old content keeps reading it, and the old inode is
+// on the orphan list in the commit, released at its last close.
+func TestJournaledReplaceOneCommit(t *testing.T) {
+	old := journalCommitInterval
+	journalCommitInterval = time.Hour // no timer commits in between
+	t.Cleanup(func() { journalCommitInterval = old })
+	img := mkfs(t, "ext4", 4096, "", "16M")
+	v := mustOpenImage(t, img, openOpts{rw: true})
+	first, second := randBytes(21, 20000), randBytes(22, 9000)
+	if _, _, err := v.ReplaceFile("/f", bytes.NewReader(first), 0o644, nil); err != nil {
+		t.Fatal(err)
+	}
+	f, err := v.OpenFile("/f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldIno := f.n.ino
+	seq0 := v.jnl.j.Sequence()
+	if _, existed, err := v.ReplaceFile("/f", bytes.NewReader(second), 0o644, nil); err != nil || !existed {
+		t.Fatalf("ReplaceFile: existed %v, %v", existed, err)
+	}
+	if commits := v.jnl.j.Sequence() - seq0; commits != 2 {
+		t.Errorf("ReplaceFile over a file took %d commits, want 2 (the staged file's, the rename's)", commits)
+	}
+	if got := readAll(t, v, "/f"); !bytes.Equal(got, second) {
+		t.Errorf("/f holds %d bytes, want the second content", len(got))
+	}
+	buf := make([]byte, len(first))
+	if _, err := f.ReadAt(buf, 0); err != nil || !bytes.Equal(buf, first) {
+		t.Errorf("the open File lost the old content: %v", err)
+	}
+	if err := v.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if c := orphanChain(t, copyFile(t, img)); fmt.Sprint(c) != fmt.Sprint([]uint32{oldIno}) {
+		t.Errorf("orphan list with the old file open: %v, want [%d]", c, oldIno)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if c := orphanChain(t, img); len(c) != 0 {
+		t.Errorf("orphan list after Close: %v", c)
+	}
+	fsckClean(t, img)
 }

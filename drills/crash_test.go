@@ -101,8 +101,8 @@ func TestCrashDrill(t *testing.T) {
 	defer func() {
 		summary.Add(Row{Drill: "crash", Rounds: total.cuts, Faults: total.cuts, Acknowledged: total.acks,
 			Verified: total.verified, Lost: total.lost, Hangs: total.hangs,
-			Note: fmt.Sprintf("%s, %d ops, %d cuts repaired by e2fsck (a journal replayed counts), seed %d",
-				crashFilesystemNames(), total.ops, total.repaired, seed)})
+			Note: fmt.Sprintf("%s, %d ops, %d cuts repaired by e2fsck (a journal replayed counts), %d refused by e2fsck -p, seed %d",
+				crashFilesystemNames(), total.ops, total.repaired, total.preenRefused, seed)})
 	}()
 	for i, fsys := range crashFilesystems {
 		t.Run(fsys.name, func(t *testing.T) {
@@ -111,8 +111,8 @@ func TestCrashDrill(t *testing.T) {
 			w := newCrashWorkload(t, fsys.mkfs, fsys.size, fsSeed)
 			defer func() { total.add(w.tally) }()
 			w.run(cuts)
-			t.Logf("%s: %d ops, %d acknowledgements, %d cuts (%d repaired by e2fsck), %d files verified, %d lost",
-				fsys.name, w.tally.ops, w.tally.acks, w.tally.cuts, w.tally.repaired, w.tally.verified, w.tally.lost)
+			t.Logf("%s: %d ops, %d acknowledgements, %d cuts (%d repaired by e2fsck, %d refused by e2fsck -p), %d files verified, %d lost",
+				fsys.name, w.tally.ops, w.tally.acks, w.tally.cuts, w.tally.repaired, w.tally.preenRefused, w.tally.verified, w.tally.lost)
 		})
 	}
 }
@@ -120,6 +120,7 @@ func TestCrashDrill(t *testing.T) {
 // crashTally is what a crash drill counted.
 type crashTally struct {
 	ops, acks, cuts, repaired, verified, lost, hangs int64
+	preenRefused                                     int64 // cuts e2fsck -p would not repair
 }
 
 func (a *crashTally) add(b crashTally) {
@@ -127,6 +128,7 @@ func (a *crashTally) add(b crashTally) {
 	a.acks += b.acks
 	a.cuts += b.cuts
 	a.repaired += b.repaired
+	a.preenRefused += b.preenRefused
 	a.verified += b.verified
 	a.lost += b.lost
 	a.hangs += b.hangs

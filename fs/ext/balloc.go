@@ -446,17 +446,20 @@ func (v *Volume) allocInodeInGroup(g uint32, dir, honour bool) (uint32, error) {
 	if err != nil {
 		return 0, fmt.Errorf("ext: group %d inode bitmap: %w", g, err)
 	}
+	widened := false
 	err = v.updateGroup(g, func(d *GroupDesc) {
 		d.FreeInodes--
 		if dir {
 			d.UsedDirs++
 		}
+		widened = d.Flags&bgInodeUninit != 0
 		d.Flags &^= bgInodeUninit
 		if sb.groupCsum() {
 			// Inodes past ipg-itable_unused were never initialised;
 			// the new one must be inside the initialised part.
 			if unused := sb.InodesPerGroup - uint32(idx) - 1; unused < d.ItableUnused {
 				d.ItableUnused = unused
+				widened = true
 			}
 		}
 		if sb.MetadataCsum() {
@@ -465,6 +468,13 @@ func (v *Volume) allocInodeInGroup(g uint32, dir, honour bool) (uint32, error) {
 	})
 	if err != nil {
 		return 0, err
+	}
+	if widened {
+		// The descriptor that takes the new inode into the table's
+		// initialised part reaches the device before a directory entry
+		// naming it: e2fsck -p refuses an entry that names an inode in
+		// the unused part (a fresh metadata block, meta.go).
+		v.addFresh(sb.descBlock(g / uint32(sb.DescPerBlock)))
 	}
 	v.freeInodes--
 	return g*sb.InodesPerGroup + uint32(idx) + 1, nil

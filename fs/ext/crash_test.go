@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/mpaged/mpaged/internal/testenv"
@@ -29,6 +30,12 @@ type crashVolume struct {
 	t     *testing.T
 	cuts  int
 	check func(fsys fs.FS) error // armed when set
+	// preen: each cut must be one e2fsck -p repairs by itself (exit 0 or
+	// 1, then e2fsck -fn finds nothing), and one fs/ext's writable open
+	// releases the orphans of (e2fsck -p then finds none), instead of
+	// e2fsck -fy's repair. orphanCuts counts cuts with orphans.
+	preen      bool
+	orphanCuts int
 }
 
 func newCrashVolume(t *testing.T, typ string, bs int, files map[string][]byte) *crashVolume {
@@ -79,10 +86,15 @@ func (cv *crashVolume) checkCut(im *crashring.Image) error {
 	if err := im.WriteFile(img); err != nil {
 		return err
 	}
-	out, err := testenv.Output("e2fsck", "-fy", img)
-	var ee *exec.ExitError
-	if err != nil && !(errors.As(err, &ee) && ee.ExitCode() == 1) {
-		return fmt.Errorf("e2fsck -fy: %v\n%s", err, out)
+	var out string
+	var err error
+	if cv.preen {
+		out, err = cv.preenCut(img)
+	} else {
+		out, err = fsckRepair(img, "-fy")
+	}
+	if err != nil {
+		return err
 	}
 	v, err := openImage(cv.t, img, openOpts{})
 	if err != nil {
@@ -93,6 +105,59 @@ func (cv *crashVolume) checkCut(im *crashring.Image) error {
 		return fmt.Errorf("%w\ne2fsck -fy said:\n%s", err, out)
 	}
 	return nil
+}
+
+// fsckRepair runs e2fsck with a repairing flag (-fy, -p) on img, which
+// must exit 0 or 1.
+func fsckRepair(img, flag string) (string, error) {
+	out, err := testenv.Output("e2fsck", flag, img)
+	var ee *exec.ExitError
+	if err != nil && !(errors.As(err, &ee) && ee.ExitCode() == 1) {
+		return out, fmt.Errorf("e2fsck %s: %v\n%s", flag, err, out)
+	}
+	return out, nil
+}
+
+// preenCut checks a cut the way a daemon restarts on it: first fs/ext's
+// writable open on a copy, which must release the cut's orphans (e2fsck
+// -p then finds none left), then e2fsck -p on img itself, which must
+// repair by itself, leaving nothing for e2fsck -fn.
+func (cv *crashVolume) preenCut(img string) (string, error) {
+	cp := img + ".ext"
+	defer os.Remove(cp)
+	b, err := os.ReadFile(img)
+	if err == nil {
+		err = os.WriteFile(cp, b, 0o644)
+	}
+	if err != nil {
+		return "", err
+	}
+	out, err := fsckRepair(img, "-p")
+	if err != nil {
+		return out, err
+	}
+	if fout, err := testenv.Output("e2fsck", "-fn", img); err != nil {
+		return out, fmt.Errorf("e2fsck -fn after e2fsck -p: %v\n%s\ne2fsck -p said:\n%s", err, fout, out)
+	}
+	var log logLines
+	v, err := openImage(cv.t, cp, openOpts{rw: true, allowUnclean: true, logf: log.logf})
+	if err != nil {
+		return out, fmt.Errorf("writable open: %w", err)
+	}
+	if err := v.Close(); err != nil {
+		return out, fmt.Errorf("close after the writable open: %w", err)
+	}
+	if log.find("orphan list: released") != "" {
+		cv.orphanCuts++
+	}
+	eout, err := fsckRepair(cp, "-p")
+	if err != nil {
+		return out, fmt.Errorf("after fs/ext's open: %w\nbefore it, e2fsck -p said:\n%s", err, out)
+	}
+	if strings.Contains(eout, "orphaned inode") {
+		return out, fmt.Errorf("orphans left after fs/ext's open:\n%s", eout)
+	}
+	return out, nil
 }
 
 // wantOneOf checks that name holds one of contents (nil: absent).
@@ -234,5 +299,101 @@ func TestCrashFileGrowsIndirect(t *testing.T) {
 	}
 	if cv.cuts == 0 {
 		t.Fatal("no flush was cut")
+	}
+}
+
+// preenCrashFilesystems are the volumes the preen crash tests cut.
+var preenCrashFilesystems = []struct {
+	typ string
+	bs  int
+}{{"ext2", 1024}, {"ext4", 4096}}
+
+// TestCrashPreen cuts the device at every flush of a replacement (from the
+// staged file durable on), a delete and a delete of an open file, and
+// requires every cut to be an image e2fsck -p repairs by itself (never
+// "UNEXPECTED INCONSISTENCY": an inode in use, linked, that no name points
+// at), and whose orphans fs/ext's writable open releases, with the name
+// showing an allowed content. (Before the orphan list and ReplaceFile's
+// graves, the replacement and the delete each had cuts e2fsck -p refused.)
+func TestCrashPreen(t *testing.T) {
+	old, repl := pattern(30000, 8), pattern(20000, 9)
+	ops := []struct {
+		name  string
+		check func(fsys fs.FS) error
+		// run arms the cuts (arm) where they start.
+		run func(t *testing.T, cv *crashVolume, arm func())
+	}{
+		// ReplaceFile's steps after the staged file is durable (its
+		// creation has cuts of its own, see below).
+		{"replace", func(fsys fs.FS) error { return wantOneOf(fsys, "f", old, repl) }, func(t *testing.T, cv *crashVolume, arm func()) {
+			rep := &replacement{}
+			if err := cv.digGrave(rep, []string{"f"}); err != nil {
+				t.Fatal(err)
+			}
+			tmp, err := cv.stage(bytes.NewReader(repl), 0o644)
+			if err != nil {
+				t.Fatal(err)
+			}
+			arm()
+			if _, err := cv.linkOver(rep, tmp, []string{"f"}, nil); err != nil {
+				t.Fatal(err)
+			}
+			if err := cv.finishReplace(rep, true); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"delete", func(fsys fs.FS) error { return wantOneOf(fsys, "f", old, nil) }, func(t *testing.T, cv *crashVolume, arm func()) {
+			arm()
+			if err := cv.Unlink("/f"); err != nil {
+				t.Fatal(err)
+			}
+			if err := cv.Sync(); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"delete-open", func(fsys fs.FS) error { return wantOneOf(fsys, "f", old, nil) }, func(t *testing.T, cv *crashVolume, arm func()) {
+			arm()
+			f, err := cv.OpenWrite("/f", os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cv.Unlink("/f"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.WriteAt(repl, int64(len(old))); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := cv.Sync(); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for _, fsys := range preenCrashFilesystems {
+		for _, op := range ops {
+			t.Run(fsys.typ+"/"+op.name, func(t *testing.T) {
+				cv := newCrashVolume(t, fsys.typ, fsys.bs, map[string][]byte{"f": old})
+				// The staging directory exists, durable, as in a daemon's
+				// steady state: a new directory has cuts e2fsck -p refuses
+				// of its own (its entry without its inode, or the inode
+				// unconnected), which the orphan list does not address.
+				if err := cv.Mkdir(StagingDir, 0o700); err != nil {
+					t.Fatal(err)
+				}
+				if err := cv.Sync(); err != nil {
+					t.Fatal(err)
+				}
+				op.run(t, cv, func() { cv.preen, cv.check = true, op.check })
+				if cv.cuts == 0 {
+					t.Fatal("no flush was cut")
+				}
+				t.Logf("%d cuts, %d with orphans fs/ext's open released", cv.cuts, cv.orphanCuts)
+			})
+		}
 	}
 }

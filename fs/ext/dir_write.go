@@ -404,6 +404,11 @@ func (v *Volume) releaseInode(n *node, dir bool) error {
 			errs = append(errs, err)
 		}
 	}
+	// Off the orphan list first: the commit below overwrites the chain's
+	// link in i_dtime with the deletion time.
+	if err := v.removeOrphan(n.ino); err != nil {
+		errs = append(errs, err)
+	}
 	t := now()
 	dt, _ := encodeTime(t)
 	err := n.commitLocked(func(in *Inode) {
@@ -620,12 +625,17 @@ func (v *Volume) remove(comps []string, rmdir bool) error {
 		return err
 	}
 	v.markInUse()
+	t := now()
+	undo, err := v.unlinkFirst(n, t)
+	if err != nil {
+		return err
+	}
 	dir.wmu.Lock()
 	defer dir.wmu.Unlock()
 	if _, err := v.removeEntry(dir, name); err != nil {
+		undo()
 		return err
 	}
-	t := now()
 	if err := dir.commitLocked(func(in *Inode) {
 		if isDir && in.Links > 1 {
 			in.Links--
@@ -633,6 +643,9 @@ func (v *Volume) remove(comps []string, rmdir bool) error {
 		in.Mtime, in.Ctime = t, t
 	}); err != nil {
 		return err
+	}
+	if !isDir && n.inode().Links == 0 {
+		return v.freeUnlinked(n) // unlinkFirst dropped the link
 	}
 	return v.dropLink(n, t)
 }
@@ -681,12 +694,29 @@ func (v *Volume) canFree(n *node) error {
 // last link gone, n is freed now or, if a File (or another caller) still
 // holds it, at its last release. The caller holds one reference to n.
 func (v *Volume) dropLink(n *node, t time.Time) error {
+	links, err := v.dropLinkCount(n, t)
+	if err != nil || links > 0 {
+		return err
+	}
+	return v.freeUnlinked(n)
+}
+
+// dropLinkCount is dropLink's inode write: one link less (all for a
+// directory) and, the last one gone, n on the orphan list, its inode
+// table block fresh metadata (written and flushed before any directory
+// block at the next sync). It returns the links left.
+func (v *Volume) dropLinkCount(n *node, t time.Time) (uint16, error) {
 	isDir := n.inode().IsDir()
 	n.wmu.Lock()
 	links := n.inode().Links
 	if isDir || links <= 1 {
 		links = 0
-	} else {
+		// The write that drops the last link puts n on the orphan list,
+		// and reaches the device before the directory block that drops
+		// its name (see orphan.go).
+		v.addOrphan(n)
+	}
+	if links > 0 {
 		links--
 	}
 	err := n.commitLocked(func(in *Inode) {
@@ -694,9 +724,21 @@ func (v *Volume) dropLink(n *node, t time.Time) error {
 		in.Ctime = t
 	})
 	n.wmu.Unlock()
-	if err != nil || links > 0 {
-		return err
+	if links == 0 {
+		blk, _ := v.inodeLocation(n.ino)
+		v.addFresh(blk)
+		if herr := v.publishOrphanHead(); err == nil {
+			err = herr
+		}
 	}
+	return links, err
+}
+
+// freeUnlinked frees n, whose last link is gone, now, or marks it to be
+// freed at its last release if a File (or another caller) still holds
+// it. The caller holds one reference to n.
+func (v *Volume) freeUnlinked(n *node) error {
+	isDir := n.inode().IsDir()
 	v.mu.Lock()
 	if n.refs > 1 {
 		n.orphan = true
@@ -705,7 +747,7 @@ func (v *Volume) dropLink(n *node, t time.Time) error {
 	}
 	v.mu.Unlock()
 	n.wmu.Lock()
-	err = v.releaseInode(n, isDir)
+	err := v.releaseInode(n, isDir)
 	n.wmu.Unlock()
 	v.mu.Lock()
 	if v.nodes[n.ino] == n {
@@ -719,4 +761,39 @@ func (v *Volume) dropLink(n *node, t time.Time) error {
 		err = cerr
 	}
 	return err
+}
+
+// unlinkFirst is remove's first step when the name to remove is n's last
+// link (not a directory): the inode's write that drops the link is put on
+// the device (written, not flushed) before the directory block changes,
+// since the directory's page may be written at any moment from then on
+// (dirty throttling, background writeback). A cut in between finds the
+// name pointing at an inode without links, which e2fsck -p clears by
+// itself; the other order left a linked inode without a name, which it
+// refuses. undo gives the link back should the entry's removal fail.
+// Journal-less volumes only: on a journaled one the remove's handle puts
+// the inode and the directory in one transaction (and a synchronous write
+// of a pinned block would not write it).
+func (v *Volume) unlinkFirst(n *node, t time.Time) (undo func(), err error) {
+	if v.jnl != nil || n.inode().IsDir() || n.inode().Links != 1 {
+		return func() {}, nil
+	}
+	if _, err := v.dropLinkCount(n, t); err != nil {
+		return nil, err
+	}
+	blk, _ := v.inodeLocation(n.ino)
+	if err := v.meta.SyncBlock(blk); err != nil {
+		// Not fatal: the block stays fresh, written before any
+		// directory at the next sync, which reports the error.
+		v.logf("ext: inode %d: writing it ahead of its unlink: %v", n.ino, err)
+	}
+	return func() {
+		n.wmu.Lock()
+		err := n.commitLocked(func(in *Inode) { in.Links = 1 })
+		n.wmu.Unlock()
+		err = errors.Join(err, v.removeOrphan(n.ino))
+		if err != nil {
+			v.logf("ext: inode %d: giving its link back: %v", n.ino, err)
+		}
+	}, nil
 }

@@ -91,12 +91,16 @@
 //     are checked before anything changes. The new name's entry is
 //     pointed at the moved inode in place, so until Rename a replaced
 //     name shows its old file and from then on the new one;
-//   - ReplaceFile (replace.go), the atomic, durable replacement built on
-//     it: the content is staged in StagingDir and made durable, renamed
-//     over the target (a caller's precondition checked in the same
-//     name-space change), the directories made durable, and only then the
-//     replaced inode dropped and freed, so no crash order leaves a name
-//     pointing at a freed inode; CleanStaging removes what a crash left.
+//   - ReplaceFile (replace.go, replace_link.go), the atomic, durable
+//     replacement (journaled: the staged file renamed over the target in
+//     one transaction, see Journaled writing; without a journal): the old file gets a second name in StagingDir (a
+//     grave), the content is staged there and made durable with it, the
+//     target is pointed at the staged file (a caller's precondition
+//     checked in the same name-space change), which keeps its staging
+//     name, and made durable; only then do both lose their extra links
+//     (the old file onto the orphan list and freed) and the staging names
+//     go, so no crash order leaves a name pointing at a freed inode or an
+//     inode without a name; CleanStaging removes what a crash left.
 //
 // On-disk state while writing: the first change of a session marks the
 // superblock as a read-write mount does ("not cleanly unmounted", one
@@ -107,11 +111,17 @@
 // Config.AllowUnclean; read-only opens read it as it is, saying so
 // through Logf. Without a journal every Sync leaves a consistent image
 // (e2fsck -fn finds nothing; Sync waits for a name-space change in
-// progress), but a crash between syncs needs e2fsck, and so does a crash
-// while a File keeps an unlinked or replaced inode open (ext2 has no
-// orphan list; e2fsck -p frees it). A journaled volume is marked as the
-// kernel's ext4 marks it instead: s_state stays clean and needs_recovery
-// is set, durably, before the first change (see Journaled writing).
+// progress), but a crash between syncs needs e2fsck. What the writer keeps
+// within reach of e2fsck -p (orphan.go, replace_link.go): an inode that
+// lost its last name is on the orphan list (s_last_orphan, chained through
+// i_dtime), written before the directory block that drops the name, and a
+// writable Open releases the list; ReplaceFile keeps every inode named on
+// the device until the write that frees it. Not yet: a new inode may reach
+// the device before its entry (unattached, which e2fsck -p refuses). A
+// journaled volume is marked as the kernel's ext4 marks it instead:
+// s_state stays clean and needs_recovery is set, durably, before the first
+// change (see Journaled writing); the orphan list is kept there too, in
+// the transactions, and released after the replay.
 //
 // The journal (journal.go, package jbd2): a read-write Open of a volume
 // whose superblock says needs_recovery replays its internal journal before
@@ -122,10 +132,10 @@
 // read-only Open writes nothing: it reads the volume as it is on the
 // device, before the unreplayed transactions, and logs that it does. An
 // external journal needing recovery is refused (ErrNeedsRecovery naming
-// it). A journaled volume whose orphan list is not empty (s_last_orphan,
-// left by a kernel that crashed with unlinked open files) is refused
-// read-write with ErrUnclean naming it: this package does not walk the
-// list (e2fsck -p, or a kernel mount, does).
+// it). A read-write Open then releases the orphan list (releaseOrphans:
+// left by a crash with unlinked open files, ours or a kernel's), each
+// orphan in a handle of its own that also moves s_last_orphan on, and
+// commits.
 //
 // Journaled writing (jtxn.go, jvolume.go): on a volume with an internal
 // journal every change goes through the journal in the kernel's
@@ -181,10 +191,15 @@
 //     needs_recovery, durably: the kernel and e2fsck see a clean ext4. A
 //     commit that fails aborts the journal (ErrJournalAborted from then
 //     on) and leaves needs_recovery set for the next open to replay.
-//   - Not done: a file unlinked while open, or replaced by ReplaceFile
-//     while open, keeps its inode until the last close, and the journal
-//     has no orphan list to name it, so a crash in between leaves an
-//     unattached inode for e2fsck (as without a journal); allocation by
+//   - Orphans: the transaction that drops an inode's last link chains it
+//     on the orphan list (orphan.go) and the one that frees it takes it
+//     off, so a crash while a File keeps an unlinked or replaced inode
+//     open leaves it on the list, which the next writable Open (or
+//     e2fsck -p, or a kernel mount) releases. The journal-less ordering
+//     (fresh metadata blocks, the unlinked inode written ahead, the
+//     graves of ReplaceFile) is skipped: a transaction is kept whole or
+//     not at all.
+//   - Not done: allocation by
 //     writeback (WriteAt allocates before, so the engine's writeback
 //     normally allocates nothing) runs outside a handle; the superblock's
 //     free counts are written at Sync and Close only (e2fsck -fy then

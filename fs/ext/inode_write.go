@@ -115,8 +115,22 @@ func (v *Volume) inodeLocation(ino uint32) (uint64, int) {
 }
 
 // writeInode encodes in and puts it in its inode table block through the
-// metadata mapping, returning the bytes written (in's new Raw).
+// metadata mapping, returning the bytes written (in's new Raw). An inode on
+// the orphan list gets its successor in i_dtime (orphan.go), written
+// under the list's lock so a predecessor's rewrite cannot interleave.
 func (v *Volume) writeInode(in *Inode) ([]byte, error) {
+	v.orphans.mu.Lock()
+	if next, ok := v.orphans.nextLocked(in.Ino); ok {
+		defer v.orphans.mu.Unlock()
+		in.Dtime = next
+		return v.writeInodeRaw(in)
+	}
+	v.orphans.mu.Unlock()
+	return v.writeInodeRaw(in)
+}
+
+// writeInodeRaw is writeInode without the orphan list.
+func (v *Volume) writeInodeRaw(in *Inode) ([]byte, error) {
 	raw, err := v.encodeInode(in)
 	if err != nil {
 		return nil, err

@@ -1,9 +1,9 @@
 package ext
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -101,21 +101,76 @@ func TestJournaledWrites(t *testing.T) {
 	}
 }
 
-// TestJournaledOrphanListRefused: a journaled volume whose orphan list is
-// not empty is refused read-write by name.
-func TestJournaledOrphanListRefused(t *testing.T) {
-	testenv.RequireTool(t, "debugfs")
-	img := mkfs(t, "ext4", 4096, "", "16M")
-	testenv.Run(t, "debugfs", "-w", "-R", "ssv last_orphan 12", img)
-	_, err := openImage(t, img, openOpts{rw: true})
-	if err == nil || !strings.Contains(err.Error(), "orphan list") {
-		t.Fatalf("open with an orphan list: %v", err)
+// TestJournaledOrphans: a file unlinked while open on a journaled volume
+// is on the orphan list in what a crash leaves, whether the crash came
+// after a checkpoint (the list home) or after a commit only (the list in
+// the log: replay first); a writable open replays, releases it, commits,
+// and leaves an image e2fsck -fn finds clean.
+func TestJournaledOrphans(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// cut makes the unlink durable, as far as a crash goes.
+		cut func(v *testVolume, other *File) error
+		// home: the list is on the device outside the log.
+		home bool
+	}{
+		{"checkpointed", func(v *testVolume, _ *File) error { return v.Sync() }, true},
+		{"committed", func(_ *testVolume, other *File) error { return other.Sync() }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			img := mkfs(t, "ext4", 4096, "", "16M")
+			v := mustOpenImage(t, img, openOpts{rw: true})
+			var inos []uint32
+			var open []*File
+			for _, name := range []string{"/a", "/b"} {
+				f, err := v.Create(name, 0o644)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := f.WriteAt(randBytes(uint64(name[1]), 30000), 0); err != nil {
+					t.Fatal(err)
+				}
+				open = append(open, f)
+				inos = append(inos, f.n.ino)
+			}
+			other, err := v.Create("/other", 0o644)
+			if err != nil {
+				t.Fatal(err)
+			}
+			open = append(open, other)
+			for _, name := range []string{"/a", "/b"} {
+				if err := v.Unlink(name); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := other.WriteAt([]byte("x"), 0); err != nil {
+				t.Fatal(err)
+			}
+			if err := tc.cut(v, other); err != nil {
+				t.Fatal(err)
+			}
+			cut := copyFile(t, img)
+			if tc.home {
+				want := []uint32{inos[1], inos[0]}
+				if got := orphanChain(t, copyFile(t, cut)); fmt.Sprint(got) != fmt.Sprint(want) {
+					t.Errorf("orphan chain in the cut %v, want %v", got, want)
+				}
+			}
+			releasedByOpen(t, cut, 2, true)
+			for _, f := range open {
+				if err := f.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := v.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if c := orphanChain(t, img); len(c) != 0 {
+				t.Errorf("orphan list after Close: %v", c)
+			}
+			fsckClean(t, img)
+		})
 	}
-	v := mustOpenImage(t, img, openOpts{})
-	if ro, _ := v.ReadOnly(); !ro {
-		t.Fatal("read-only open is not read-only")
-	}
-	_ = os.Remove(img)
 }
 
 // TestJournaledTimerCommit: changes are committed every
@@ -314,4 +369,57 @@ func concurrentWriter(v *testVolume, w, rounds int, want map[string][]byte) erro
 		}
 	}
 	return nil
+}
+
+// TestJournaledReplaceOneCommit: ReplaceFile on a journaled volume is the
+// staged file's commit (its File.Sync) and one commit of the rename that
+// also drops the replaced inode's link (replaceJournaled), not the
+// journal-less steps of replace_link.go (a grave, then a sync per step).
+// A File open on the old content keeps reading it, and the old inode is
+// on the orphan list in the commit, released at its last close.
+func TestJournaledReplaceOneCommit(t *testing.T) {
+	old := journalCommitInterval
+	journalCommitInterval = time.Hour // no timer commits in between
+	t.Cleanup(func() { journalCommitInterval = old })
+	img := mkfs(t, "ext4", 4096, "", "16M")
+	v := mustOpenImage(t, img, openOpts{rw: true})
+	first, second := randBytes(21, 20000), randBytes(22, 9000)
+	if _, _, err := v.ReplaceFile("/f", bytes.NewReader(first), 0o644, nil); err != nil {
+		t.Fatal(err)
+	}
+	f, err := v.OpenFile("/f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldIno := f.n.ino
+	seq0 := v.jnl.j.Sequence()
+	if _, existed, err := v.ReplaceFile("/f", bytes.NewReader(second), 0o644, nil); err != nil || !existed {
+		t.Fatalf("ReplaceFile: existed %v, %v", existed, err)
+	}
+	if commits := v.jnl.j.Sequence() - seq0; commits != 2 {
+		t.Errorf("ReplaceFile over a file took %d commits, want 2 (the staged file's, the rename's)", commits)
+	}
+	if got := readAll(t, v, "/f"); !bytes.Equal(got, second) {
+		t.Errorf("/f holds %d bytes, want the second content", len(got))
+	}
+	buf := make([]byte, len(first))
+	if _, err := f.ReadAt(buf, 0); err != nil || !bytes.Equal(buf, first) {
+		t.Errorf("the open File lost the old content: %v", err)
+	}
+	if err := v.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if c := orphanChain(t, copyFile(t, img)); fmt.Sprint(c) != fmt.Sprint([]uint32{oldIno}) {
+		t.Errorf("orphan list with the old file open: %v, want [%d]", c, oldIno)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if c := orphanChain(t, img); len(c) != 0 {
+		t.Errorf("orphan list after Close: %v", c)
+	}
+	fsckClean(t, img)
 }

@@ -134,7 +134,15 @@ func (o *metaOwner) BeforeWriteback() error {
 
 var _ mpage.PreWriter = (*metaOwner)(nil)
 
+// addFresh lists blk as fresh metadata: written and flushed before any
+// directory block at the next sync. Journal-less volumes only: on a
+// journaled one the block is pinned in the running transaction (a
+// synchronous write would not write it) and the commit keeps a change
+// whole, so there is no order to keep.
 func (v *Volume) addFresh(blk uint64) {
+	if v.jnl != nil {
+		return
+	}
 	v.freshMu.Lock()
 	if v.fresh == nil {
 		v.fresh = make(map[uint64]struct{})

@@ -24,7 +24,9 @@ import (
 //     at the last close of a File that still has it open (the orphan
 //     machinery of Unlink). A replaced file keeps its link until the
 //     directory change is durable (renameHolding), so Rename over a file
-//     syncs the name space twice before it returns.
+//     syncs the name space before it returns, dropping that link (onto
+//     the orphan list) once the directories are flushed
+//     (syncNamesDropping).
 //
 // Everything that can refuse the rename is checked before step 1, so a
 // refused rename changes nothing (but an htree index dropped from a
@@ -84,12 +86,8 @@ func (v *Volume) Rename(oldpath, newpath string) error {
 	// A replaced file is let go only once the directory that no longer
 	// names it is durable (renameHolding), so a crash leaves newpath
 	// naming the old file or the new one, never neither.
-	if err := v.syncNames(); err != nil {
-		v.dropHeld(held)
+	if err := v.syncNamesDropping(held); err != nil {
 		return wrap(fmt.Errorf("renamed, but not yet durable: %w", err))
-	}
-	if err := v.dropHeld(held); err != nil {
-		return wrap(fmt.Errorf("renamed; freeing the replaced file: %w", err))
 	}
 	return nil
 }

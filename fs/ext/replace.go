@@ -68,14 +68,13 @@ func fill(r io.Reader, buf []byte) (int, error) {
 
 // ReplaceFile makes the regular file at path hold exactly what r yields,
 // atomically and durably. The bytes go to a new file in StagingDir, which
-// is made durable (File.Sync), then renamed over path; the rename is made
-// durable before ReplaceFile returns. Until the rename, path shows its old
+// is made durable (File.Sync), then linked at path in its place; that is
+// made durable before ReplaceFile returns. Until then, path shows its old
 // content to every reader; an error before it (r failing, ENOSPC, EIO,
 // check refusing) removes the new file and leaves path as it was. A crash
 // leaves the old content or the new one whole, never a mix and never
-// nothing: the replaced inode is held until the directory entry that no
-// longer names it is on the device, so background writeback cannot free
-// it first.
+// nothing, and never a state e2fsck -p refuses: every inode keeps a name
+// on the device until the write that frees it (replace_link.go).
 //
 // check, if set, sees what path names at the moment of the rename (nil:
 // nothing) and may refuse it, so a caller's precondition (an ETag match)
@@ -95,6 +94,41 @@ func (v *Volume) ReplaceFile(p string, r io.Reader, perm fs.FileMode, check func
 	if cur, err := v.Stat(p); err == nil && !cur.IsDir() {
 		perm = cur.Mode.Perm()
 	}
+	if v.jnl != nil {
+		return v.replaceJournaled(p, comps, r, perm, check)
+	}
+	if err := v.Mkdir(StagingDir, 0o700); err != nil && !errors.Is(err, ErrExist) {
+		return FileInfo{}, false, wrap(err)
+	}
+	// The file p names gets a grave now, made durable by stage's sync
+	// (replace_link.go).
+	rep := &replacement{}
+	if err := v.digGrave(rep, comps); err != nil {
+		return FileInfo{}, false, wrap(errors.Join(err, v.finishReplace(rep, false)))
+	}
+	tmp, err := v.stage(r, perm)
+	if err != nil {
+		return FileInfo{}, false, wrap(errors.Join(err, v.finishReplace(rep, false)))
+	}
+	existed, err = v.linkOver(rep, tmp, comps, check)
+	if err != nil {
+		err = v.unstage(tmp, err)
+		return FileInfo{}, false, wrap(errors.Join(err, v.finishReplace(rep, false)))
+	}
+	if err := v.finishReplace(rep, true); err != nil {
+		return FileInfo{}, existed, wrap(fmt.Errorf("replaced: %w", err))
+	}
+	fi, err = v.Stat(p)
+	return fi, existed, err
+}
+
+// replaceJournaled is ReplaceFile on a journaled volume: the staged file
+// renamed over path in one transaction that also drops the replaced
+// inode's last link (renameHolding keeps nothing), and one commit. A
+// crash keeps the transaction whole or not at all, so the graves of
+// replace_link.go are not needed.
+func (v *Volume) replaceJournaled(p string, comps []string, r io.Reader, perm fs.FileMode, check func(cur *FileInfo) error) (fi FileInfo, existed bool, err error) {
+	wrap := func(err error) error { return &fs.PathError{Op: "replace", Path: p, Err: err} }
 	tmp, err := v.stage(r, perm)
 	if err != nil {
 		return FileInfo{}, false, wrap(err)
@@ -103,12 +137,8 @@ func (v *Volume) ReplaceFile(p string, r io.Reader, perm fs.FileMode, check func
 	if err != nil {
 		return FileInfo{}, false, wrap(v.unstage(tmp, err))
 	}
-	if err := v.syncNames(); err != nil {
-		v.dropHeld(held)
+	if err := v.syncNamesDropping(held); err != nil { // held is nil: a commit
 		return FileInfo{}, existed, wrap(fmt.Errorf("replaced, but not yet durable: %w", err))
-	}
-	if err := v.dropHeld(held); err != nil {
-		return FileInfo{}, existed, wrap(fmt.Errorf("replaced; freeing the old content: %w", err))
 	}
 	fi, err = v.Stat(p)
 	return fi, existed, err
@@ -161,8 +191,8 @@ func (v *Volume) renameOver(tmp string, comps []string, check func(*FileInfo) er
 // renameHolding renames oldComps to newComps, running check in the same
 // name-space change. A file it replaces keeps its link and comes back
 // referenced (held): on the device the old inode stays whole and linked
-// until dropHeld, which the caller runs once the directory that names the
-// new file is durable. Freeing it earlier could let background writeback
+// until syncNamesDropping, which the caller runs to make the directory
+// that names the new file durable. Freeing it earlier could let background writeback
 // (or the device's reordering of one sync's writes) put a free or
 // unlinked inode on the device while the old directory block still names
 // it; e2fsck would then clear the name, and a crash would leave neither
@@ -209,29 +239,47 @@ func (v *Volume) renameHolding(oldComps, newComps []string, mustBeDir bool, chec
 	return held, existed, nil
 }
 
-// dropHeld drops the link renameOver kept on the replaced node, lets go
-// of it (freeing it, or at the last close of a File still open on it),
-// and makes that durable, so the device does not keep an inode no
-// directory names (which e2fsck -p would not repair by itself).
-func (v *Volume) dropHeld(held *node) error {
-	if held == nil {
-		return nil
-	}
+// syncNamesDropping makes a rename that replaced held durable, and drops
+// the link renameHolding kept on held (putting it on the orphan list; it
+// is freed now, or at the last close of a File still open on it) once the
+// directory that no longer names it is on the device: after the
+// directories are written and the device flushed, in the same sync's
+// metadata. A crash before that flush finds held whole under its old name
+// (or the new file there); one after it finds held without links, on the
+// orphan list, which e2fsck -p and Open release by themselves. What is
+// left: a crash between the flush and the inode's write finds held
+// linked and nameless, which e2fsck -p refuses. held may be nil (nothing
+// was replaced: a plain sync). held's reference is let go either way.
+func (v *Volume) syncNamesDropping(held *node) error {
 	if err := v.enter(); err != nil {
-		v.putNode(held)
+		if held != nil {
+			v.putNode(held)
+		}
 		return err
 	}
 	defer v.leave()
-	stop := v.startHandle()
-	v.ns.Lock()
-	err := v.dropLink(held, now())
-	v.ns.Unlock()
-	v.putNode(held)
-	stop()
-	if err != nil {
-		return err
+	if held == nil {
+		return v.syncNamesLocked()
 	}
-	return v.syncNamesLocked()
+	dropped := false
+	err := v.syncNamesThen(func() error {
+		if err := v.cfg.Device.Flush(); err != nil {
+			return fmt.Errorf("ext: %w", err)
+		}
+		dropped = true
+		return v.dropLink(held, now())
+	})
+	if !dropped {
+		// The directory may not be durable: held keeps its link in the
+		// cache until the next sync could write both, and is dropped
+		// now so it is not leaked (its inode write may still reach the
+		// device first: e2fsck -p then clears the stale name).
+		if derr := v.dropLink(held, now()); derr != nil {
+			err = errors.Join(err, derr)
+		}
+	}
+	v.putNode(held)
+	return err
 }
 
 // syncNames makes the name space durable (syncNamesLocked) from outside
@@ -260,7 +308,7 @@ func (v *Volume) CleanStaging() (int, error) {
 	n := 0
 	var errs []error
 	for _, e := range ents {
-		if err := v.Unlink(path.Join(StagingDir, e.Name)); err != nil {
+		if err := v.unlinkStaged(path.Join(StagingDir, e.Name)); err != nil {
 			errs = append(errs, err)
 			continue
 		}

@@ -83,11 +83,12 @@ func readAll(t *testing.T, v *testVolume, p string) []byte {
 	return b
 }
 
-// TestReplaceCrashWindow: between ReplaceFile's rename and the sync that
-// makes it durable, background writeback may write the metadata before
-// the directory. The replaced inode is held meanwhile, so a crash there
-// (the image as the metadata-first write leaves it) still shows the old
-// content under the name after e2fsck -p, never nothing.
+// TestReplaceCrashWindow: between ReplaceFile's link over the old file and
+// the sync that makes it durable, background writeback may write the
+// metadata before the directory. The replaced inode keeps its links
+// meanwhile, so a crash there (the image as the metadata-first write
+// leaves it) still shows the old content under the name after e2fsck -p,
+// never nothing.
 func TestReplaceCrashWindow(t *testing.T) {
 	img := mkfs(t, "ext2", 1024, "", "8M")
 	v := mustOpenImage(t, img, openOpts{rw: true})
@@ -95,13 +96,17 @@ func TestReplaceCrashWindow(t *testing.T) {
 	if _, _, err := v.ReplaceFile("/f", bytes.NewReader(old), 0o644, nil); err != nil {
 		t.Fatal(err)
 	}
+	rep := &replacement{}
+	if err := v.digGrave(rep, []string{"f"}); err != nil {
+		t.Fatal(err)
+	}
 	tmp, err := v.stage(strings.NewReader("new content"), 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
-	held, existed, err := v.renameOver(tmp, []string{"f"}, nil)
-	if err != nil || held == nil || !existed {
-		t.Fatalf("renameOver: held %v existed %v %v", held, existed, err)
+	existed, err := v.linkOver(rep, tmp, []string{"f"}, nil)
+	if err != nil || !existed || len(rep.graves) != 1 {
+		t.Fatalf("linkOver: %+v existed %v %v", rep, existed, err)
 	}
 	// The worst order: every metadata block reaches the device, the
 	// directory block does not.
@@ -112,10 +117,7 @@ func TestReplaceCrashWindow(t *testing.T) {
 		t.Fatal(err)
 	}
 	crash := copyFile(t, img)
-	if err := v.syncNames(); err != nil {
-		t.Fatal(err)
-	}
-	if err := v.dropHeld(held); err != nil {
+	if err := v.finishReplace(rep, true); err != nil {
 		t.Fatal(err)
 	}
 	if got := readAll(t, v, "/f"); string(got) != "new content" {

@@ -114,6 +114,12 @@ func (v *Volume) markInUse() {
 		blk, _ := v.superPos()
 		err = v.meta.SyncBlock(blk)
 	}
+	if err == nil {
+		// Flushed before any change is written: a power cut must not
+		// keep a change and lose the mark, or e2fsck -p would skip the
+		// volume as clean.
+		err = v.cfg.Device.Flush()
+	}
 	if err != nil {
 		v.logf("ext: marking the volume in use: %v", err)
 	}

@@ -139,6 +139,8 @@ type Volume struct {
 	// orphanFrees counts frees of unlinked files handed to goroutines of
 	// their own (journaled volumes: see releaseNode); Close waits for them.
 	orphanFrees sync.WaitGroup
+	// orphans mirrors the on-disk orphan list (orphan.go).
+	orphans orphanList
 }
 
 // Open reads and checks the superblock and group descriptors of the volume
@@ -219,6 +221,16 @@ func Open(cfg Config) (*Volume, error) {
 	if !isDir {
 		v.closeAll()
 		return nil, fmt.Errorf("%w: root inode is not a directory", ErrCorrupt)
+	}
+	if !v.readOnly {
+		n, err := v.releaseOrphans()
+		if err != nil {
+			v.closeAll()
+			return nil, err
+		}
+		if n > 0 {
+			v.logf("ext: orphan list: released %d inodes a crash left without a name", n)
+		}
 	}
 	return v, nil
 }
@@ -333,10 +345,6 @@ func (v *Volume) decideAccess() error {
 		v.roReason = "opened read-only"
 	case feats != "":
 		v.roReason = "features this package cannot write: " + feats
-	case v.journaled() && sb.LastOrphan != 0:
-		// The kernel frees the inodes on the orphan list when it
-		// mounts; this package does not walk it.
-		return fmt.Errorf("%w: the orphan list is not empty (s_last_orphan %d): run e2fsck -p, or open read-only", ErrUnclean, sb.LastOrphan)
 	case sb.BlocksCount > 1<<32 && !sb.HasIncompat(IncompatExtents):
 		// Block pointers of indirect-mapped files are 32 bits.
 		v.roReason = fmt.Sprintf("%d blocks: past what 32-bit block pointers address", sb.BlocksCount)

@@ -446,10 +446,24 @@ func (v *Volume) syncAll() error {
 // flushes the device, holding the name-space lock shared so the image it
 // leaves never holds half of a Create, Unlink, Mkdir or Rename. The caller
 // is inside the volume's lifetime (enter).
-func (v *Volume) syncNamesLocked() error {
+func (v *Volume) syncNamesLocked() error { return v.syncNamesThen(nil) }
+
+// syncNamesThen is syncNamesLocked that runs afterDirs (if set) once the
+// directories are written, before the metadata: a rename over a file
+// drops the replaced inode's link there (syncNamesDropping). On a
+// journaled volume afterDirs runs in a handle of its own and one commit
+// follows: the journal commits whole changes, no name-space lock needed.
+func (v *Volume) syncNamesThen(afterDirs func() error) error {
 	if v.jnl != nil {
-		// The journal commits whole changes: no name-space lock needed.
-		return v.syncJournaled(false)
+		var err error
+		if afterDirs != nil {
+			stop := v.startHandle()
+			v.ns.RLock()
+			err = afterDirs()
+			v.ns.RUnlock()
+			stop()
+		}
+		return errors.Join(err, v.syncJournaled(false))
 	}
 	v.ns.RLock()
 	defer v.ns.RUnlock()
@@ -457,9 +471,26 @@ func (v *Volume) syncNamesLocked() error {
 	// done, and may then be reused (quarantine.go).
 	gen := v.sealQuarantine()
 	if err := v.syncFresh(); err != nil {
-		return err
+		// A metadata page whose write failed earlier keeps the mapping's
+		// error until it is written again, which only syncMeta does:
+		// without this a sync with fresh blocks could never succeed
+		// again after a write error. If writing everything (fresh blocks
+		// included, in one flush: their order is lost after a failure)
+		// succeeds, go on.
+		if merr := v.syncMeta(); merr != nil {
+			return err
+		}
 	}
 	err := v.syncDirs()
+	if err == nil && afterDirs != nil {
+		err = afterDirs()
+	}
+	if err == nil {
+		// Blocks allocated by writers while the directories were
+		// written: before the inodes that point at them (nothing to do,
+		// no flush, if none).
+		err = v.syncFresh()
+	}
 	if merr := v.syncMeta(); err == nil {
 		err = merr
 	}

@@ -9,35 +9,19 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/mpaged/mpaged/internal/testenv"
 	"github.com/mpaged/mpaged/uring"
 	"github.com/mpaged/mpaged/uring/crashring"
 	"github.com/mpaged/mpaged/uring/faultring"
 	"github.com/mpaged/mpaged/uring/ringtest"
 )
 
-// inners are the backends the crash ring is tested over.
-var inners = []struct {
-	name string
-	open func(t *testing.T, opts uring.Options) uring.Ring
-}{
-	{"sync", func(t *testing.T, opts uring.Options) uring.Ring { return uring.NewSync(opts) }},
-	{"native", func(t *testing.T, opts uring.Options) uring.Ring {
-		r, err := uring.NewNative(opts)
-		if err != nil {
-			testenv.Unavailable(t, "native ring: %v", err)
-		}
-		return r
-	}},
-}
-
 // TestConformance runs the shared ring suite through a crash ring:
 // recording writes and flushes must not change what the caller sees.
 func TestConformance(t *testing.T) {
-	for _, in := range inners {
-		t.Run(in.name, func(t *testing.T) {
+	for _, in := range ringtest.Backends {
+		t.Run(in.Name, func(t *testing.T) {
 			ringtest.Run(t, func(t *testing.T, opts uring.Options) uring.Ring {
-				return crashring.New(in.open(t, opts), crashring.Config{})
+				return crashring.New(in.Open(t, opts), crashring.Config{})
 			})
 		})
 	}

@@ -10,34 +10,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mpaged/mpaged/internal/testenv"
 	"github.com/mpaged/mpaged/uring"
 	"github.com/mpaged/mpaged/uring/faultring"
 	"github.com/mpaged/mpaged/uring/ringtest"
 )
 
-// inners are the backends the fault ring is tested over.
-var inners = []struct {
-	name string
-	open func(t *testing.T, opts uring.Options) uring.Ring
-}{
-	{"sync", func(t *testing.T, opts uring.Options) uring.Ring { return uring.NewSync(opts) }},
-	{"native", func(t *testing.T, opts uring.Options) uring.Ring {
-		r, err := uring.NewNative(opts)
-		if err != nil {
-			testenv.Unavailable(t, "native ring: %v", err)
-		}
-		return r
-	}},
-}
-
 // TestConformanceTransparent runs the shared ring suite through a fault ring
 // that has a rule which never fires: wrapping must not change behaviour.
 func TestConformanceTransparent(t *testing.T) {
-	for _, in := range inners {
-		t.Run(in.name, func(t *testing.T) {
+	for _, in := range ringtest.Backends {
+		t.Run(in.Name, func(t *testing.T) {
 			ringtest.Run(t, func(t *testing.T, opts uring.Options) uring.Ring {
-				f := faultring.New(in.open(t, opts), 1)
+				f := faultring.New(in.Open(t, opts), 1)
 				f.Add(faultring.Rule{Ops: faultring.Ops(uring.OpWritev), Off: 1 << 50, Fault: faultring.Fault{Errno: syscall.EIO}})
 				return f
 			})
@@ -90,10 +74,10 @@ func (fx *fixture) do(t *testing.T, op uring.Op, off int64) *uring.Request {
 }
 
 func TestFaultKinds(t *testing.T) {
-	for _, in := range inners {
-		t.Run(in.name, func(t *testing.T) {
+	for _, in := range ringtest.Backends {
+		t.Run(in.Name, func(t *testing.T) {
 			t.Run("EIOInRange", func(t *testing.T) {
-				fx := newFixture(t, in.open)
+				fx := newFixture(t, in.Open)
 				rule := fx.ring.Add(faultring.Rule{Ops: faultring.Ops(uring.OpWritev), Off: 64 << 10, End: 128 << 10, Fault: faultring.Fault{Errno: syscall.EIO}})
 				if q := fx.do(t, uring.OpWritev, 0); q.Err != nil || q.Res != 8192 {
 					t.Fatalf("write outside the range: res %d err %v", q.Res, q.Err)
@@ -110,7 +94,7 @@ func TestFaultKinds(t *testing.T) {
 				}
 			})
 			t.Run("ENOSPCCount", func(t *testing.T) {
-				fx := newFixture(t, in.open)
+				fx := newFixture(t, in.Open)
 				fx.ring.Add(faultring.Rule{Ops: faultring.Ops(uring.OpWrite, uring.OpWritev), Count: 2, Fault: faultring.Fault{Errno: syscall.ENOSPC}})
 				var got []bool
 				for i := range 4 {
@@ -125,7 +109,7 @@ func TestFaultKinds(t *testing.T) {
 				}
 			})
 			t.Run("EAGAINRetried", func(t *testing.T) {
-				fx := newFixture(t, in.open)
+				fx := newFixture(t, in.Open)
 				rule := fx.ring.Add(faultring.Rule{Ops: faultring.Ops(uring.OpReadv), Count: 3, Fault: faultring.Fault{Transient: true, Backoff: time.Millisecond}})
 				q := fx.do(t, uring.OpReadv, 0)
 				if q.Err != nil || q.Res != 8192 {
@@ -136,7 +120,7 @@ func TestFaultKinds(t *testing.T) {
 				}
 			})
 			t.Run("ShortTransfer", func(t *testing.T) {
-				fx := newFixture(t, in.open)
+				fx := newFixture(t, in.Open)
 				fx.ring.Add(faultring.Rule{Ops: faultring.Ops(uring.OpReadv), Nth: 2, Fault: faultring.Fault{Short: 5000}})
 				if q := fx.do(t, uring.OpReadv, 0); q.Res != 8192 {
 					t.Fatalf("first read: res %d, want 8192", q.Res)
@@ -153,7 +137,7 @@ func TestFaultKinds(t *testing.T) {
 				}
 			})
 			t.Run("ShortHalfSingleBuffer", func(t *testing.T) {
-				fx := newFixture(t, in.open)
+				fx := newFixture(t, in.Open)
 				fx.ring.Add(faultring.Rule{Ops: faultring.Ops(uring.OpWrite), Fault: faultring.Fault{Short: -1}})
 				q := fx.do(t, uring.OpWrite, 0)
 				if q.Err != nil || q.Res != 4096 || len(q.Buf) != 8192 {
@@ -161,7 +145,7 @@ func TestFaultKinds(t *testing.T) {
 				}
 			})
 			t.Run("Delay", func(t *testing.T) {
-				fx := newFixture(t, in.open)
+				fx := newFixture(t, in.Open)
 				const d = 30 * time.Millisecond
 				fx.ring.Add(faultring.Rule{Ops: faultring.Ops(uring.OpFsync), Fault: faultring.Fault{Delay: d}})
 				start := time.Now()
@@ -177,7 +161,7 @@ func TestFaultKinds(t *testing.T) {
 			})
 			t.Run("ProbabilityIsSeeded", func(t *testing.T) {
 				count := func() int64 {
-					fx := newFixture(t, in.open)
+					fx := newFixture(t, in.Open)
 					rule := fx.ring.Add(faultring.Rule{Ops: faultring.Ops(uring.OpNop), Prob: 0.25, Fault: faultring.Fault{Errno: syscall.EIO}})
 					c := ringtest.NewCollector(400)
 					for range 400 {
@@ -202,7 +186,7 @@ func TestFaultKinds(t *testing.T) {
 				}
 			})
 			t.Run("ToggleAndRemove", func(t *testing.T) {
-				fx := newFixture(t, in.open)
+				fx := newFixture(t, in.Open)
 				rule := fx.ring.Add(faultring.Rule{Fault: faultring.Fault{Errno: syscall.EIO}})
 				fx.ring.SetEnabled(false)
 				if q := fx.do(t, uring.OpReadv, 0); q.Err != nil {
@@ -218,7 +202,7 @@ func TestFaultKinds(t *testing.T) {
 				}
 			})
 			t.Run("CloseWithDelayedInFlight", func(t *testing.T) {
-				fx := newFixture(t, in.open)
+				fx := newFixture(t, in.Open)
 				fx.ring.Add(faultring.Rule{Fault: faultring.Fault{Delay: 50 * time.Millisecond}})
 				c := ringtest.NewCollector(8)
 				for i := range 8 {

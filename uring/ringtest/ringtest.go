@@ -806,3 +806,24 @@ func testSubmitAfterClose(t *testing.T, newRing NewRing) {
 		t.Errorf("a refused request was counted: submitted %d in flight %d", st.Submitted, st.InFlight)
 	}
 }
+
+// Backend is a ring backend a wrapping ring (faultring, crashring) is
+// tested over.
+type Backend struct {
+	Name string
+	Open NewRing
+}
+
+// Backends are the backends every build has: the sync ring, and the
+// native ring where the kernel has io_uring (else the test is reported
+// unavailable: skipped on a laptop, failed under CI=true).
+var Backends = []Backend{
+	{"sync", func(t *testing.T, opts uring.Options) uring.Ring { return uring.NewSync(opts) }},
+	{"native", func(t *testing.T, opts uring.Options) uring.Ring {
+		r, err := uring.NewNative(opts)
+		if err != nil {
+			testenv.Unavailable(t, "native ring: %v", err)
+		}
+		return r
+	}},
+}

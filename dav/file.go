@@ -62,12 +62,26 @@ var (
 // readFile is an open regular file: reads go through the engine's page
 // cache at the file's offset, never a whole-file buffer.
 type readFile struct {
-	fsys *FS
+	heldProps
 	ctx  context.Context
 	name string
 	f    *ext.File
-	fi   ext.FileInfo
 	off  int64
+}
+
+// heldProps gives an open file or directory its dead properties
+// (webdav.DeadPropsHolder), keyed by the inode it was opened on.
+type heldProps struct {
+	fsys *FS
+	fi   ext.FileInfo
+}
+
+func (h heldProps) DeadProps() (map[xml.Name]webdav.Property, error) {
+	return h.fsys.props.get(keyOf(h.fi)), nil
+}
+
+func (h heldProps) Patch(patches []webdav.Proppatch) ([]webdav.Propstat, error) {
+	return h.fsys.props.patch(keyOf(h.fi), patches), nil
 }
 
 func (r *readFile) Read(p []byte) (int, error) {
@@ -109,20 +123,11 @@ func (r *readFile) Write([]byte) (int, error) {
 
 func (r *readFile) Close() error { return r.f.Close() }
 
-func (r *readFile) DeadProps() (map[xml.Name]webdav.Property, error) {
-	return r.fsys.props.get(keyOf(r.fi)), nil
-}
-
-func (r *readFile) Patch(patches []webdav.Proppatch) ([]webdav.Propstat, error) {
-	return r.fsys.props.patch(keyOf(r.fi), patches), nil
-}
-
 // dirFile is an open directory: it lists, it has no bytes.
 type dirFile struct {
-	fsys    *FS
+	heldProps
 	ctx     context.Context
 	name    string
-	fi      ext.FileInfo
 	entries []fs.FileInfo // listed at the first Readdir
 	listed  bool
 	pos     int
@@ -177,14 +182,6 @@ func (d *dirFile) Readdir(count int) ([]fs.FileInfo, error) {
 	rest = rest[:min(count, len(rest))]
 	d.pos += len(rest)
 	return rest, nil
-}
-
-func (d *dirFile) DeadProps() (map[xml.Name]webdav.Property, error) {
-	return d.fsys.props.get(keyOf(d.fi)), nil
-}
-
-func (d *dirFile) Patch(patches []webdav.Proppatch) ([]webdav.Propstat, error) {
-	return d.fsys.props.patch(keyOf(d.fi), patches), nil
 }
 
 // putFile replaces a file whole, atomically, through ext.Volume.ReplaceFile:

@@ -146,12 +146,12 @@ func (fsys *FS) openRead(ctx context.Context, name string, patchable bool) (webd
 		if err != nil {
 			return nil, fsys.fail(ctx, "open", name, err)
 		}
-		return &dirFile{fsys: fsys, ctx: ctx, name: name, fi: fi}, nil
+		return &dirFile{heldProps: heldProps{fsys: fsys, fi: fi}, ctx: ctx, name: name}, nil
 	}
 	if err != nil {
 		return nil, fsys.fail(ctx, "open", name, err)
 	}
-	return &readFile{fsys: fsys, ctx: ctx, name: name, f: f, fi: f.Stat()}, nil
+	return &readFile{heldProps: heldProps{fsys: fsys, fi: f.Stat()}, ctx: ctx, name: name, f: f}, nil
 }
 
 // openPut starts the replacement of name. The target must not be a

@@ -365,24 +365,35 @@ func TestFsyncReportsWriteErrors(t *testing.T) {
 // is refused with 503 once QueueTimeout passes.
 func TestConcurrencyLimit(t *testing.T) {
 	e := apitest.New(t, apitest.Options{Tree: map[string]string{"f": "x"}, Cfg: api.Config{MaxConcurrent: 1, QueueTimeout: 250 * time.Millisecond}})
+	holdOnlySlot(t, e, "/v1/files/slow", nil, http.MethodGet, "/v1/files/f")
+}
+
+// holdOnlySlot sends a PUT of "ab" to putPath (with auth headers) whose
+// body stalls after "a", so it holds the only request slot; a probe is
+// then refused 503 busy (waitBusy); the PUT finishes and holds "ab".
+func holdOnlySlot(t *testing.T, e *apitest.Env, putPath string, auth []string, probeMethod, probePath string, probeHdr ...string) {
+	t.Helper()
 	pr, pw := io.Pipe()
 	t.Cleanup(func() { pw.Close() }) // a failed check must not leave the PUT waiting for its body
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		req, _ := http.NewRequest(http.MethodPut, e.TS.URL+"/v1/files/slow", pr)
+		req, _ := http.NewRequest(http.MethodPut, e.TS.URL+putPath, pr)
 		req.ContentLength = 2
+		for i := 0; i+1 < len(auth); i += 2 {
+			req.Header.Set(auth[i], auth[i+1])
+		}
 		if resp, err := http.DefaultClient.Do(req); err == nil {
 			resp.Body.Close()
 		}
 	}()
 	pw.Write([]byte("a")) // the slow PUT is on its way to the only slot
-	waitBusy(t, e, http.MethodGet, "/v1/files/f")
+	waitBusy(t, e, probeMethod, probePath, probeHdr...)
 	pw.Write([]byte("b"))
 	pw.Close()
 	wg.Wait()
-	if got := e.Get("/v1/files/slow"); string(got) != "ab" {
+	if _, got := e.Do(http.MethodGet, putPath, nil, auth...); string(got) != "ab" {
 		t.Errorf("slow PUT: %q", got)
 	}
 }

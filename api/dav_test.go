@@ -3,7 +3,6 @@ package api_test
 import (
 	"bufio"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -60,27 +59,7 @@ func TestDavRoute(t *testing.T) {
 	mu.Unlock()
 
 	// A PUT that holds the only slot makes a PROPFIND wait, then 503.
-	pr, pw := io.Pipe()
-	t.Cleanup(func() { pw.Close() }) // a failed check must not leave the PUT waiting for its body
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		req, _ := http.NewRequest(http.MethodPut, e.TS.URL+"/dav/slow", pr)
-		req.ContentLength = 2
-		req.Header.Set("Authorization", "Bearer tok")
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
-		}
-	}()
-	pw.Write([]byte("a"))
-	waitBusy(t, e, "PROPFIND", "/dav/", append(auth, "Depth", "0")...)
-	pw.Write([]byte("b"))
-	pw.Close()
-	wg.Wait()
-	if _, got := e.Do("GET", "/dav/slow", nil, auth...); string(got) != "ab" {
-		t.Errorf("slow PUT: %q", got)
-	}
+	holdOnlySlot(t, e, "/dav/slow", auth, "PROPFIND", "/dav/", append(auth, "Depth", "0")...)
 }
 
 // TestDavReadOnlyReason: a writable volume the daemon serves read-only

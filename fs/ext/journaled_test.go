@@ -177,9 +177,7 @@ func TestJournaledOrphans(t *testing.T) {
 // journalCommitInterval without any Sync: a copy of the image taken then
 // needs recovery, and its replay (by us and by e2fsck) has the file.
 func TestJournaledTimerCommit(t *testing.T) {
-	old := journalCommitInterval
-	journalCommitInterval = 50 * time.Millisecond
-	t.Cleanup(func() { journalCommitInterval = old })
+	setCommitInterval(t, 50*time.Millisecond)
 	img := mkfs(t, "ext4", 4096, "", "16M")
 	v := mustOpenImage(t, img, openOpts{rw: true})
 	data := randBytes(5, 10000)
@@ -277,9 +275,7 @@ func TestJournaledAbort(t *testing.T) {
 // and another goroutine syncs: no commit deadlocks with the handles, and
 // the volume closes consistent (e2fsck -fn) holding what each writer left.
 func TestJournaledConcurrent(t *testing.T) {
-	old := journalCommitInterval
-	journalCommitInterval = 3 * time.Millisecond
-	t.Cleanup(func() { journalCommitInterval = old })
+	setCommitInterval(t, 3*time.Millisecond)
 	img := mkfs(t, "ext4", 1024, "", "32M")
 	v := mustOpenImage(t, img, openOpts{rw: true})
 	const writers, rounds = 4, 40
@@ -378,9 +374,7 @@ func concurrentWriter(v *testVolume, w, rounds int, want map[string][]byte) erro
 // A File open on the old content keeps reading it, and the old inode is
 // on the orphan list in the commit, released at its last close.
 func TestJournaledReplaceOneCommit(t *testing.T) {
-	old := journalCommitInterval
-	journalCommitInterval = time.Hour // no timer commits in between
-	t.Cleanup(func() { journalCommitInterval = old })
+	setCommitInterval(t, time.Hour) // no timer commits in between
 	img := mkfs(t, "ext4", 4096, "", "16M")
 	v := mustOpenImage(t, img, openOpts{rw: true})
 	first, second := randBytes(21, 20000), randBytes(22, 9000)
@@ -422,4 +416,12 @@ func TestJournaledReplaceOneCommit(t *testing.T) {
 		t.Errorf("orphan list after Close: %v", c)
 	}
 	fsckClean(t, img)
+}
+
+// setCommitInterval sets the journal's commit timer for the test's volumes
+// and puts it back when the test ends.
+func setCommitInterval(t *testing.T, d time.Duration) {
+	old := journalCommitInterval
+	journalCommitInterval = d
+	t.Cleanup(func() { journalCommitInterval = old })
 }

@@ -51,7 +51,9 @@ func (r *PageRead) Again() bool { return r.again }
 // page is uptodate already, or the read failed before any I/O, it fills
 // r.Page or r.Err and returns true, and the Handler is not called.
 // Otherwise it returns false, and r.Handler.PageReadDone(r) is called once
-// the page is unlocked: r is then done (Page or Err set), or Again.
+// the page is unlocked: r is then done (Page or Err set), or Again. A read
+// the device completes before ReadPageAsync gets to wait for it finishes
+// inside the call too (true, no Handler call): callers handle both.
 //
 // Like ReadAt's lookup it may sleep before it returns (a page frame when
 // memory is short, the mapper's metadata I/O, a page lock on the retry

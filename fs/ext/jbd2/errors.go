@@ -38,6 +38,9 @@ var (
 	// further work (as jbd2 aborts its journal) and leaves the log to
 	// recovery.
 	ErrAborted = errors.New("jbd2: journal aborted after a failed write")
+	// ErrScanLimit: Scan found more distinct committed blocks than the
+	// memory it was allowed for their copies.
+	ErrScanLimit = errors.New("jbd2: replay larger than the scan's limit")
 	// ErrClosed: the Journal was closed.
 	ErrClosed = errors.New("jbd2: journal closed")
 )

@@ -116,7 +116,8 @@ func FuzzRecover(f *testing.F) {
 	})
 }
 
-// replayInput builds FuzzRecover's journal from in and recovers it.
+// replayInput builds FuzzRecover's journal from in and recovers it (and
+// checks that Scan agrees: recoverLikeScan).
 func replayInput(t *testing.T, in []byte) (Stats, error) {
 	if len(in) < fuzzHeader {
 		return Stats{}, nil
@@ -139,7 +140,7 @@ func replayInput(t *testing.T, in []byte) (Stats, error) {
 		n := copy(dev.block(p), rest)
 		rest = rest[n:]
 	}
-	return Recover(dev, log)
+	return recoverLikeScan(t, dev, log)
 }
 
 // TestRecoverKernelSeeds: the kernel-written logs of the fuzz corpus

@@ -66,24 +66,16 @@ type Stats struct {
 // A journal with s_start 0 needs nothing: Recover returns zero Stats and
 // writes nothing.
 func Recover(dev Device, log Log) (Stats, error) {
-	io := newLogIO(dev, log)
-	sb, err := loadSuperblock(io)
-	if err != nil {
-		return Stats{}, err
-	}
-	if sb.Start == 0 {
-		return Stats{Start: sb.Sequence, End: sb.Sequence, Errno: sb.Errno}, nil
-	}
-	w := &walker{io: io, sb: sb, l: LayoutOf(sb), dev: dev}
-	st, err := w.scan()
-	if err != nil {
+	w, st, revoked, err := walkCommitted(dev, log)
+	if err != nil || w == nil {
 		return st, err
 	}
-	revoked, err := w.collectRevokes(&st)
-	if err != nil {
-		return st, err
-	}
-	replayErr := w.replay(&st, revoked)
+	replayErr := w.eachCopy(&st, revoked, func(home uint64, lblk uint32, data []byte) error {
+		if err := w.dev.WriteBlock(home, data); err != nil {
+			return fmt.Errorf("jbd2: replay journal block %d to block %d: %w", lblk, home, err)
+		}
+		return nil
+	})
 	if err := dev.Flush(); err != nil {
 		return st, fmt.Errorf("jbd2: recover: flush replayed blocks: %w", err)
 	}
@@ -93,15 +85,41 @@ func Recover(dev Device, log Log) (Stats, error) {
 	}
 	// Restart the log one transaction ID past the end, so a stale commit
 	// block of the ID after the last one can never pass for a new one.
+	sb := w.sb
 	sb.Sequence = st.End + 1
 	sb.Start = 0
-	if err := writeSuperblock(io, sb); err != nil {
+	if err := writeSuperblock(w.io, sb); err != nil {
 		return st, err
 	}
 	if err := dev.Flush(); err != nil {
 		return st, fmt.Errorf("jbd2: recover: flush journal superblock: %w", err)
 	}
 	return st, nil
+}
+
+// walkCommitted runs the passes Recover and Scan share before anything is
+// written: the superblock, the scan for the log's end and the revoke
+// records. A nil walker with a nil error is an empty log (nothing to
+// replay; the Stats say so).
+func walkCommitted(dev Device, log Log) (*walker, Stats, map[uint64]uint32, error) {
+	io := newLogIO(dev, log)
+	sb, err := loadSuperblock(io)
+	if err != nil {
+		return nil, Stats{}, nil, err
+	}
+	if sb.Start == 0 {
+		return nil, Stats{Start: sb.Sequence, End: sb.Sequence, Errno: sb.Errno}, nil, nil
+	}
+	w := &walker{io: io, sb: sb, l: LayoutOf(sb), dev: dev}
+	st, err := w.scan()
+	if err != nil {
+		return nil, st, nil, err
+	}
+	revoked, err := w.collectRevokes(&st)
+	if err != nil {
+		return nil, st, nil, err
+	}
+	return w, st, revoked, nil
 }
 
 // walker follows the log.
@@ -276,9 +294,13 @@ func (w *walker) collectRevokes(st *Stats) (map[uint64]uint32, error) {
 // 32-bit ID space.
 func tidAfter(a, b uint32) bool { return int32(a-b) > 0 }
 
-// replay is pass 3: the committed copies go home. A copy whose tag
-// checksum fails is skipped and counted; the error says so at the end.
-func (w *walker) replay(st *Stats, revoked map[uint64]uint32) error {
+// eachCopy is pass 3's walk: fn gets every committed copy that replay
+// writes home, in log order (a later copy of the same home block wins),
+// with its journal block and its bytes as they go home (checksum
+// verified, escape undone). data is reused after fn returns. A copy whose
+// tag checksum fails is skipped and counted; the error says so at the
+// end, after the rest were handed to fn.
+func (w *walker) eachCopy(st *Stats, revoked map[uint64]uint32, fn func(home uint64, lblk uint32, data []byte) error) error {
 	data := make([]byte, w.io.bs)
 	err := w.visit(st, func(h Header, buf []byte, pos uint32) error {
 		if h.Type != BlockDescriptor {
@@ -300,8 +322,8 @@ func (w *walker) replay(st *Stats, revoked map[uint64]uint32) error {
 			if t.Flags&TagEscape != 0 {
 				putMagic(data)
 			}
-			if err := w.dev.WriteBlock(t.Block, data); err != nil {
-				return fmt.Errorf("jbd2: replay journal block %d to block %d: %w", lblk, t.Block, err)
+			if err := fn(t.Block, lblk, data); err != nil {
+				return err
 			}
 			st.Blocks++
 		}

@@ -7,8 +7,10 @@ import (
 	"time"
 
 	"github.com/mpaged/mpaged/alloc"
+	"github.com/mpaged/mpaged/fs/ext/jbd2"
 	"github.com/mpaged/mpaged/mpage"
 	"github.com/mpaged/mpaged/uring"
+	"github.com/mpaged/mpaged/uring/overlayring"
 )
 
 // The layers agree on what a page and a Bio are: a change to one of these
@@ -74,10 +76,12 @@ type Engine struct {
 	Device *mpage.Device
 	Stats  *mpage.Stats
 
-	file   *os.File // nil when the caller gave Ring and File
-	handle uring.File
-	owned  bool // handle was registered here
-	closed bool
+	file *os.File // nil when the caller gave Ring and File
+	// overlay wraps the ring of a read-only engine (ShowRecovered).
+	overlay *overlayring.Ring
+	handle  uring.File
+	owned   bool // handle was registered here
+	closed  bool
 }
 
 // DefaultCacheBytes is the page cache's size when Config leaves it zero.
@@ -169,9 +173,7 @@ func (e *Engine) openRing(cfg Config, logf func(string, ...any)) error {
 			return fmt.Errorf("%w: a Ring needs its File and no Path", ErrConfig)
 		}
 		e.Ring, e.handle = cfg.Ring, cfg.File
-		if cfg.WrapRing != nil {
-			e.Ring = cfg.WrapRing(e.Ring)
-		}
+		e.wrapRing(cfg)
 		e.Info = DeviceInfo{Path: "(ring)", Size: cfg.Size, SectorSize: 512, Writable: cfg.Write}
 		return nil
 	}
@@ -190,13 +192,51 @@ func (e *Engine) openRing(cfg Config, logf func(string, ...any)) error {
 	if e.Ring, err = openRingFor(cfg.Backend, int(e.file.Fd()), uring.Options{Entries: entries, Timing: cfg.Timing, Logf: logf}); err != nil {
 		return err
 	}
-	if cfg.WrapRing != nil {
-		e.Ring = cfg.WrapRing(e.Ring)
-	}
+	e.wrapRing(cfg)
 	if e.handle, err = e.Ring.RegisterFile(int(e.file.Fd())); err != nil {
 		return fmt.Errorf("volume %s: register with the ring: %w", cfg.Path, err)
 	}
 	e.owned = true
+	return nil
+}
+
+// wrapRing puts the caller's wrapper (WrapRing) around the ring, and, on
+// a read-only engine, the overlay ring around that: transparent until
+// ShowRecovered, and a read it does not touch costs a range check.
+func (e *Engine) wrapRing(cfg Config) {
+	if cfg.WrapRing != nil {
+		e.Ring = cfg.WrapRing(e.Ring)
+	}
+	if !cfg.Write {
+		e.overlay = overlayring.New(e.Ring)
+		e.Ring = e.overlay
+	}
+}
+
+// ShowRecovered lays r, what replay of the volume's journal would write
+// (jbd2.Scan), over every later read of the volume, under the cache, so
+// every mapping sees the recovered blocks however often its pages are
+// evicted and read again; the device is never written (writes through the
+// ring are refused, EROFS). It is ext.Config.ShowRecovered for a
+// read-only open on this engine, and must run before anything of the
+// volume that r changes is cached (ext.Open calls it before it reads
+// anything but the journal, through mappings it has closed). Only a
+// read-only engine can, and only once.
+func (e *Engine) ShowRecovered(r *jbd2.Replay) error {
+	if e.overlay == nil {
+		return fmt.Errorf("%w: a recovered view needs a read-only engine", ErrConfig)
+	}
+	blocks := make([]overlayring.Block, len(r.Homes))
+	for i, h := range r.Homes {
+		blocks[i] = overlayring.Block{Num: h.Home, Data: h.Data}
+	}
+	ov, err := overlayring.NewOverlay(r.BlockSize, blocks)
+	if err != nil {
+		return fmt.Errorf("engine: %w", err)
+	}
+	if err := e.overlay.Show(e.handle, ov); err != nil {
+		return fmt.Errorf("engine: %w", err)
+	}
 	return nil
 }
 

@@ -118,8 +118,14 @@ func openEngineVolume(vf *volumeFlags, stderr io.Writer, write bool) (_ *openedV
 // openExtOn opens the ext volume on an assembled engine (for writing, or
 // read-only), its errors naming the volume's path.
 func openExtOn(e *engine.Engine, path string, write, allowUnclean bool, logf func(string, ...any)) (*ext.Volume, error) {
-	vol, err := ext.Open(ext.Config{Device: e.Device, Cache: e.Cache, DeviceSize: e.Info.Size, SectorSize: e.Info.SectorSize,
-		ReadOnly: !write, AllowUnclean: allowUnclean, Logf: logf})
+	cfg := ext.Config{Device: e.Device, Cache: e.Cache, DeviceSize: e.Info.Size, SectorSize: e.Info.SectorSize,
+		ReadOnly: !write, AllowUnclean: allowUnclean, Logf: logf}
+	if !write {
+		// A journal that needs recovery is shown replayed, the device
+		// untouched.
+		cfg.ShowRecovered = e.ShowRecovered
+	}
+	vol, err := ext.Open(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("volume %s: %w", path, err)
 	}

@@ -47,6 +47,10 @@ type openOpts struct {
 	// unknownSize opens with DeviceSize -1, as a caller that does not
 	// know the size.
 	unknownSize bool
+	// preRecovery: a read-only open of a volume that needs recovery
+	// reads it as it is on the device (no Config.ShowRecovered), not
+	// as replay would leave it.
+	preRecovery bool
 }
 
 // openImage opens img through the engine's assembled stack (engine.Open:
@@ -54,21 +58,21 @@ type openOpts struct {
 // registered with it, a device, a cache) and the volume on it.
 func openImage(t testing.TB, img string, o openOpts) (*testVolume, error) {
 	t.Helper()
-	cfg := engine.Config{Write: o.rw, Backend: o.backend, RingEntries: 64, CacheBytes: o.cache, WrapRing: o.wrap, Logf: t.Logf}
-	if cfg.Backend == "" {
-		cfg.Backend = uring.BackendSync
+	ecfg := engine.Config{Write: o.rw, Backend: o.backend, RingEntries: 64, CacheBytes: o.cache, WrapRing: o.wrap, Logf: t.Logf}
+	if ecfg.Backend == "" {
+		ecfg.Backend = uring.BackendSync
 	}
-	if cfg.CacheBytes == 0 {
-		cfg.CacheBytes = 32 << 20
+	if ecfg.CacheBytes == 0 {
+		ecfg.CacheBytes = 32 << 20
 	}
 	if o.ringFor != nil {
 		f, size := openImageFile(t, img, o.rw)
 		r := o.ringFor(f)
-		cfg.Ring, cfg.File, cfg.Size = r, mustRegister(t, r, f), size
+		ecfg.Ring, ecfg.File, ecfg.Size = r, mustRegister(t, r, f), size
 	} else {
-		cfg.Path = img
+		ecfg.Path = img
 	}
-	eng, err := engine.Open(cfg)
+	eng, err := engine.Open(ecfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,8 +85,12 @@ func openImage(t testing.TB, img string, o openOpts) (*testVolume, error) {
 	if o.unknownSize {
 		size = -1
 	}
-	v, err := Open(Config{Device: eng.Device, Cache: eng.Cache, DeviceSize: size, ReadOnly: !o.rw, Logf: logf,
-		AllowUnclean: o.allowUnclean, SectorSize: o.sectorSize})
+	cfg := Config{Device: eng.Device, Cache: eng.Cache, DeviceSize: size, ReadOnly: !o.rw, Logf: logf,
+		AllowUnclean: o.allowUnclean, SectorSize: o.sectorSize}
+	if !o.rw && !o.preRecovery {
+		cfg.ShowRecovered = eng.ShowRecovered
+	}
+	v, err := Open(cfg)
 	if err != nil {
 		eng.Close() // a refused volume is not held: the test may open it again
 		return nil, err

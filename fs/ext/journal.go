@@ -136,6 +136,94 @@ func (d *MetaDevice) Blocks() uint64 { return d.blocks }
 // BlockSize implements jbd2.Device.
 func (d *MetaDevice) BlockSize() int { return 1 << d.blkbits }
 
+// recoveredSuperblock deals with a superblock that says needs_recovery
+// before Open goes on: a read-write open replays the journal, a read-only
+// one with Config.ShowRecovered shows what replay would write; either way
+// the superblock is read again, now as the journal leaves it. Otherwise sb
+// is returned as it is.
+func (v *Volume) recoveredSuperblock(sb *Superblock) (*Superblock, error) {
+	cfg := v.cfg
+	switch {
+	case !sb.HasIncompat(IncompatRecover):
+		return sb, nil
+	case !cfg.ReadOnly:
+		if err := recoverJournal(cfg, sb, v.logf); err != nil {
+			return nil, err
+		}
+	case whyNotShown(sb, cfg) != "":
+		return sb, nil // decideAccess says so
+	default:
+		if err := showRecovered(cfg, sb, v.logf); err != nil {
+			return nil, err
+		}
+		v.recoveredView = true
+	}
+	return loadSuperblock(cfg)
+}
+
+// whyNotShown says why a read-only open of a volume that needs recovery
+// cannot show the recovered state, or "" when it can.
+func whyNotShown(sb *Superblock, cfg Config) string {
+	switch {
+	case cfg.ShowRecovered == nil:
+		return "no recovered view was asked for"
+	case sb.JournalInum == 0 || sb.JournalDev != 0:
+		return fmt.Sprintf("the journal is on an external device (%#x), which this package does not read", sb.JournalDev)
+	case !sb.HasCompat(CompatHasJournal):
+		return "needs_recovery is set but the volume has no journal"
+	}
+	return ""
+}
+
+// MaxRecoveredView bounds the memory a read-only open of a volume that
+// needs recovery spends on the journal's unreplayed blocks (the overlay
+// holds each distinct home block once). A journal holding more is refused
+// with ErrNeedsRecovery: e2fsck or a read-write open replays it.
+const MaxRecoveredView = 256 << 20
+
+// showRecovered scans the journal of the volume whose superblock is sb,
+// on a mapping of its own that is closed again (nothing it read stays
+// cached), and hands what replay would write to cfg.ShowRecovered. The
+// device is not written.
+func showRecovered(cfg Config, sb *Superblock, logf func(string, ...any)) error {
+	var r *jbd2.Replay
+	err := onJournalMapping(cfg, sb, logf, "ext journal scan", func(v *Volume) (err error) {
+		r, err = v.scanJournal()
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if len(r.Homes) > 0 {
+		if err := cfg.ShowRecovered(r); err != nil {
+			return fmt.Errorf("%w: show the journal's blocks: %w", ErrNeedsRecovery, err)
+		}
+	}
+	logf("ext: journal needs recovery: %d transactions shown from the journal (read-only, device not written): %d blocks of %d KiB",
+		r.Stats.Transactions, len(r.Homes), r.Bytes()>>10)
+	logJournalNotes(logf, r.Stats)
+	return nil
+}
+
+// scanJournal is showRecovered on its mapping.
+func (v *Volume) scanJournal() (*jbd2.Replay, error) {
+	if err := v.loadGroups(); err != nil {
+		return nil, fmt.Errorf("ext: journal scan: %w", err)
+	}
+	log, err := v.journalLog()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNeedsRecovery, err)
+	}
+	r, err := jbd2.Scan(NewMetaDevice(v.meta, v.sb.BlocksCount), log, MaxRecoveredView)
+	switch {
+	case errors.Is(err, jbd2.ErrScanLimit):
+		return nil, fmt.Errorf("%w: %w: too much to show read-only; run e2fsck or open read-write", ErrNeedsRecovery, err)
+	case err != nil:
+		return nil, fmt.Errorf("%w: the journal cannot be shown read-only (replay would fail too): %w; run e2fsck", ErrNeedsRecovery, err)
+	}
+	return r, nil
+}
+
 // recoverJournal replays the journal of the volume whose superblock is sb
 // and clears needs_recovery, through a mapping of its own that is closed
 // (clean) when it returns, so Open then reads everything afresh. The
@@ -150,19 +238,26 @@ func recoverJournal(cfg Config, sb *Superblock, logf func(string, ...any)) error
 	if !sb.HasCompat(CompatHasJournal) {
 		return fmt.Errorf("%w: needs_recovery is set but the volume has no journal; run e2fsck", ErrNeedsRecovery)
 	}
+	return onJournalMapping(cfg, sb, logf, "ext journal recovery", (*Volume).replayJournal)
+}
+
+// onJournalMapping runs fn on a bare read-only Volume of sb over a linear
+// mapping of the whole device, and closes the mapping after: it must be
+// clean then (fn flushed what it wrote), and its pages leave the cache.
+func onJournalMapping(cfg Config, sb *Superblock, logf func(string, ...any), name string, fn func(*Volume) error) error {
 	v := &Volume{cfg: cfg, logf: logf, sb: sb, blkbits: uint(10 + sb.LogBlockSize), readOnly: true, nodes: map[uint32]*node{}}
 	v.blockBufs.New = func() any { b := make([]byte, sb.BlockSize); return &b }
 	var err error
 	v.meta, err = mpage.NewMapping(mpage.MappingConfig{
 		Device: cfg.Device, Cache: cfg.Cache, Mapper: mpage.LinearMapper{Blocks: sb.BlocksCount},
-		BlockSize: sb.BlockSize, Size: int64(sb.BlocksCount) << v.blkbits, Name: "ext journal recovery",
+		BlockSize: sb.BlockSize, Size: int64(sb.BlocksCount) << v.blkbits, Name: name,
 	})
 	if err != nil {
-		return fmt.Errorf("ext: recovery: %w", err)
+		return fmt.Errorf("ext: %s: %w", name, err)
 	}
-	err = v.replayJournal()
+	err = fn(v)
 	if cerr := v.meta.Close(); err == nil && cerr != nil {
-		err = fmt.Errorf("ext: recovery: %w", cerr)
+		err = fmt.Errorf("ext: %s: %w", name, cerr)
 	}
 	return err
 }
@@ -189,13 +284,19 @@ func (v *Volume) replayJournal() error {
 		v.logf("ext: journal replayed: %d transactions (IDs %d..%d), %d blocks written home, %d revoked copies skipped (%d revoke records)",
 			st.Transactions, st.Start, st.End-1, st.Blocks, st.Revoked, st.RevokeRecords)
 	}
+	logJournalNotes(v.logf, st)
+	return v.clearNeedsRecovery(dev)
+}
+
+// logJournalNotes logs what a replay or scan found beyond its counts: a
+// log that ended at a failed checksum, an error the journal recorded.
+func logJournalNotes(logf func(string, ...any), st jbd2.Stats) {
 	if st.ChecksumEnd {
-		v.logf("ext: journal: the log ended at a transaction that failed its checksums (%s); it was not replayed", st.EndReason)
+		logf("ext: journal: the log ended at a transaction that failed its checksums (%s); it was not replayed", st.EndReason)
 	}
 	if st.Errno != 0 {
-		v.logf("ext: the journal recorded error %d (the file system aborted it): run e2fsck -f", st.Errno)
+		logf("ext: the journal recorded error %d (the file system aborted it): run e2fsck -f", st.Errno)
 	}
-	return v.clearNeedsRecovery(dev)
 }
 
 // clearNeedsRecovery clears needs_recovery in the superblock as replay

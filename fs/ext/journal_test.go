@@ -269,6 +269,8 @@ func TestJournalReplayKernel(t *testing.T) {
 			out, err := testenv.Output("e2fsck", "-fy", byFsck)
 			t.Logf("e2fsck -fy of the other copy: %v\n%s", err, out)
 
+			view, _ := roView(t, crash, false)
+			sameTree(t, "read-only view (the kernel's journal shown, not replayed) vs the kernel's view", view, model)
 			v, tx, blocks := replayOpen(t, crash)
 			if tx == 0 || blocks == 0 {
 				t.Fatalf("replayed %d transactions, %d blocks: want some", tx, blocks)

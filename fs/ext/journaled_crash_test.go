@@ -211,10 +211,13 @@ func TestJournaledCrash(t *testing.T) {
 	}
 }
 
-// checkCut replays the cut image img three ways and checks them.
+// checkCut replays the cut image img three ways and checks them, and that
+// a read-only open before any of them showed the same tree (device
+// untouched).
 func checkCut(t *testing.T, typ, img, cut string, acked []ackedFile) {
 	t.Helper()
 	byKernel, byFsck := copyFile(t, img), copyFile(t, img)
+	view, _ := roView(t, img, false)
 	v := mustOpenImage(t, img, openOpts{rw: true})
 	for _, a := range acked {
 		readBack(t, v, a.path, a.data)
@@ -223,6 +226,7 @@ func checkCut(t *testing.T, typ, img, cut string, acked []ackedFile) {
 	if err := v.Close(); err != nil {
 		t.Fatalf("%s: close: %v", cut, err)
 	}
+	sameTree(t, fmt.Sprintf("%s: read-only view (journal shown, not replayed) vs our replay", cut), view, ours)
 	if out, err := testenv.Output("e2fsck", "-fn", img); err != nil {
 		t.Fatalf("%s: e2fsck -fn after our replay: %v\n%s", cut, err, out)
 	}

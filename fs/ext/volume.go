@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mpaged/mpaged/fs/ext/jbd2"
 	"github.com/mpaged/mpaged/mpage"
 )
 
@@ -57,6 +58,19 @@ type Config struct {
 	// whose blocks are smaller than that; every later read and write is
 	// in file-system blocks, so nothing else needs it.
 	SectorSize int
+	// ShowRecovered lets a read-only Open show a volume whose journal
+	// needs recovery as replay would leave it, without writing the
+	// device. When the superblock says needs_recovery and the journal is
+	// internal, Open scans the journal (jbd2.Scan: what replay would
+	// write, at most MaxRecoveredView bytes of it) through mappings it
+	// closes again, so nothing of the device stays cached, and hands the
+	// result to ShowRecovered, which must make every later read of the
+	// device see those blocks (engine.Engine.ShowRecovered lays them under
+	// the ring); Open then reads the superblock and everything else
+	// through that view. Nil keeps the volume as it is on the device,
+	// before the unreplayed transactions (logged). Read-write opens replay
+	// instead and ignore it.
+	ShowRecovered func(*jbd2.Replay) error
 }
 
 // metaReadahead is the metadata mapping's readahead window in pages:
@@ -127,6 +141,9 @@ type Volume struct {
 	// back, so only a volume that was clean at open ends clean.
 	openState uint16
 	wasClean  bool
+	// recoveredView: the volume is read through an overlay of its
+	// journal's unreplayed blocks (Config.ShowRecovered).
+	recoveredView bool
 	// needLargeFile: a file reached 2 GiB on a volume without large_file;
 	// the next superblock write sets the feature.
 	needLargeFile atomic.Bool
@@ -164,14 +181,8 @@ func Open(cfg Config) (*Volume, error) {
 	if err != nil {
 		return nil, err
 	}
-	if sb.HasIncompat(IncompatRecover) && !cfg.ReadOnly {
-		// Replay first, then read the superblock the journal left.
-		if err := recoverJournal(cfg, sb, v.logf); err != nil {
-			return nil, err
-		}
-		if sb, err = loadSuperblock(cfg); err != nil {
-			return nil, err
-		}
+	if sb, err = v.recoveredSuperblock(sb); err != nil {
+		return nil, err
 	}
 	v.sb = sb
 	v.blkbits = uint(10 + sb.LogBlockSize)
@@ -333,7 +344,10 @@ func (v *Volume) decideAccess() error {
 		if !v.cfg.ReadOnly {
 			return fmt.Errorf("%w: the journal holds unreplayed transactions; run e2fsck first or open read-only", ErrNeedsRecovery)
 		}
-		v.logf("ext: journal needs recovery: reading the volume as it was before the unreplayed transactions (open it read-write or run e2fsck to replay them)")
+		if !v.recoveredView {
+			v.logf("ext: journal needs recovery: reading the volume as it was before the unreplayed transactions (%s; open it read-write or run e2fsck to replay them)",
+				whyNotShown(sb, v.cfg))
+		}
 	}
 	if unknown := sb.ROCompat &^ knownROCompat; unknown != 0 && !v.cfg.ReadOnly {
 		return fmt.Errorf("%w: unknown RO_COMPAT features %s", ErrReadOnly, unknown)

@@ -76,8 +76,12 @@ func Open(t testing.TB, o Options) (*Volume, error) {
 	if v.Eng, err = engine.Open(cfg); err != nil {
 		return nil, err
 	}
-	if v.Vol, err = ext.Open(ext.Config{Device: v.Eng.Device, Cache: v.Eng.Cache, DeviceSize: v.Eng.Info.Size,
-		SectorSize: v.Eng.Info.SectorSize, ReadOnly: o.ReadOnly, Logf: t.Logf}); err != nil {
+	ecfg := ext.Config{Device: v.Eng.Device, Cache: v.Eng.Cache, DeviceSize: v.Eng.Info.Size,
+		SectorSize: v.Eng.Info.SectorSize, ReadOnly: o.ReadOnly, Logf: t.Logf}
+	if o.ReadOnly {
+		ecfg.ShowRecovered = v.Eng.ShowRecovered
+	}
+	if v.Vol, err = ext.Open(ecfg); err != nil {
 		v.Eng.Close()
 		return nil, err
 	}

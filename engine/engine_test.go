@@ -8,9 +8,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/mpaged/mpaged/fs/ext/jbd2"
 	"github.com/mpaged/mpaged/internal/testenv"
 	"github.com/mpaged/mpaged/mpage"
 	"github.com/mpaged/mpaged/uring"
@@ -263,3 +265,52 @@ func TestOpenPicksRingByDevice(t *testing.T) {
 		})
 	}
 }
+
+// TestShowRecovered: a read-only engine shows a journal's replay over
+// every mapping's reads (the page cache above it sees the overlaid blocks,
+// evicted or not), refuses writes of the volume, says so in its backend's
+// name, and takes one overlay only; a read-write engine refuses one.
+func TestShowRecovered(t *testing.T) {
+	img := testenv.SparseFile(t, 1<<20)
+	rw := openT(t, Config{Path: img, Write: true, Backend: uring.BackendSync, CacheBytes: 1 << 20})
+	replay := &jbd2.Replay{BlockSize: 4096, Homes: []jbd2.HomeBlock{{Home: 3, Data: bytes.Repeat([]byte{0x33}, 4096)}}}
+	if err := rw.ShowRecovered(replay); !errors.Is(err, ErrConfig) {
+		t.Fatalf("read-write engine: %v, want ErrConfig", err)
+	}
+	rw.Close()
+	e := openT(t, Config{Path: img, Backend: uring.BackendSync, CacheBytes: 1 << 20})
+	if b := e.Ring.Features().Backend; b != uring.BackendSync {
+		t.Errorf("backend %q before an overlay, want %q", b, uring.BackendSync)
+	}
+	if err := e.ShowRecovered(replay); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.ShowRecovered(replay); err == nil {
+		t.Error("a second overlay was taken")
+	}
+	if b := e.Ring.Features().Backend; b != "overlay(sync)" {
+		t.Errorf("backend %q with an overlay", b)
+	}
+	m, err := mpage.NewMapping(mpage.MappingConfig{Device: e.Device, Cache: e.Cache,
+		Mapper: mpage.LinearMapper{Blocks: 256}, BlockSize: 1024, Size: 1 << 20, Name: "raw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	got := make([]byte, 3*4096)
+	if _, err := m.ReadAt(got, 2*4096); err != nil {
+		t.Fatal(err)
+	}
+	want := append(append(make([]byte, 4096), replay.Homes[0].Data...), make([]byte, 4096)...)
+	if !bytes.Equal(got, want) {
+		t.Error("blocks 2..4 through the cache: the overlay of block 3 is not where it belongs")
+	}
+	c := &collect{done: make(chan *uring.Request, 1)}
+	if err := e.Ring.Submit(&uring.Request{Op: uring.OpWrite, File: e.handle, Offset: 0, Buf: make([]byte, 4096), BufIndex: uring.NoBuffer, Handler: c}); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("a write under the overlay: %v, want EROFS", err)
+	}
+}
+
+type collect struct{ done chan *uring.Request }
+
+func (c *collect) Complete(q *uring.Request) { c.done <- q }

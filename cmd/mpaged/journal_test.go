@@ -143,3 +143,55 @@ func TestServeJournaled(t *testing.T) {
 		}
 	}
 }
+
+// TestLsCatShowRecovered: after a daemon writing a journaled volume is
+// killed (SIGKILL) with a synced file in the log only, `mpaged ls` and
+// `mpaged cat` (read-only), and `mpaged serve --read-only`, show the file
+// as replay would leave it, say
+// in one line that the journal was shown and not replayed, and leave the
+// image byte for byte as it was (still needing recovery).
+func TestLsCatShowRecovered(t *testing.T) {
+	testenv.RequireTool(t, "mke2fs")
+	testenv.RequireTool(t, "dumpe2fs")
+	dir := t.TempDir()
+	img := filepath.Join(dir, "journaled.img")
+	testenv.Run(t, "mke2fs", "-q", "-F", "-t", "ext4", img, "64M")
+	want := make([]byte, 70001)
+	rand.NewChaCha8([32]byte{7}).Read(want)
+	d := testenv.StartDaemon(t, dir, "--volume", img, "--cache", "16MiB")
+	d.Must(201, "POST", "/v1/mkdir/in-log", nil)
+	d.Must(201, "PUT", "/v1/files/in-log/synced?sync=1", bytes.NewReader(want))
+	d.Stop(syscall.SIGKILL)
+	if hdr := testenv.Run(t, "dumpe2fs", "-h", img); !strings.Contains(hdr, "needs_recovery") {
+		t.Fatalf("after SIGKILL the volume does not need recovery:\n%s", hdr)
+	}
+	before, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := runCmd("ls", "--volume", img, "--ring", "sync", "/in-log")
+	if code != 0 || out != "-        70001 synced\n" {
+		t.Fatalf("ls /in-log: exit %d, %q, %s", code, out, errs)
+	}
+	if !strings.Contains(errs, "transactions shown from the journal (read-only, device not written)") {
+		t.Errorf("ls did not say the journal was shown:\n%s", errs)
+	}
+	code, out, errs = runCmd("cat", "--volume", img, "/in-log/synced")
+	if code != 0 || out != string(want) {
+		t.Fatalf("cat /in-log/synced: exit %d, %d bytes (want %d), %s", code, len(out), len(want), errs)
+	}
+	ro := testenv.StartDaemon(t, dir, "--volume", img, "--read-only", "--cache", "16MiB")
+	if got := ro.Must(200, "GET", "/v1/files/in-log/synced", nil); !bytes.Equal(got, want) {
+		t.Fatalf("serve --read-only: GET: %d bytes, want %d", len(got), len(want))
+	}
+	if code := ro.Stop(syscall.SIGTERM); code != 0 {
+		t.Fatalf("serve --read-only: SIGTERM: exit %d\n%s", code, ro.Stderr.String())
+	}
+	after, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(before, after) {
+		t.Fatal("ls, cat or serve --read-only changed the image")
+	}
+}

@@ -29,6 +29,18 @@
 // warn (through Logf) when another process writes the volume or the kernel
 // has it mounted read-write, since what they read may change under them.
 //
+// # Read-only opens of a volume that needs recovery
+//
+// A read-only Engine's ring is wrapped in a uring/overlayring, transparent
+// (a range check per request) until ShowRecovered lays a journal's replay
+// (jbd2.Scan, handed over by ext.Open through ext.Config.ShowRecovered)
+// over the volume's reads. Everything above the ring (the cache, every
+// mapping, pages evicted and read again) then sees the recovered volume;
+// the device is never written, and writes through the ring fail EROFS.
+//
+//	cfg := ext.Config{Device: e.Device, Cache: e.Cache, ReadOnly: true,
+//		ShowRecovered: e.ShowRecovered, ...}
+//
 // # Concurrency
 //
 // An Engine's parts are safe for concurrent use as their packages say.

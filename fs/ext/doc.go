@@ -129,8 +129,19 @@
 // replay, flush, empty log, flush), then clears needs_recovery, flushes,
 // logs "journal replayed: N transactions ..., M blocks written home, R
 // revoked copies skipped", and opens the volume as the journal left it. A
-// read-only Open writes nothing: it reads the volume as it is on the
-// device, before the unreplayed transactions, and logs that it does. An
+// read-only Open writes nothing. Given Config.ShowRecovered (the engine's
+// ShowRecovered: cmd/mpaged's ls, cat and serve --read-only set it) it
+// shows the recovered state: jbd2.Scan walks the log exactly as Recover
+// does and returns each home block's last committed copy (at most
+// MaxRecoveredView bytes, else ErrNeedsRecovery), the hook lays them under
+// the ring (uring/overlayring), and Open reads the superblock and
+// everything after through them; it logs "journal needs recovery: N
+// transactions shown from the journal (read-only, device not written)". A
+// journal that cannot be scanned (a bad tag checksum, a corrupt log, an
+// unsupported feature) refuses the open, as replay would fail. Without
+// the hook, or with an external journal, it reads the volume as it is on
+// the device, before the unreplayed transactions (which a kill -9 can
+// leave inconsistent), and logs that it does. A read-write Open of an
 // external journal needing recovery is refused (ErrNeedsRecovery naming
 // it). A read-write Open then releases the orphan list (releaseOrphans:
 // left by a crash with unlinked open files, ours or a kernel's), each

@@ -157,8 +157,9 @@ const knownROCompat = ROCompatSparseSuper | ROCompatLargeFile | ROCompatBtreeDir
 //     must not touch.
 //
 // needs_recovery: a read-write Open replays the journal first (see
-// journal.go), which clears it; an external journal still needing
-// recovery is refused (ErrNeedsRecovery).
+// journal.go), which clears it; a read-only one with Config.ShowRecovered
+// shows what replay would write without writing; an external journal
+// still needing recovery is refused read-write (ErrNeedsRecovery).
 const (
 	writeCompat = CompatDirPrealloc | CompatImagicInodes | CompatExtAttr | CompatResizeInode |
 		CompatDirIndex | CompatLazyBG | CompatSparseSuper2 | CompatStableInodes

@@ -15,16 +15,22 @@ import (
 // A read-write Open of a volume whose superblock says needs_recovery
 // replays the internal journal first (recoverJournal), then reads the
 // superblock again, now as the last committed transaction left it, and
-// opens as usual. A read-only Open does not write the device: it reads the
-// volume as it is on the device, before the unreplayed transactions, and
-// says so through Logf. An in-memory overlay of the replayed blocks would
-// show the recovered state, but it would have to sit under every mapping
-// (directory and symbolic-link blocks, journaled as metadata, are read
-// through their inode's own mapping, not the metadata mapping) and
-// survive page eviction: that is the device layer's job, not this
-// package's, so it is not done. External journals (the journal on
-// another device: s_journal_dev, no journal inode) are refused for
-// read-write by name, as before.
+// opens as usual. A read-only Open does not write the device. With
+// Config.ShowRecovered it shows the recovered state anyway (showRecovered):
+// jbd2.Scan, Recover's walk without the writes, finds each home block's
+// last committed copy, read into memory (bounded by MaxRecoveredView), and
+// the hook lays them over the device's reads below the page cache (the
+// engine's uring/overlayring). The overlay has to sit there, not in this
+// package: directory and symbolic-link blocks, journaled as metadata, are
+// read through their inode's own mapping, not the metadata mapping, and
+// any page may be evicted and read again. The scan runs on a mapping of
+// its own that is closed before the hook, so nothing read before the
+// overlay stays cached; then the superblock is read again, through it.
+// Without the hook (or with an external journal) a read-only Open reads
+// the volume as it is on the device, before the unreplayed transactions,
+// and says so through Logf. External journals (the journal on another
+// device: s_journal_dev, no journal inode) are refused for read-write by
+// name, as before.
 
 // JournalLog returns the internal journal's block map: the extents (or
 // block pointers) of inode s_journal_inum, collected into runs.

@@ -48,6 +48,12 @@
 // reported (ErrChecksum) after the rest is replayed, and the log is then
 // left as it was.
 //
+// Scan is the same walk (the same passes and checks, one implementation)
+// without the writes: it returns each home block's last committed copy,
+// as replay would leave it, for a read-only open to show (fs/ext, with
+// uring/overlayring under the engine), and the same Stats and errors as
+// Recover. Its copies are held in memory, up to a limit (ErrScanLimit).
+//
 // Writing (Journal): Commit writes one transaction (revoke blocks, then
 // descriptors each followed by the copies they tag, escaped where needed,
 // then the commit block, with the checksums the journal's features call

@@ -187,6 +187,9 @@ func whyNotShown(sb *Superblock, cfg Config) string {
 // with ErrNeedsRecovery: e2fsck or a read-write open replays it.
 const MaxRecoveredView = 256 << 20
 
+// recoveredViewLimit is MaxRecoveredView; tests lower it.
+var recoveredViewLimit int64 = MaxRecoveredView
+
 // showRecovered scans the journal of the volume whose superblock is sb,
 // on a mapping of its own that is closed again (nothing it read stays
 // cached), and hands what replay would write to cfg.ShowRecovered. The
@@ -220,7 +223,7 @@ func (v *Volume) scanJournal() (*jbd2.Replay, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNeedsRecovery, err)
 	}
-	r, err := jbd2.Scan(NewMetaDevice(v.meta, v.sb.BlocksCount), log, MaxRecoveredView)
+	r, err := jbd2.Scan(NewMetaDevice(v.meta, v.sb.BlocksCount), log, recoveredViewLimit)
 	switch {
 	case errors.Is(err, jbd2.ErrScanLimit):
 		return nil, fmt.Errorf("%w: %w: too much to show read-only; run e2fsck or open read-write", ErrNeedsRecovery, err)

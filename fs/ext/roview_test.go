@@ -3,6 +3,7 @@ package ext
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -237,5 +238,23 @@ func TestReadOnlyCorruptCommit(t *testing.T) {
 	sameTree(t, "read-only view vs replayed, corrupt last commit", view, replayed)
 	if _, ok := good["after"]; !ok {
 		t.Error("the intact log's replay lacks the last transaction's file")
+	}
+}
+
+// TestReadOnlyRecoveredViewLimit: a journal whose unreplayed blocks take
+// more than the limit refuses the read-only open (ErrNeedsRecovery, saying
+// what to do) and leaves the image as it was.
+func TestReadOnlyRecoveredViewLimit(t *testing.T) {
+	img := recoveryImage(t, "ext4", 4096, false)
+	before := fileSum(t, img)
+	old := recoveredViewLimit
+	recoveredViewLimit = 4 * 4096
+	t.Cleanup(func() { recoveredViewLimit = old })
+	_, err := openImage(t, img, openOpts{readOnly: true})
+	if !errors.Is(err, ErrNeedsRecovery) || !errors.Is(err, jbd2.ErrScanLimit) || !strings.Contains(err.Error(), "run e2fsck or open read-write") {
+		t.Fatalf("read-only open past the limit: %v", err)
+	}
+	if fileSum(t, img) != before {
+		t.Fatal("the refused open changed the image")
 	}
 }

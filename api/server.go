@@ -100,10 +100,12 @@ func (s *Server) SetShuttingDown() { s.shutting.Store(true) }
 // NewHTTPServer is an http.Server for the API with its header limits and
 // timeouts: slow or idle clients are cut off; bodies are bounded per
 // chunk by IdleTimeout instead of a whole-request deadline, so large
-// transfers work at any steady speed.
+// transfers work at any steady speed. Serve it a listener from
+// WrapListener, so that small answers go out in one write.
 func (s *Server) NewHTTPServer() *http.Server {
 	return &http.Server{
 		Handler:           s.handler,
+		ConnContext:       ConnContext,
 		ReadHeaderTimeout: min(10*time.Second, s.cfg.IdleTimeout),
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,

@@ -31,10 +31,12 @@ func rangeFileContent() string {
 
 // daemonStack serves content at /v1/files/f through the API as the
 // daemon stacks it: metrics middleware on every route, a logger at warn
-// (the bench's --log-level), no token.
+// (the bench's --log-level) unless cfg has one, no token.
 func daemonStack(tb testing.TB, content string, cfg api.Config) *apitest.Env {
 	cfg.Instrument = metrics.New(metrics.Options{}).Instrument
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
 	return apitest.New(tb, apitest.Options{Tree: map[string]string{"f": content}, Cfg: cfg})
 }
 

@@ -16,10 +16,15 @@ import (
 	"github.com/mpaged/mpaged/fs/ext"
 )
 
-// volumePath is the volume path a /v1 URL names: "/" plus the decoded
-// rest of the URL path after the route's prefix ("/" for none).
+// volumePath is the volume path a /v1 URL names: the decoded rest of the
+// URL path from the slash that ends the route's prefix ("/" for none).
+// The routes are prefix patterns ("/v1/files/"), not wildcards: the mux
+// then builds no path values, and this is a substring, not a copy.
 func volumePath(r *http.Request) string {
-	return "/" + r.PathValue("path")
+	if pre := r.Pattern; pre != "" && strings.HasPrefix(r.URL.Path, pre) {
+		return r.URL.Path[len(pre)-1:]
+	}
+	return "" // not reached through its route's prefix: the volume refuses it (400)
 }
 
 // etag names one version of a file: inode and generation say which file,

@@ -162,10 +162,10 @@ func checkWrites(t *testing.T, e *apitest.Env, content string, wrap bool) {
 
 // smallRangeAllocsMax bounds the allocations of a 4 KiB ranged GET of a
 // cached file through the daemon's stack, server and (allocation-free)
-// client together: 35 now, most of them net/http's request parsing, its
-// header snapshot and the mux's path values; 65 before the small-range
+// client together: 33 now, most of them net/http's request parsing and
+// its header snapshot, then the path walk; 66 before the small-range
 // path.
-const smallRangeAllocsMax = 40
+const smallRangeAllocsMax = 38
 
 // TestSmallRangeAllocs: a 4 KiB ranged GET stays within
 // smallRangeAllocsMax allocations (meaningless under -race, which drops

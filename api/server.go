@@ -124,10 +124,10 @@ type route struct {
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	for _, rt := range []route{
-		{"files", "/v1/files/{path...}", map[string]http.HandlerFunc{
+		{"files", "/v1/files/", map[string]http.HandlerFunc{
 			http.MethodGet: s.getFile, http.MethodHead: s.getFile, http.MethodPut: s.putFile, http.MethodDelete: s.deleteFile}, true},
-		{"mkdir", "/v1/mkdir/{path...}", map[string]http.HandlerFunc{http.MethodPost: s.mkdir}, true},
-		{"fsync", "/v1/fsync/{path...}", map[string]http.HandlerFunc{http.MethodPost: s.fsync}, true},
+		{"mkdir", "/v1/mkdir/", map[string]http.HandlerFunc{http.MethodPost: s.mkdir}, true},
+		{"fsync", "/v1/fsync/", map[string]http.HandlerFunc{http.MethodPost: s.fsync}, true},
 		{"sync", "/v1/sync", map[string]http.HandlerFunc{http.MethodPost: s.sync}, true},
 		{"healthz", "/healthz", map[string]http.HandlerFunc{http.MethodGet: s.healthz, http.MethodHead: s.healthz}, false},
 		{"readyz", "/readyz", map[string]http.HandlerFunc{http.MethodGet: s.readyz, http.MethodHead: s.readyz}, false},

@@ -162,10 +162,10 @@ func checkWrites(t *testing.T, e *apitest.Env, content string, wrap bool) {
 
 // smallRangeAllocsMax bounds the allocations of a 4 KiB ranged GET of a
 // cached file through the daemon's stack, server and (allocation-free)
-// client together: 31 now, most of them net/http's request parsing and
+// client together: 29 now, most of them net/http's request parsing and
 // its header snapshot, then the path walk; 66 before the small-range
 // path.
-const smallRangeAllocsMax = 38
+const smallRangeAllocsMax = 35
 
 // TestSmallRangeAllocs: a 4 KiB ranged GET stays within
 // smallRangeAllocsMax allocations (meaningless under -race, which drops

@@ -558,3 +558,32 @@ func TestGetReadErrorIsJSON(t *testing.T) {
 		t.Errorf("HEAD: %d %v", resp.StatusCode, resp.Header)
 	}
 }
+
+// TestRoutePaths: the volume path is the decoded URL path after the
+// route's prefix, escaped slashes and letters included, as the mux's
+// path values gave it before the routes became prefix patterns (the same
+// table answered the same on main).
+func TestRoutePaths(t *testing.T) {
+	e := apitest.New(t, apitest.Options{Tree: map[string]string{"f": "data", "d/x": "x", "a b": "ab"}})
+	for _, tc := range []struct {
+		method, path string
+		status       int
+		body         string // a substring of the answer
+	}{
+		{"GET", "/v1/files/d%2Fx", 200, "x"},
+		{"GET", "/v1/%66iles/f", 200, "data"},
+		{"GET", "/v1/files/a%20b", 200, "ab"},
+		{"GET", "/v1/files/%64/x", 200, "x"},
+		{"GET", "/v1/files%2Ff", 404, "no such route"},
+		{"GET", "/v1/files", 200, `"path":"/"`},
+		{"GET", "/v1/files/d%2F", 200, `"path":"/d/"`},
+		{"POST", "/v1/fsync/f", 200, `"path":"/f"`},
+		{"POST", "/v1/mkdir/", 400, "invalid_path"},
+		{"POST", "/v1/mkdir/d%2Fy", 201, `"path":"/d/y"`},
+	} {
+		resp, b := e.Do(tc.method, tc.path, nil)
+		if resp.StatusCode != tc.status || !strings.Contains(string(b), tc.body) {
+			t.Errorf("%s %s: %d %q, want %d with %q", tc.method, tc.path, resp.StatusCode, b, tc.status, tc.body)
+		}
+	}
+}

@@ -28,12 +28,11 @@ func (s *Server) davRoute() http.Handler {
 				return
 			}
 		}
-		release, e := s.admit(r)
-		if e != nil {
+		if e := s.admit(r); e != nil {
 			writeError(w, e)
 			return
 		}
-		defer release()
+		defer s.release()
 		// Every WebDAV method may carry a body (PROPFIND, LOCK and
 		// PROPPATCH bodies are XML): all are bounded alike.
 		r.Body = struct {

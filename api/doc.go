@@ -59,4 +59,14 @@
 //
 // A Server is safe for concurrent use; SetShuttingDown may be called from
 // a signal handler goroutine.
+//
+// # Serving
+//
+// Serve the API with NewHTTPServer on a listener from WrapListener: a GET
+// of one range of at most 64 KiB without conditional headers is read
+// whole from the page cache before its answer starts (a read error is
+// still a JSON 500), and its header and body are then sent in one write
+// instead of net/http's two. Its status and headers are ServeContent's for
+// the same range. On any other listener the same answers go out as
+// net/http writes them.
 package api

@@ -100,10 +100,12 @@ func (s *Server) SetShuttingDown() { s.shutting.Store(true) }
 // NewHTTPServer is an http.Server for the API with its header limits and
 // timeouts: slow or idle clients are cut off; bodies are bounded per
 // chunk by IdleTimeout instead of a whole-request deadline, so large
-// transfers work at any steady speed.
+// transfers work at any steady speed. Serve it a listener from
+// WrapListener, so that small answers go out in one write.
 func (s *Server) NewHTTPServer() *http.Server {
 	return &http.Server{
 		Handler:           s.handler,
+		ConnContext:       ConnContext,
 		ReadHeaderTimeout: min(10*time.Second, s.cfg.IdleTimeout),
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
@@ -122,10 +124,10 @@ type route struct {
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	for _, rt := range []route{
-		{"files", "/v1/files/{path...}", map[string]http.HandlerFunc{
+		{"files", "/v1/files/", map[string]http.HandlerFunc{
 			http.MethodGet: s.getFile, http.MethodHead: s.getFile, http.MethodPut: s.putFile, http.MethodDelete: s.deleteFile}, true},
-		{"mkdir", "/v1/mkdir/{path...}", map[string]http.HandlerFunc{http.MethodPost: s.mkdir}, true},
-		{"fsync", "/v1/fsync/{path...}", map[string]http.HandlerFunc{http.MethodPost: s.fsync}, true},
+		{"mkdir", "/v1/mkdir/", map[string]http.HandlerFunc{http.MethodPost: s.mkdir}, true},
+		{"fsync", "/v1/fsync/", map[string]http.HandlerFunc{http.MethodPost: s.fsync}, true},
 		{"sync", "/v1/sync", map[string]http.HandlerFunc{http.MethodPost: s.sync}, true},
 		{"healthz", "/healthz", map[string]http.HandlerFunc{http.MethodGet: s.healthz, http.MethodHead: s.healthz}, false},
 		{"readyz", "/readyz", map[string]http.HandlerFunc{http.MethodGet: s.readyz, http.MethodHead: s.readyz}, false},
@@ -195,12 +197,11 @@ func (s *Server) dispatch(rt route) http.Handler {
 			return
 		}
 		if rt.v1 {
-			release, err := s.admit(r)
-			if err != nil {
+			if err := s.admit(r); err != nil {
 				writeError(w, err)
 				return
 			}
-			defer release()
+			defer s.release()
 		}
 		h(w, r)
 	})
@@ -221,28 +222,31 @@ func (s *Server) authorized(r *http.Request) bool {
 }
 
 // admit takes a concurrency slot, waiting up to QueueTimeout, or refuses
-// the request while shutting down.
-func (s *Server) admit(r *http.Request) (func(), *Error) {
+// the request while shutting down. An admitted request gives its slot
+// back with release.
+func (s *Server) admit(r *http.Request) *Error {
 	if s.shutting.Load() {
-		return nil, errShuttingDown
+		return errShuttingDown
 	}
-	release := func() { <-s.slots }
 	select {
 	case s.slots <- struct{}{}:
-		return release, nil
+		return nil
 	default:
 	}
 	t := time.NewTimer(s.cfg.QueueTimeout)
 	defer t.Stop()
 	select {
 	case s.slots <- struct{}{}:
-		return release, nil
+		return nil
 	case <-t.C:
-		return nil, apiError(http.StatusServiceUnavailable, "busy", "too many requests in progress; retry later")
+		return apiError(http.StatusServiceUnavailable, "busy", "too many requests in progress; retry later")
 	case <-r.Context().Done():
-		return nil, apiError(http.StatusServiceUnavailable, "busy", "client went away while waiting for a turn")
+		return apiError(http.StatusServiceUnavailable, "busy", "client went away while waiting for a turn")
 	}
 }
+
+// release gives back the slot admit took.
+func (s *Server) release() { <-s.slots }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -302,9 +306,14 @@ func (sw *statusWriter) Write(p []byte) (int, error) {
 
 func (sw *statusWriter) Unwrap() http.ResponseWriter { return sw.ResponseWriter }
 
-// accessLog writes one line per request.
+// accessLog writes one line per request (when the logger takes Info;
+// otherwise it costs nothing).
 func (s *Server) accessLog(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.log.Enabled(r.Context(), slog.LevelInfo) {
+			next.ServeHTTP(w, r)
+			return
+		}
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
 		next.ServeHTTP(sw, r)

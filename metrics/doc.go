@@ -7,7 +7,8 @@
 //     metrics (Bios and pages per Bio, per-block fallback and why, errors,
 //     the page cache, Bio allocation, page frames, the ring and its latency
 //     histograms, the volume);
-//   - the HTTP middleware Instrument, for the API's routes;
+//   - the HTTP middleware Instrument, for the API's routes (promhttp's
+//     series and labels, recorded without its per-request label maps);
 //   - state gauges the daemon sets: mpaged_up (ready), read-only, clean.
 //
 // # Reading the engine

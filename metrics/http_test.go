@@ -102,3 +102,49 @@ func TestInstrumentNeedsRoute(t *testing.T) {
 	}()
 	New(Options{}).Instrument("", http.NotFoundHandler())
 }
+
+// TestMethodLabel: the method label is promhttp's: standard methods in
+// upper or lower case, WebDAV's in any case, anything else "unknown".
+func TestMethodLabel(t *testing.T) {
+	for _, tc := range []struct{ method, label string }{
+		{"GET", "get"}, {"get", "get"}, {"Get", "unknown"}, {"PATCH", "patch"}, {"NOTIFY", "notify"},
+		{"PROPFIND", "propfind"}, {"PropFind", "propfind"}, {"unlock", "unlock"}, {"BREW", "unknown"}, {"", "unknown"},
+	} {
+		if got := methodLabels[methodIndex(tc.method)]; got != tc.label {
+			t.Errorf("%q: label %q, want %q", tc.method, got, tc.label)
+		}
+	}
+}
+
+// nopWriter is a ResponseWriter that keeps nothing.
+type nopWriter struct{ h http.Header }
+
+func (w nopWriter) Header() http.Header         { return w.h }
+func (w nopWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (w nopWriter) WriteHeader(int)             {}
+
+// TestInstrumentAllocs: once a route, method and code have been seen, a
+// request costs the middleware one allocation (its response writer), and
+// the series still count it.
+func TestInstrumentAllocs(t *testing.T) {
+	m := New(Options{})
+	body := make([]byte, 4096)
+	h := m.Instrument("files", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusPartialContent)
+		w.Write(body)
+	}))
+	req := httptest.NewRequest(http.MethodGet, "/v1/files/f", nil)
+	w := nopWriter{h: http.Header{}}
+	const runs = 100
+	allocs := testing.AllocsPerRun(runs, func() { h.ServeHTTP(w, req) })
+	if allocs > 1 {
+		t.Errorf("%v allocations per instrumented request, want at most 1", allocs)
+	}
+	fams := gather(t, m.Registry())
+	if got := value(t, fams, "mpaged_http_requests_total", "handler=files", "method=get", "code=206"); got != runs+1 {
+		t.Errorf("%g requests counted, want %d", got, runs+1)
+	}
+	if h := find(t, fams, "mpaged_http_response_size_bytes", "handler=files", "method=get").GetHistogram(); h.GetSampleSum() != 4096*(runs+1) {
+		t.Errorf("response bytes %g, want %d", h.GetSampleSum(), 4096*(runs+1))
+	}
+}

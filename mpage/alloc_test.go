@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/mpaged/mpaged/internal/invariants"
+	"github.com/mpaged/mpaged/internal/testenv"
 	"github.com/mpaged/mpaged/mpage"
 	"github.com/mpaged/mpaged/mpage/mpagetest"
 )
@@ -40,7 +41,7 @@ func TestReadWriteAllocs(t *testing.T) {
 	if testing.Short() {
 		t.Skip("allocation counts need full runs")
 	}
-	if raceEnabled || invariants.Enabled {
+	if testenv.RaceEnabled || invariants.Enabled {
 		t.Skip("-race (sync.Pool drops items on purpose) or -tags invariants (checks box their arguments): allocation counts mean nothing")
 	}
 	const (

@@ -308,7 +308,7 @@ func (d *daemon) fsck(flag string) error {
 func (d *daemon) run(ln net.Listener, sigs <-chan os.Signal, stdout io.Writer) error {
 	srv := d.api.NewHTTPServer()
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	go func() { served <- srv.Serve(api.WrapListener(ln)) }()
 	url := urlOf(ln)
 	d.met.SetReady(true)
 	d.log.Info("serving", "url", url)

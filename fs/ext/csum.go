@@ -1,7 +1,6 @@
 package ext
 
 import (
-	"encoding/binary"
 	"hash/crc32"
 )
 
@@ -17,10 +16,17 @@ func crc32c(crc uint32, p []byte) uint32 {
 
 // crc32cU32 continues the CRC over v as 4 little-endian bytes (inode and
 // group numbers are summed in their on-disk byte order).
+//
+// It runs the table by hand: handing crc32.Update a 4-byte array moves the
+// array to the heap (the update is called through a function value), an
+// allocation on every inode and group checksum, and so on every path
+// lookup.
 func crc32cU32(crc, v uint32) uint32 {
-	var b [4]byte
-	binary.LittleEndian.PutUint32(b[:], v)
-	return crc32c(crc, b[:])
+	for range 4 {
+		crc = castagnoli[byte(crc)^byte(v)] ^ crc>>8
+		v >>= 8
+	}
+	return crc
 }
 
 // zero4 stands in for a checksum field while summing the structure that

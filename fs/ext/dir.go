@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync"
 )
 
 // Directory entry layout (ext2_dir_entry_2): inode u32, rec_len u16,
@@ -196,11 +197,20 @@ func (v *Volume) dirParams() dirParams {
 // errStop ends a directory walk early without an error.
 var errStop = errors.New("stop")
 
+// dirChunk is how much of a directory walkDir reads at a time.
+const dirChunk = 64 << 10
+
+// dirChunks are walkDir's read buffers: every path lookup walks a
+// directory, and a GET of a small range is a lookup per request. The
+// names fn is given point into one, so fn must copy what it keeps.
+var dirChunks = sync.Pool{New: func() any { b := make([]byte, dirChunk); return &b }}
+
 // walkDir calls fn for every live entry of directory n, "." and ".."
 // included, in on-disk order. Block directories are read through the
 // directory's own data mapping (so their pages are cached like file data),
 // htree index blocks look like empty entries and are skipped by the same
-// walk; inline directories are parsed from the inode.
+// walk; inline directories are parsed from the inode. The names fn gets
+// are valid only during the call (the buffer is reused).
 func (v *Volume) walkDir(n *node, fn func(name []byte, ino uint32, ft FileType) error) error {
 	in := n.inode()
 	if !in.IsDir() {
@@ -225,7 +235,9 @@ func (v *Volume) walkDir(n *node, fn func(name []byte, ino uint32, ft FileType) 
 	seed := inodeCsumSeed(v.sb, in.Ino, in.Generation)
 	// Read in chunks of whole blocks so one ReadAt feeds the engine a
 	// multi-page request (readahead does the rest).
-	chunk := make([]byte, min(int64(in.Size), 64<<10))
+	cp := dirChunks.Get().(*[]byte)
+	defer dirChunks.Put(cp)
+	chunk := (*cp)[:min(int64(in.Size), dirChunk)]
 	for off := int64(0); off < int64(in.Size); {
 		k, err := n.readAt(chunk[:min(int64(len(chunk)), int64(in.Size)-off)], off)
 		if err != nil && err != io.EOF {

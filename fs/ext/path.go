@@ -70,14 +70,17 @@ func (v *Volume) resolve(comps []string, followLast bool) (*node, error) {
 		return nil, err
 	}
 	// stack holds the directories from the root to the current one, each
-	// referenced; release drops them all.
-	stack := []frame{{root, "/"}}
+	// referenced; release drops them all. Both start in arrays on the
+	// goroutine's stack: a usual path walks without allocating them.
+	var stackArr [8]frame
+	stack := append(stackArr[:0], frame{root, "/"})
 	release := func() {
 		for _, f := range stack {
 			v.putNode(f.n)
 		}
 	}
-	queue := append([]string(nil), comps...)
+	var queueArr [8]string
+	queue := append(queueArr[:0], comps...)
 	links := 0
 	for len(queue) > 0 {
 		name := queue[0]

@@ -70,6 +70,10 @@ func serve(t testing.TB, v *voltest.Volume, o Options) *Env {
 	e.Srv = api.New(o.Cfg)
 	e.TS = httptest.NewUnstartedServer(e.Srv.Handler())
 	e.TS.Config.ErrorLog = o.ServerLog
+	// As the daemon serves: connections that gather a small answer into
+	// one write.
+	e.TS.Listener = api.WrapListener(e.TS.Listener)
+	e.TS.Config.ConnContext = api.ConnContext
 	e.TS.Start()
 	t.Cleanup(e.closeServer) // before the volume closes (cleanups run last first)
 	return e

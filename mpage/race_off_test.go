@@ -1,5 +1,0 @@
-//go:build !race
-
-package mpage_test
-
-const raceEnabled = false

@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -584,6 +585,51 @@ func TestRoutePaths(t *testing.T) {
 		resp, b := e.Do(tc.method, tc.path, nil)
 		if resp.StatusCode != tc.status || !strings.Contains(string(b), tc.body) {
 			t.Errorf("%s %s: %d %q, want %d with %q", tc.method, tc.path, resp.StatusCode, b, tc.status, tc.body)
+		}
+	}
+}
+
+// TestKeepAliveAfterIdle: a write deadline set for one answer (a body's
+// idle deadline, the small-range path's gathered write) does not outlive
+// it. A client that reuses its connection after a pause longer than the
+// idle timeout gets its next answer, whichever path answers it; JSON
+// answers set no deadline of their own, so this holds only while
+// net/http clears the deadline after each request and batchConn passes
+// that through.
+func TestKeepAliveAfterIdle(t *testing.T) {
+	const idle = 200 * time.Millisecond
+	e := apitest.New(t, apitest.Options{Tree: map[string]string{"f": strings.Repeat("x", 8192)},
+		Cfg: api.Config{IdleTimeout: idle}})
+	conn, err := net.Dial("tcp", e.TS.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	for i, tc := range []struct {
+		req  string
+		want int
+	}{
+		{"GET /v1/files/f HTTP/1.1\r\nHost: t\r\n\r\n", http.StatusOK},
+		{"GET /v1/files/f HTTP/1.1\r\nHost: t\r\nRange: bytes=0-4095\r\n\r\n", http.StatusPartialContent},
+		{"GET /v1/files/missing HTTP/1.1\r\nHost: t\r\n\r\n", http.StatusNotFound},
+		{"HEAD /v1/files/f HTTP/1.1\r\nHost: t\r\n\r\n", http.StatusOK},
+		{"GET /v1/files/missing HTTP/1.1\r\nHost: t\r\n\r\n", http.StatusNotFound},
+	} {
+		if i > 0 {
+			time.Sleep(3 * idle) // past any deadline the last answer set
+		}
+		if _, err := io.WriteString(conn, tc.req); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		resp, err := http.ReadResponse(br, &http.Request{Method: strings.Fields(tc.req)[0]})
+		if err != nil {
+			t.Fatalf("request %d (%q): no answer: %v", i, strings.Fields(tc.req)[:2], err)
+		}
+		_, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != tc.want {
+			t.Fatalf("request %d: %d (body: %v), want %d", i, resp.StatusCode, err, tc.want)
 		}
 	}
 }

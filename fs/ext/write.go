@@ -18,11 +18,20 @@ import (
 // running out of space is an error of the WriteAt that asked for the
 // space (ErrNoSpace, wrapping ENOSPC), the layout follows the order of the
 // writes (a sequential writer gets contiguous blocks), and the engine's
-// writeback finds every block it writes mapped (its Create calls then
-// allocate nothing; if one ever does, the inode is committed at the next
-// Sync). Parts of a newly allocated block that the write does not cover
-// are zeroed in the cache before the data goes in, so stale device bytes
-// never show through.
+// writeback finds every block it writes mapped, so its Create calls
+// allocate nothing. That includes the holes a write leaves in the pages it
+// dirties (blocks smaller than a page: a write past the end of the file,
+// or into a sparse one): the engine writes a dirty page whole, mapping
+// every block of it inside the file's size, so WriteAt allocates the
+// page's other holes inside the size too, and a size grown by Truncate
+// first writes back the page the old end falls in (pageHoles). An
+// allocation by writeback would run outside any handle, and on a
+// journaled volume its bitmap would join whatever transaction is running
+// while the inode pointing at the block commits later: a crash between
+// the two commits would leave the block marked in use and owned by no
+// inode (or i_blocks short of the tree's blocks). Parts of a newly
+// allocated block that the write does not cover are zeroed in the cache
+// before the data goes in, so stale device bytes never show through.
 
 // now is the clock for inode times (tests may pin it).
 var now = time.Now
@@ -104,33 +113,26 @@ func (n *node) writeAt(b []byte, off int64) (int, error) {
 	first, last := uint64(off/bs), uint64((off+int64(len(b))-1)/bs)
 	oldSize := n.m.Size()
 	mapped, fresh, aerr := n.allocate(first, last)
-	if len(fresh) > 0 {
-		n.markInodeDirty()
-	}
 	end := min(off+int64(len(b)), int64(first+mapped)*bs)
 	if end <= off {
 		// Not even the first block could be had: nothing changed.
 		return 0, fmt.Errorf("write at %d: %w", off, aerr)
 	}
-	// Pad the new blocks inside the old size that the write leaves
-	// partly uncovered: their device bytes are not the file's.
-	for _, r := range fresh {
-		for fb := r[0]; fb < r[0]+r[1]; fb++ {
-			bstart, bend := int64(fb)*bs, int64(fb+1)*bs
-			if bstart >= oldSize {
-				continue // past the old EOF: the cache zeroes those
-			}
-			if bstart < off {
-				if err := n.writeZero(bstart, off); err != nil {
-					return 0, n.writeFailed(off, err)
-				}
-			}
-			if tail := min(bend, oldSize); end < tail {
-				if err := n.writeZero(end, tail); err != nil {
-					return 0, n.writeFailed(off, err)
-				}
-			}
+	size := max(oldSize, end)
+	for _, span := range n.pageHoles(off, end, size) {
+		_, more, err := n.allocate(span[0], span[1])
+		fresh = append(fresh, more...)
+		if err != nil && aerr == nil {
+			// The data goes in, but writeback of its page will ask
+			// for the block again.
+			aerr = err
 		}
+	}
+	if len(fresh) > 0 {
+		n.markInodeDirty()
+	}
+	if err := n.padFresh(fresh, off, end, size); err != nil {
+		return 0, n.writeFailed(off, err)
 	}
 	k, err := n.m.WriteAt(b[:end-off], off)
 	t := now()
@@ -148,6 +150,51 @@ func (n *node) writeAt(b []byte, off int64) (int, error) {
 	}
 	v.balanceMeta()
 	return k, nil
+}
+
+// pageHoles returns the file blocks, as up to two inclusive spans, that
+// share a page with the bytes [off, end) written and lie inside size (the
+// file's size afterwards) but outside the blocks the write covers: the
+// engine writes a dirty page whole, so writeback would allocate any hole
+// among them, outside the write's handle. The caller allocates them.
+func (n *node) pageHoles(off, end, size int64) [][2]uint64 {
+	bs := int64(n.v.sb.BlockSize)
+	perPage := uint64(max(mpage.PageSize/bs, 1))
+	first, last := uint64(off/bs), uint64((end-1)/bs)
+	var spans [][2]uint64
+	if head := first &^ (perPage - 1); head < first {
+		spans = append(spans, [2]uint64{head, first - 1})
+	}
+	if tail := min(last|(perPage-1), uint64((size-1)/bs)); last < tail {
+		spans = append(spans, [2]uint64{last + 1, tail})
+	}
+	return spans
+}
+
+// padFresh zeroes, in the cache, the parts of the new blocks (fresh runs
+// of file blocks) that the write of [off, end) does not cover, up to size
+// (the file's size after the write): their device bytes are not the
+// file's. Parts past the old size are zeroed too rather than left to the
+// zeroes of the page's tail: a block of the page that the write does not
+// touch is written only because the page is.
+func (n *node) padFresh(fresh [][2]uint64, off, end, size int64) error {
+	bs := int64(n.v.sb.BlockSize)
+	for _, r := range fresh {
+		for fb := r[0]; fb < r[0]+r[1]; fb++ {
+			bstart, bend := int64(fb)*bs, min(int64(fb+1)*bs, size)
+			if hi := min(bend, off); bstart < hi {
+				if err := n.writeZero(bstart, hi); err != nil {
+					return err
+				}
+			}
+			if lo := max(bstart, end); lo < bend {
+				if err := n.writeZero(lo, bend); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
 }
 
 func (n *node) writeFailed(off int64, err error) error {
@@ -177,6 +224,16 @@ func (n *node) truncate(size int64) error {
 			return err
 		}
 	case size > old:
+		// The page the old end falls in goes to the device first: once
+		// the size covers its blocks past the old end (holes), writeback
+		// of it dirty would allocate them outside this handle (see the
+		// top of this file). Clean, it stays so until a write dirties
+		// it, and the write allocates them.
+		if ps := int64(mpage.PageSize); old%ps != 0 {
+			if err := n.m.WriteAndWait(old&^(ps-1), old-1); err != nil {
+				return fmt.Errorf("ext: inode %d: truncate to %d: %w", n.ino, size, err)
+			}
+		}
 		n.m.SetSize(size)
 	}
 	t := now()

@@ -172,3 +172,31 @@ func describeFound(present bool, data []byte) string {
 	}
 	return fmt.Sprintf("%d bytes", len(data))
 }
+
+// describeDiff says where found bytes differ from wanted ones: the first
+// and last differing offsets, and whether the found bytes there are all
+// zero (a write that never landed on a new block) or not (old or foreign
+// bytes). Empty when either is absent or they are equal.
+func describeDiff(want version, present bool, found []byte) string {
+	if !want.present || !present {
+		return ""
+	}
+	n := min(len(want.data), len(found))
+	first, last := -1, -1
+	for i := range n {
+		if want.data[i] != found[i] {
+			if first < 0 {
+				first = i
+			}
+			last = i
+		}
+	}
+	if first < 0 {
+		return ""
+	}
+	what := "other bytes"
+	if !slices.ContainsFunc(found[first:last+1], func(b byte) bool { return b != 0 }) {
+		what = "zeroes"
+	}
+	return fmt.Sprintf(" (they differ in bytes [%d, %d]: %s found)", first, last, what)
+}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/mpaged/mpaged/internal/testenv"
 	"github.com/mpaged/mpaged/uring"
@@ -87,9 +88,10 @@ func (jc *journaledCuts) beforeFlush(ring *crashring.Ring, fd int) {
 }
 
 // crashWorkload writes files through v (some synced and then never
-// touched again: acknowledged), renames, truncates and unlinks files that
-// were not acknowledged, makes and removes directories, and returns what
-// was acknowledged, with rec's event count at each acknowledgement.
+// touched again: acknowledged), renames, truncates, unlinks and writes
+// past the end of (leaving a hole) files that were not acknowledged,
+// makes and removes directories, and returns what was acknowledged, with
+// rec's event count at each acknowledgement.
 func crashWorkload(t *testing.T, v *testVolume, jc *journaledCuts, rng *rand.Rand, prefix string) {
 	t.Helper()
 	bs := v.BlockSize()
@@ -125,7 +127,7 @@ func crashWorkload(t *testing.T, v *testVolume, jc *journaledCuts, rng *rand.Ran
 		if len(loose) > 3 {
 			j := rng.IntN(len(loose))
 			q := loose[j]
-			switch rng.IntN(3) {
+			switch rng.IntN(4) {
 			case 0:
 				if err := v.Unlink(q); err != nil {
 					t.Fatal(err)
@@ -143,6 +145,17 @@ func crashWorkload(t *testing.T, v *testVolume, jc *journaledCuts, rng *rand.Ran
 					t.Fatal(err)
 				}
 				if err := f.Truncate(int64(rng.IntN(3 * bs))); err != nil {
+					t.Fatal(err)
+				}
+				f.Close()
+			case 3:
+				// Past the end: with blocks smaller than a page, a
+				// hole in the page written (TestJournaledHoleInPage).
+				f, err := v.OpenWrite(q, os.O_RDWR, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := f.WriteAt(randBytes(uint64(i), 1+rng.IntN(bs)), f.Size()+int64(1+rng.IntN(2*bs))); err != nil {
 					t.Fatal(err)
 				}
 				f.Close()
@@ -166,8 +179,14 @@ func crashWorkload(t *testing.T, v *testVolume, jc *journaledCuts, rng *rand.Ran
 // passes e2fsck -fn (no repair) and holds every file acknowledged (its
 // File.Sync returned) before the cut with its bytes; the kernel (mounting
 // another copy) and e2fsck -fy (a third) replay it to the same tree.
+//
+// The commit timer runs every 20 ms, so transactions also end between the
+// workload's syncs, as the daemon's 5 s timer ends them: a change split
+// over two commits shows in a cut between them (the writeback allocation
+// of TestJournaledHoleInPage failed the ext3/1k case within seconds).
 func TestJournaledCrash(t *testing.T) {
 	testenv.RequireTool(t, "e2fsck")
+	setCommitInterval(t, 20*time.Millisecond)
 	for _, c := range []struct {
 		name, typ string
 		bs        int

@@ -41,6 +41,8 @@ func TestJournaledHoleInPage(t *testing.T) {
 		{"a write past the end", []holeStep{{0, 100, true}, {2100, 100, false}}},
 		{"a write into a file grown by truncate", []holeStep{{0, 100, true}, {8192, -1, true}, {1100, 100, false}}},
 		{"a size grown over a dirty page", []holeStep{{0, 100, false}, {3000, -1, false}}},
+		{"a write in a later page over a dirty page", []holeStep{{0, 100, false}, {5000, 100, false}}},
+		{"a write in a later page over a hole a grown size left", []holeStep{{0, 5000, true}, {1836, -1, false}, {2808, -1, true}, {4155, 298, false}}},
 		{"a write into a hole before the end", []holeStep{{0, 5000, true}, {9000, 10, false}, {6000, 100, false}}},
 	} {
 		for _, typ := range []string{"ext4", "ext3"} {

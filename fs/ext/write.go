@@ -23,8 +23,9 @@ import (
 // dirties (blocks smaller than a page: a write past the end of the file,
 // or into a sparse one): the engine writes a dirty page whole, mapping
 // every block of it inside the file's size, so WriteAt allocates the
-// page's other holes inside the size too, and a size grown by Truncate
-// first writes back the page the old end falls in (pageHoles). An
+// page's other holes inside the size too, and those of the page the old
+// size ends in when it grows the file from a later page (pageHoles);
+// Truncate to a larger size first writes that page back. An
 // allocation by writeback would run outside any handle, and on a
 // journaled volume its bitmap would join whatever transaction is running
 // while the inode pointing at the block commits later: a crash between
@@ -119,7 +120,7 @@ func (n *node) writeAt(b []byte, off int64) (int, error) {
 		return 0, fmt.Errorf("write at %d: %w", off, aerr)
 	}
 	size := max(oldSize, end)
-	for _, span := range n.pageHoles(off, end, size) {
+	for _, span := range n.pageHoles(off, end, oldSize, size) {
 		_, more, err := n.allocate(span[0], span[1])
 		fresh = append(fresh, more...)
 		if err != nil && aerr == nil {
@@ -152,20 +153,32 @@ func (n *node) writeAt(b []byte, off int64) (int, error) {
 	return k, nil
 }
 
-// pageHoles returns the file blocks, as up to two inclusive spans, that
-// share a page with the bytes [off, end) written and lie inside size (the
-// file's size afterwards) but outside the blocks the write covers: the
-// engine writes a dirty page whole, so writeback would allocate any hole
-// among them, outside the write's handle. The caller allocates them.
-func (n *node) pageHoles(off, end, size int64) [][2]uint64 {
-	bs := int64(n.v.sb.BlockSize)
-	perPage := uint64(max(mpage.PageSize/bs, 1))
+// pageHoles returns the file blocks, as inclusive spans, that a write of
+// bytes [off, end) must allocate besides the ones it covers, when the
+// file's size goes from oldSize to size: the holes inside size that share
+// a page with the bytes written, and, when the write grows the file from
+// a later page, those of the page oldSize ends in (it may be dirty, and
+// its blocks past oldSize come inside size). The engine writes a dirty
+// page whole, so writeback would allocate any of them, outside the
+// write's handle.
+func (n *node) pageHoles(off, end, oldSize, size int64) [][2]uint64 {
+	bs, ps := int64(n.v.sb.BlockSize), int64(mpage.PageSize)
+	perPage := uint64(max(ps/bs, 1))
 	first, last := uint64(off/bs), uint64((end-1)/bs)
+	lastIn := uint64((size - 1) / bs)
 	var spans [][2]uint64
+	if oldSize%ps != 0 && oldSize/ps < off/ps {
+		// The page is dirtied (its new blocks zeroed): all of it inside
+		// size, holes inside oldSize too (a Truncate may have left them).
+		from := uint64(oldSize/bs) &^ (perPage - 1)
+		if to := min(from|(perPage-1), lastIn); from <= to {
+			spans = append(spans, [2]uint64{from, to})
+		}
+	}
 	if head := first &^ (perPage - 1); head < first {
 		spans = append(spans, [2]uint64{head, first - 1})
 	}
-	if tail := min(last|(perPage-1), uint64((size-1)/bs)); last < tail {
+	if tail := min(last|(perPage-1), lastIn); last < tail {
 		spans = append(spans, [2]uint64{last + 1, tail})
 	}
 	return spans

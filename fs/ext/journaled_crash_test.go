@@ -215,6 +215,9 @@ func TestJournaledCrash(t *testing.T) {
 			if c.wraps && first < seq0+10 {
 				t.Errorf("the log starts at transaction %d (%d at open): it never filled", first, seq0)
 			}
+			if n := v.strayAllocs.Load(); n != 0 {
+				t.Errorf("%d allocations by writeback, outside a handle", n)
+			}
 			if err := v.Close(); err != nil {
 				t.Fatal(err)
 			}

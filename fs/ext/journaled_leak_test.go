@@ -89,8 +89,8 @@ func holeInPage(t *testing.T, typ string, steps []holeStep) {
 			t.Fatal(err)
 		}
 	}
-	if f.n.inodeDirty.Load() {
-		t.Errorf("writeback allocated blocks: the inode is dirty after the commits")
+	if f.n.inodeDirty.Load() || v.strayAllocs.Load() != 0 {
+		t.Errorf("writeback allocated blocks: the inode is dirty after the commits (%v), %d stray allocations", f.n.inodeDirty.Load(), v.strayAllocs.Load())
 	}
 	cut := copyFile(t, img)
 	cv := mustOpenImage(t, cut, openOpts{rw: true})

@@ -64,6 +64,8 @@ func (n *node) writable() error {
 // holes. It returns how many blocks from first are mapped (all of them
 // unless an error stopped it) and the runs it allocated.
 func (n *node) allocate(first, last uint64) (uint64, [][2]uint64, error) {
+	n.allocating.Add(1)
+	defer n.allocating.Add(-1)
 	var fresh [][2]uint64
 	b := first
 	for b <= last {

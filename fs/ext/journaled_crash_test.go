@@ -1,14 +1,10 @@
 package ext
 
 import (
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -248,7 +244,7 @@ func checkCut(t *testing.T, typ, img, cut string, acked []ackedFile) {
 	if out, err := testenv.Output("e2fsck", "-fn", img); err != nil {
 		t.Fatalf("%s: e2fsck -fn after our replay: %v\n%s", cut, err, out)
 	}
-	if out, err := testenv.Output("e2fsck", "-fy", byFsck); err != nil && !onlySummaryFixed(err, out) {
+	if out, err := testenv.Output("e2fsck", "-fy", byFsck); err != nil && !testenv.OnlySummaryFixed(err, out) {
 		t.Fatalf("%s: e2fsck -fy: %v\n%s", cut, err, out)
 	}
 	sameTree(t, fmt.Sprintf("%s: ours vs e2fsck's replay", cut), ours,
@@ -261,25 +257,4 @@ func checkCut(t *testing.T, typ, img, cut string, acked []ackedFile) {
 	for _, p := range []string{img, byKernel, byFsck} {
 		os.Remove(p)
 	}
-}
-
-// summaryFix is what e2fsck says of the superblock's free counts, which
-// lag the group descriptors on a journaled volume between syncs (as the
-// kernel's do): not an inconsistency.
-var summaryFix = regexp.MustCompile(`^Free (blocks|inodes) count wrong \(\d+, counted=\d+\)\.$`)
-
-// onlySummaryFixed reports whether e2fsck -fy exited 1 (errors fixed)
-// having fixed only the superblock's free counts.
-func onlySummaryFixed(err error, out string) bool {
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
-		return false
-	}
-	lines := strings.Split(out, "\n")
-	for i, l := range lines {
-		if strings.HasPrefix(l, "Fix? ") && (i == 0 || !summaryFix.MatchString(lines[i-1])) {
-			return false
-		}
-	}
-	return true
 }

@@ -201,13 +201,14 @@
 //     not at all.
 //   - Allocation happens in the handle of the change that needs it,
 //     never in writeback: WriteAt allocates the blocks it writes and the
-//     holes inside the file's size that share a page with them (the
-//     engine writes a dirty page whole and would allocate those, outside
-//     any handle, the bitmap in one transaction and the inode pointing at
+//     holes inside the file's size in every page it dirties (the engine
+//     writes a dirty page whole and would allocate those, outside any
+//     handle, the bitmap in one transaction and the inode pointing at
 //     the block in a later one), and Truncate writes the page of the old
-//     end back before a larger size covers its holes (write.go). Only a
-//     WriteAt that ran out of space for such a hole leaves one for
-//     writeback to ask for again.
+//     end back before a larger size covers its holes (write.go,
+//     pageHoles). Only a WriteAt that ran out of space for such a hole
+//     leaves one for writeback to ask for again; an allocation outside
+//     node.allocate is counted (strayAllocs) and logged.
 //   - Not done: the superblock's
 //     free counts are written at Sync and Close only (e2fsck -fy then
 //     fixes them silently, as after a kernel crash).

@@ -137,6 +137,9 @@ func (n *node) writeAt(b []byte, off int64) (int, error) {
 	if err := n.padFresh(fresh, off, end, size); err != nil {
 		return 0, n.writeFailed(off, err)
 	}
+	if err := n.zeroOldTail(oldSize, off); err != nil {
+		return 0, n.writeFailed(off, err)
+	}
 	k, err := n.m.WriteAt(b[:end-off], off)
 	t := now()
 	cerr := n.commitLocked(func(in *Inode) {
@@ -212,6 +215,22 @@ func (n *node) padFresh(fresh [][2]uint64, off, end, size int64) error {
 	return nil
 }
 
+// zeroOldTail zeroes, in the cache, the bytes of the block the old size
+// ends in from there to the write at off (when it starts past the old
+// size): they must read as zeroes, and the device may hold others there.
+// A crash whose replay took the size back (an extension not committed,
+// its data written already) leaves those bytes past the end, and the
+// block is read back with them; only new blocks are padded (padFresh).
+// The block is mapped: pageHoles allocated every block of its page inside
+// the new size.
+func (n *node) zeroOldTail(oldSize, off int64) error {
+	bs := int64(n.v.sb.BlockSize)
+	if off <= oldSize || oldSize%bs == 0 {
+		return nil
+	}
+	return n.writeZero(oldSize, min(off, (oldSize/bs+1)*bs))
+}
+
 func (n *node) writeFailed(off int64, err error) error {
 	return fmt.Errorf("ext: inode %d: write at %d: %w", n.ino, off, err)
 }
@@ -239,23 +258,42 @@ func (n *node) truncate(size int64) error {
 			return err
 		}
 	case size > old:
-		// The page the old end falls in goes to the device first: once
-		// the size covers its blocks past the old end (holes), writeback
-		// of it dirty would allocate them outside this handle (see the
-		// top of this file). Clean, it stays so until a write dirties
-		// it, and the write allocates them.
-		if ps := int64(mpage.PageSize); old%ps != 0 {
-			if err := n.m.WriteAndWait(old&^(ps-1), old-1); err != nil {
-				return fmt.Errorf("ext: inode %d: truncate to %d: %w", n.ino, size, err)
-			}
+		if err := n.growTo(old, size); err != nil {
+			return fmt.Errorf("ext: inode %d: truncate to %d: %w", n.ino, size, err)
 		}
-		n.m.SetSize(size)
 	}
 	t := now()
 	return n.commitLocked(func(in *Inode) {
 		in.Size = uint64(size)
 		in.Mtime, in.Ctime = t, t
 	})
+}
+
+// growTo raises n's size from old to size (a Truncate), leaving a hole.
+// The bytes of the block old ends in past old must read as zeroes, and
+// the device may hold others there (see zeroOldTail): the engine's
+// Truncate to the same size zeroes them, in the page and, for a mapped
+// block, on the device (the page dirtied). Then that page goes to the
+// device, at the old size: once the size covers its blocks past the old
+// end (holes), writeback of it dirty would allocate them outside this
+// handle (see the top of this file). Clean, it stays so until a write
+// dirties it, and the write allocates them. This writeback runs inside
+// the handle, before the inode's commit, so what it may allocate (a hole
+// before old in the page) is counted as node.allocate's.
+func (n *node) growTo(old, size int64) error {
+	if ps := int64(mpage.PageSize); old%ps != 0 {
+		n.allocating.Add(1)
+		err := n.m.Truncate(old)
+		if err == nil {
+			err = n.m.WriteAndWait(old&^(ps-1), old-1)
+		}
+		n.allocating.Add(-1)
+		if err != nil {
+			return err
+		}
+	}
+	n.m.SetSize(size)
+	return nil
 }
 
 // syncData writes n's dirty pages and waits for them, then commits its

@@ -209,6 +209,11 @@
 //     pageHoles). Only a WriteAt that ran out of space for such a hole
 //     leaves one for writeback to ask for again; an allocation outside
 //     node.allocate is counted (strayAllocs) and logged.
+//   - Growing a file zeroes the bytes past its old size in its last
+//     block (WriteAt past the end, Truncate to a larger size): a replay
+//     that took back an extension whose data was already written (as
+//     ordered mode writes it, before the commit) leaves that data on the
+//     device past the restored size.
 //   - Not done: the superblock's
 //     free counts are written at Sync and Close only (e2fsck -fy then
 //     fixes them silently, as after a kernel crash).

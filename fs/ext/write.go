@@ -122,7 +122,8 @@ func (n *node) writeAt(b []byte, off int64) (int, error) {
 		return 0, fmt.Errorf("write at %d: %w", off, aerr)
 	}
 	size := max(oldSize, end)
-	for _, span := range n.pageHoles(off, end, oldSize, size) {
+	spans, nspans := n.pageHoles(off, end, oldSize, size)
+	for _, span := range spans[:nspans] {
 		_, more, err := n.allocate(span[0], span[1])
 		fresh = append(fresh, more...)
 		if err != nil && aerr == nil {
@@ -165,28 +166,31 @@ func (n *node) writeAt(b []byte, off int64) (int, error) {
 // a later page, those of the page oldSize ends in (it may be dirty, and
 // its blocks past oldSize come inside size). The engine writes a dirty
 // page whole, so writeback would allocate any of them, outside the
-// write's handle.
-func (n *node) pageHoles(off, end, oldSize, size int64) [][2]uint64 {
+// write's handle. The spans are spans[:k] (an array: no allocation).
+func (n *node) pageHoles(off, end, oldSize, size int64) (spans [3][2]uint64, k int) {
 	bs, ps := int64(n.v.sb.BlockSize), int64(mpage.PageSize)
 	perPage := uint64(max(ps/bs, 1))
 	first, last := uint64(off/bs), uint64((end-1)/bs)
 	lastIn := uint64((size - 1) / bs)
-	var spans [][2]uint64
+	add := func(from, to uint64) {
+		if from <= to {
+			spans[k] = [2]uint64{from, to}
+			k++
+		}
+	}
 	if oldSize%ps != 0 && oldSize/ps < off/ps {
 		// The page is dirtied (its new blocks zeroed): all of it inside
 		// size, holes inside oldSize too (a Truncate may have left them).
 		from := uint64(oldSize/bs) &^ (perPage - 1)
-		if to := min(from|(perPage-1), lastIn); from <= to {
-			spans = append(spans, [2]uint64{from, to})
-		}
+		add(from, min(from|(perPage-1), lastIn))
 	}
 	if head := first &^ (perPage - 1); head < first {
-		spans = append(spans, [2]uint64{head, first - 1})
+		add(head, first-1)
 	}
 	if tail := min(last|(perPage-1), lastIn); last < tail {
-		spans = append(spans, [2]uint64{last + 1, tail})
+		add(last+1, tail)
 	}
-	return spans
+	return spans, k
 }
 
 // padFresh zeroes, in the cache, the parts of the new blocks (fresh runs

@@ -19,7 +19,7 @@ build:
 	$(GO) build -tags iouringgo -ldflags="-checklinkname=0 -X main.version=$(VERSION)" -o $(BIN) ./cmd/mpaged
 
 # The daemon on ./mpaged-data/volume.img (created on first run: a sparse
-# 1 GiB ext4 without a journal), at http://127.0.0.1:7070. Flags after
+# 1 GiB ext4 with its journal), at http://127.0.0.1:7070. Flags after
 # ARGS=, e.g. make run ARGS="--cache 1GiB".
 run: build
 	./$(BIN) serve $(ARGS)

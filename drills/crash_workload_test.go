@@ -37,6 +37,9 @@ type crashWorkload struct {
 	flushRNG  *rand.Rand
 	pending   chan cutTaken
 	scratch   string // where cut images are written
+	// journaled: e2fsck may fix only the free counts of a replayed cut
+	// (crashFilesystems).
+	journaled bool
 }
 
 // cutTaken is a cut, written to path, and the oracle as it stood when

@@ -102,8 +102,9 @@ func readToken(path string) (string, error) {
 	return tok, nil
 }
 
-// ensureDefaultVolume creates ./mpaged-data/volume.img (sparse, ext4
-// without a journal) unless it exists.
+// ensureDefaultVolume creates ./mpaged-data/volume.img (sparse, a plain
+// journaled ext4: a kill is replayed from the journal at the next start,
+// no e2fsck) unless it exists.
 func ensureDefaultVolume(createSize string, log *slog.Logger) (string, error) {
 	path := defaultVolume
 	if _, err := os.Stat(path); err == nil {
@@ -130,7 +131,7 @@ func ensureDefaultVolume(createSize string, log *slog.Logger) (string, error) {
 	}
 	if err == nil {
 		var out []byte
-		out, err = exec.Command(mkfs, "-q", "-F", "-t", "ext4", "-O", "^has_journal", "-L", "mpaged", "-E", "nodiscard", tmp).CombinedOutput()
+		out, err = exec.Command(mkfs, "-q", "-F", "-t", "ext4", "-L", "mpaged", "-E", "nodiscard", tmp).CombinedOutput()
 		if err != nil {
 			err = fmt.Errorf("mke2fs: %w: %s", err, strings.TrimSpace(string(out)))
 		}
@@ -142,7 +143,7 @@ func ensureDefaultVolume(createSize string, log *slog.Logger) (string, error) {
 		os.Remove(tmp)
 		return "", fmt.Errorf("creating %s: %w", path, err)
 	}
-	log.Info("created the default volume", "path", path, "size", humanize.IBytes(uint64(size)), "format", "ext4 without a journal", "sparse", true)
+	log.Info("created the default volume", "path", path, "size", humanize.IBytes(uint64(size)), "format", "ext4 with a journal", "sparse", true)
 	return path, nil
 }
 

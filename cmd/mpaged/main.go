@@ -40,9 +40,9 @@ var commands = []command{
 	{"probe", "print the ring backend's features on this kernel", runProbe},
 	{"ls", "list a directory of an ext2/3/4 volume", runLs},
 	{"cat", "print files of an ext2/3/4 volume", runCat},
-	{"put", "write stdin to a file (ext2, or ext4 without a journal), then sync", runPut},
-	{"mkdir", "make directories (ext2, or ext4 without a journal)", runMkdir},
-	{"rm", "remove files and empty directories (ext2, or ext4 without a journal)", runRm},
+	{"put", "write stdin to a file of a volume, then sync", runPut},
+	{"mkdir", "make directories on a volume", runMkdir},
+	{"rm", "remove files and empty directories of a volume", runRm},
 	{"bench", "measure the engine against fio on a zram, loop or named device", runBench},
 	{"version", "print the version", runVersion},
 }

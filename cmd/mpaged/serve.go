@@ -42,7 +42,7 @@ type serveFlags struct {
 func parseServeFlags(args []string, stdout io.Writer) (*serveFlags, error) {
 	fs := newFlags("serve", "mpaged serve [--volume PATH] [--listen ADDR|unix:PATH] [flags]")
 	sf := new(serveFlags)
-	fs.StringVar(&sf.volume, "volume", "", "ext2/3/4 image file or block device (default: "+defaultVolume+", created if missing)")
+	fs.StringVar(&sf.volume, "volume", "", "ext2/3/4 image file or block device (default: "+defaultVolume+", created if missing: a sparse ext4 with a journal)")
 	fs.StringVar(&sf.createSize, "create-size", "1GiB", "size of the default volume when serve creates it (a sparse file)")
 	fs.StringVar(&sf.listen, "listen", "127.0.0.1:7070", "address to listen on: host:port or unix:/path/to.sock")
 	fs.StringVar(&sf.cache, "cache", "256MiB", "page cache size")

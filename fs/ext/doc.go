@@ -210,9 +210,22 @@
 //     (fresh metadata blocks, the unlinked inode written ahead, the
 //     graves of ReplaceFile) is skipped: a transaction is kept whole or
 //     not at all.
-//   - Not done: allocation by
-//     writeback (WriteAt allocates before, so the engine's writeback
-//     normally allocates nothing) runs outside a handle; the superblock's
+//   - Allocation happens in the handle of the change that needs it,
+//     never in writeback: WriteAt allocates the blocks it writes and the
+//     holes inside the file's size in every page it dirties (the engine
+//     writes a dirty page whole and would allocate those, outside any
+//     handle, the bitmap in one transaction and the inode pointing at
+//     the block in a later one), and Truncate writes the page of the old
+//     end back before a larger size covers its holes (write.go,
+//     pageHoles). Only a WriteAt that ran out of space for such a hole
+//     leaves one for writeback to ask for again; an allocation outside
+//     node.allocate is counted (strayAllocs) and logged.
+//   - Growing a file zeroes the bytes past its old size in its last
+//     block (WriteAt past the end, Truncate to a larger size): a replay
+//     that took back an extension whose data was already written (as
+//     ordered mode writes it, before the commit) leaves that data on the
+//     device past the restored size.
+//   - Not done: the superblock's
 //     free counts are written at Sync and Close only (e2fsck -fy then
 //     fixes them silently, as after a kernel crash).
 //

@@ -182,7 +182,7 @@ func (w *extentWriter) create(bm *mpage.BlockMap) error {
 			w.exts = old
 			return err
 		}
-		w.n.markInodeDirty()
+		w.n.mapperAllocated(b)
 		bm.Flags, bm.PBlock, bm.Len = mpage.Mapped|mpage.New, pb, int(n)
 		return nil
 	}
@@ -218,7 +218,7 @@ func (w *extentWriter) create(bm *mpage.BlockMap) error {
 	v.meta.ForgetBlocks(start, got)
 	w.sectors += uint64(got) * uint64(v.sb.BlockSize/512)
 	w.lastLogical, w.lastPhys = b+uint64(got)-1, start+uint64(got)-1
-	w.n.markInodeDirty()
+	w.n.mapperAllocated(b)
 	bm.Flags, bm.PBlock, bm.Len = mpage.Mapped|mpage.New, start, got
 	return nil
 }

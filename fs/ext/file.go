@@ -38,6 +38,10 @@ type node struct {
 	// the inode was last committed; Sync, or the background flusher's
 	// WriteInode, commits it again. Set through markInodeDirty.
 	inodeDirty atomic.Bool
+	// allocating counts node.allocate calls in progress (under wmu, so
+	// 0 or 1): a mapper that allocates while it is 0 was called by the
+	// engine's writeback (mapperAllocated).
+	allocating atomic.Int32
 	// orphan: unlinked (no links left) while open; the last release frees
 	// its blocks and inode. Guarded by v.mu.
 	orphan bool
@@ -297,6 +301,21 @@ func (v *Volume) flushIdle(n *node) {
 func (n *node) markInodeDirty() {
 	n.inodeDirty.Store(true)
 	n.m.MarkInodeDirty()
+}
+
+// mapperAllocated is what a mapper calls when it has allocated file
+// block blk: the inode is dirty, and on a journaled volume an allocation
+// not made through node.allocate (so by writeback, outside any handle:
+// its bitmap may commit before the inode pointing at it) is counted in
+// strayAllocs and logged. A writeback racing an allocate of the same
+// node goes unseen; the count is a detector, not a lock.
+func (n *node) mapperAllocated(blk uint64) {
+	n.markInodeDirty()
+	if v := n.v; v.jnl != nil && n.allocating.Load() == 0 {
+		if v.strayAllocs.Add(1) == 1 {
+			v.logf("ext: inode %d: file block %d allocated by writeback, outside a journal handle (a crash may leak it)", n.ino, blk)
+		}
+	}
 }
 
 // WriteInode implements mpage.InodeWriter: the background flusher calls it

@@ -212,7 +212,7 @@ func (m *indirectMapper) create(bm *mpage.BlockMap) error {
 	}
 	m.sectors += uint64(nInd+dgot) * uint64(v.sb.BlockSize/512)
 	m.lastLogical, m.lastPhys = bm.Block+uint64(dgot)-1, dstart+uint64(dgot)-1
-	m.n.markInodeDirty()
+	m.n.mapperAllocated(bm.Block)
 
 	bm.Flags, bm.PBlock, bm.Len = mpage.Mapped|mpage.New, dstart, dgot
 	if idx+uint64(dgot) == arrLen {

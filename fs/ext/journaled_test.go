@@ -205,7 +205,7 @@ func TestJournaledTimerCommit(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	crash = copyFile(t, img)
 	byFsck := copyFile(t, crash)
-	if out, err := testenv.Output("e2fsck", "-fy", byFsck); err != nil && !onlySummaryFixed(err, out) {
+	if out, err := testenv.Output("e2fsck", "-fy", byFsck); err != nil && !testenv.OnlySummaryFixed(err, out) {
 		t.Fatalf("e2fsck -fy: %v\n%s", err, out)
 	}
 	readBack(t, mustOpenImage(t, byFsck, openOpts{readOnly: true}), "/timed", data)

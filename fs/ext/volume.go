@@ -158,6 +158,10 @@ type Volume struct {
 	orphanFrees sync.WaitGroup
 	// orphans mirrors the on-disk orphan list (orphan.go).
 	orphans orphanList
+	// strayAllocs counts allocations a mapper made outside node.allocate
+	// on a journaled volume: by the engine's writeback, outside any
+	// handle (see write.go; none is expected).
+	strayAllocs atomic.Int64
 }
 
 // Open reads and checks the superblock and group descriptors of the volume

@@ -18,11 +18,21 @@ import (
 // running out of space is an error of the WriteAt that asked for the
 // space (ErrNoSpace, wrapping ENOSPC), the layout follows the order of the
 // writes (a sequential writer gets contiguous blocks), and the engine's
-// writeback finds every block it writes mapped (its Create calls then
-// allocate nothing; if one ever does, the inode is committed at the next
-// Sync). Parts of a newly allocated block that the write does not cover
-// are zeroed in the cache before the data goes in, so stale device bytes
-// never show through.
+// writeback finds every block it writes mapped, so its Create calls
+// allocate nothing. That includes the holes a write leaves in the pages it
+// dirties (blocks smaller than a page: a write past the end of the file,
+// or into a sparse one): the engine writes a dirty page whole, mapping
+// every block of it inside the file's size, so WriteAt allocates the
+// page's other holes inside the size too, and those of the page the old
+// size ends in when it grows the file from a later page (pageHoles);
+// Truncate to a larger size first writes that page back. An
+// allocation by writeback would run outside any handle, and on a
+// journaled volume its bitmap would join whatever transaction is running
+// while the inode pointing at the block commits later: a crash between
+// the two commits would leave the block marked in use and owned by no
+// inode (or i_blocks short of the tree's blocks). Parts of a newly
+// allocated block that the write does not cover are zeroed in the cache
+// before the data goes in, so stale device bytes never show through.
 
 // now is the clock for inode times (tests may pin it).
 var now = time.Now
@@ -54,6 +64,8 @@ func (n *node) writable() error {
 // holes. It returns how many blocks from first are mapped (all of them
 // unless an error stopped it) and the runs it allocated.
 func (n *node) allocate(first, last uint64) (uint64, [][2]uint64, error) {
+	n.allocating.Add(1)
+	defer n.allocating.Add(-1)
 	var fresh [][2]uint64
 	b := first
 	for b <= last {
@@ -104,33 +116,30 @@ func (n *node) writeAt(b []byte, off int64) (int, error) {
 	first, last := uint64(off/bs), uint64((off+int64(len(b))-1)/bs)
 	oldSize := n.m.Size()
 	mapped, fresh, aerr := n.allocate(first, last)
-	if len(fresh) > 0 {
-		n.markInodeDirty()
-	}
 	end := min(off+int64(len(b)), int64(first+mapped)*bs)
 	if end <= off {
 		// Not even the first block could be had: nothing changed.
 		return 0, fmt.Errorf("write at %d: %w", off, aerr)
 	}
-	// Pad the new blocks inside the old size that the write leaves
-	// partly uncovered: their device bytes are not the file's.
-	for _, r := range fresh {
-		for fb := r[0]; fb < r[0]+r[1]; fb++ {
-			bstart, bend := int64(fb)*bs, int64(fb+1)*bs
-			if bstart >= oldSize {
-				continue // past the old EOF: the cache zeroes those
-			}
-			if bstart < off {
-				if err := n.writeZero(bstart, off); err != nil {
-					return 0, n.writeFailed(off, err)
-				}
-			}
-			if tail := min(bend, oldSize); end < tail {
-				if err := n.writeZero(end, tail); err != nil {
-					return 0, n.writeFailed(off, err)
-				}
-			}
+	size := max(oldSize, end)
+	spans, nspans := n.pageHoles(off, end, oldSize, size)
+	for _, span := range spans[:nspans] {
+		_, more, err := n.allocate(span[0], span[1])
+		fresh = append(fresh, more...)
+		if err != nil && aerr == nil {
+			// The data goes in, but writeback of its page will ask
+			// for the block again.
+			aerr = err
 		}
+	}
+	if len(fresh) > 0 {
+		n.markInodeDirty()
+	}
+	if err := n.padFresh(fresh, off, end, size); err != nil {
+		return 0, n.writeFailed(off, err)
+	}
+	if err := n.zeroOldTail(oldSize, off); err != nil {
+		return 0, n.writeFailed(off, err)
 	}
 	k, err := n.m.WriteAt(b[:end-off], off)
 	t := now()
@@ -148,6 +157,82 @@ func (n *node) writeAt(b []byte, off int64) (int, error) {
 	}
 	v.balanceMeta()
 	return k, nil
+}
+
+// pageHoles returns the file blocks, as inclusive spans, that a write of
+// bytes [off, end) must allocate besides the ones it covers, when the
+// file's size goes from oldSize to size: the holes inside size that share
+// a page with the bytes written, and, when the write grows the file from
+// a later page, those of the page oldSize ends in (it may be dirty, and
+// its blocks past oldSize come inside size). The engine writes a dirty
+// page whole, so writeback would allocate any of them, outside the
+// write's handle. The spans are spans[:k] (an array: no allocation).
+func (n *node) pageHoles(off, end, oldSize, size int64) (spans [3][2]uint64, k int) {
+	bs, ps := int64(n.v.sb.BlockSize), int64(mpage.PageSize)
+	perPage := uint64(max(ps/bs, 1))
+	first, last := uint64(off/bs), uint64((end-1)/bs)
+	lastIn := uint64((size - 1) / bs)
+	add := func(from, to uint64) {
+		if from <= to {
+			spans[k] = [2]uint64{from, to}
+			k++
+		}
+	}
+	if oldSize%ps != 0 && oldSize/ps < off/ps {
+		// The page is dirtied (its new blocks zeroed): all of it inside
+		// size, holes inside oldSize too (a Truncate may have left them).
+		from := uint64(oldSize/bs) &^ (perPage - 1)
+		add(from, min(from|(perPage-1), lastIn))
+	}
+	if head := first &^ (perPage - 1); head < first {
+		add(head, first-1)
+	}
+	if tail := min(last|(perPage-1), lastIn); last < tail {
+		add(last+1, tail)
+	}
+	return spans, k
+}
+
+// padFresh zeroes, in the cache, the parts of the new blocks (fresh runs
+// of file blocks) that the write of [off, end) does not cover, up to size
+// (the file's size after the write): their device bytes are not the
+// file's. Parts past the old size are zeroed too rather than left to the
+// zeroes of the page's tail: a block of the page that the write does not
+// touch is written only because the page is.
+func (n *node) padFresh(fresh [][2]uint64, off, end, size int64) error {
+	bs := int64(n.v.sb.BlockSize)
+	for _, r := range fresh {
+		for fb := r[0]; fb < r[0]+r[1]; fb++ {
+			bstart, bend := int64(fb)*bs, min(int64(fb+1)*bs, size)
+			if hi := min(bend, off); bstart < hi {
+				if err := n.writeZero(bstart, hi); err != nil {
+					return err
+				}
+			}
+			if lo := max(bstart, end); lo < bend {
+				if err := n.writeZero(lo, bend); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// zeroOldTail zeroes, in the cache, the bytes of the block the old size
+// ends in from there to the write at off (when it starts past the old
+// size): they must read as zeroes, and the device may hold others there.
+// A crash whose replay took the size back (an extension not committed,
+// its data written already) leaves those bytes past the end, and the
+// block is read back with them; only new blocks are padded (padFresh).
+// The block is mapped: pageHoles allocated every block of its page inside
+// the new size.
+func (n *node) zeroOldTail(oldSize, off int64) error {
+	bs := int64(n.v.sb.BlockSize)
+	if off <= oldSize || oldSize%bs == 0 {
+		return nil
+	}
+	return n.writeZero(oldSize, min(off, (oldSize/bs+1)*bs))
 }
 
 func (n *node) writeFailed(off int64, err error) error {
@@ -177,13 +262,42 @@ func (n *node) truncate(size int64) error {
 			return err
 		}
 	case size > old:
-		n.m.SetSize(size)
+		if err := n.growTo(old, size); err != nil {
+			return fmt.Errorf("ext: inode %d: truncate to %d: %w", n.ino, size, err)
+		}
 	}
 	t := now()
 	return n.commitLocked(func(in *Inode) {
 		in.Size = uint64(size)
 		in.Mtime, in.Ctime = t, t
 	})
+}
+
+// growTo raises n's size from old to size (a Truncate), leaving a hole.
+// The bytes of the block old ends in past old must read as zeroes, and
+// the device may hold others there (see zeroOldTail): the engine's
+// Truncate to the same size zeroes them, in the page and, for a mapped
+// block, on the device (the page dirtied). Then that page goes to the
+// device, at the old size: once the size covers its blocks past the old
+// end (holes), writeback of it dirty would allocate them outside this
+// handle (see the top of this file). Clean, it stays so until a write
+// dirties it, and the write allocates them. This writeback runs inside
+// the handle, before the inode's commit, so what it may allocate (a hole
+// before old in the page) is counted as node.allocate's.
+func (n *node) growTo(old, size int64) error {
+	if ps := int64(mpage.PageSize); old%ps != 0 {
+		n.allocating.Add(1)
+		err := n.m.Truncate(old)
+		if err == nil {
+			err = n.m.WriteAndWait(old&^(ps-1), old-1)
+		}
+		n.allocating.Add(-1)
+		if err != nil {
+			return err
+		}
+	}
+	n.m.SetSize(size)
+	return nil
 }
 
 // syncData writes n's dirty pages and waits for them, then commits its

@@ -252,6 +252,7 @@ func (n *node) truncate(size int64) error {
 	}
 	v.markInUse()
 	old := n.m.Size()
+	var ferr error // fillEndPage's
 	switch {
 	case size < old:
 		if err := n.m.Truncate(size); err != nil {
@@ -261,16 +262,59 @@ func (n *node) truncate(size int64) error {
 		if err := n.wmap.truncate(uint64((size + bs - 1) / bs)); err != nil {
 			return err
 		}
+		if err := n.fillEndPage(size); err != nil {
+			// The size has changed already: commit it. Out of space,
+			// writeback asks for the holes again (counted, logged).
+			ferr = fmt.Errorf("ext: inode %d: truncate to %d: %w", n.ino, size, err)
+		}
 	case size > old:
 		if err := n.growTo(old, size); err != nil {
 			return fmt.Errorf("ext: inode %d: truncate to %d: %w", n.ino, size, err)
 		}
 	}
 	t := now()
-	return n.commitLocked(func(in *Inode) {
+	err := n.commitLocked(func(in *Inode) {
 		in.Size = uint64(size)
 		in.Mtime, in.Ctime = t, t
 	})
+	if err == nil && ferr != nil && !errors.Is(ferr, ErrNoSpace) {
+		err = ferr
+	}
+	return err
+}
+
+// fillEndPage allocates, after a shrink to size, the holes before size in
+// the page size ends in, when the engine's Truncate dirtied that page (the
+// block size ends in is mapped: its tail was zeroed, on the device too).
+// The engine writes a dirty page whole, so writeback would allocate them
+// outside this handle (see the top of this file). The new blocks are
+// zeroed in the cache: a hole reads as zeroes, their device bytes are not
+// the file's.
+func (n *node) fillEndPage(size int64) error {
+	bs, ps := int64(n.v.sb.BlockSize), int64(mpage.PageSize)
+	if size%ps == 0 || size%bs == 0 || bs >= ps {
+		return nil
+	}
+	end := uint64(size / bs)
+	bm := mpage.BlockMap{Block: end, Len: 1}
+	if err := n.wmap.MapBlocks(&bm); err != nil {
+		return err
+	}
+	if bm.Flags&mpage.Mapped == 0 {
+		return nil // a hole: the engine zeroed the cached page at most
+	}
+	from := end &^ uint64(ps/bs-1)
+	if from == end {
+		return nil
+	}
+	_, fresh, err := n.allocate(from, end-1)
+	if len(fresh) > 0 {
+		n.markInodeDirty()
+		if perr := n.padFresh(fresh, size, size, size); err == nil {
+			err = perr
+		}
+	}
+	return err
 }
 
 // growTo raises n's size from old to size (a Truncate), leaving a hole.

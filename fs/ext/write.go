@@ -370,8 +370,11 @@ func (n *node) syncData() error {
 
 // WriteAt writes b at off (the file grows as needed), allocating blocks
 // for holes as it goes. A short count comes with the error that stopped
-// it: ErrNoSpace (wrapping syscall.ENOSPC) when the volume is full. The
-// data is durable after Sync.
+// it: ErrNoSpace (wrapping syscall.ENOSPC) when the volume is full. On a
+// journaled volume, space that a transaction not yet committed frees
+// (a file deleted, truncated or replaced just before) is had by
+// committing it and writing the rest (commitForSpace). The data is
+// durable after Sync.
 func (f *File) WriteAt(b []byte, off int64) (int, error) {
 	if f.closed.Load() {
 		return 0, ErrClosed
@@ -383,6 +386,17 @@ func (f *File) WriteAt(b []byte, off int64) (int, error) {
 		return 0, err
 	}
 	defer f.v.leave()
+	k, err := f.writeAtInHandle(b, off)
+	for try := 0; try < noSpaceRetries && k < len(b) && errors.Is(err, ErrNoSpace) && f.v.commitForSpace(); try++ {
+		var more int
+		more, err = f.writeAtInHandle(b[k:], off+int64(k))
+		k += more
+	}
+	return k, err
+}
+
+// writeAtInHandle is one try of WriteAt, in a handle of its own.
+func (f *File) writeAtInHandle(b []byte, off int64) (int, error) {
 	defer f.v.startHandle()()
 	f.n.wmu.Lock()
 	defer f.n.wmu.Unlock()
@@ -486,13 +500,20 @@ func (v *Volume) OpenWrite(path string, flag int, perm fs.FileMode) (*File, erro
 		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
 	}
 	defer v.leave()
-	stop := v.startHandle()
-	f, err := v.openWrite(comps, flag, perm)
-	stop()
+	f, err := v.openWriteInHandle(comps, flag, perm)
+	for try := 0; try < noSpaceRetries && errors.Is(err, ErrNoSpace) && v.commitForSpace(); try++ {
+		f, err = v.openWriteInHandle(comps, flag, perm) // a failed create undid itself
+	}
 	if err != nil {
 		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
 	}
 	return f, nil
+}
+
+// openWriteInHandle is one try of OpenWrite, in a handle of its own.
+func (v *Volume) openWriteInHandle(comps []string, flag int, perm fs.FileMode) (*File, error) {
+	defer v.startHandle()()
+	return v.openWrite(comps, flag, perm)
 }
 
 func (v *Volume) openWrite(comps []string, flag int, perm fs.FileMode) (*File, error) {

@@ -511,16 +511,23 @@ func (v *Volume) nsOp(op, path string, fn func(comps []string) error) error {
 		return &fs.PathError{Op: op, Path: path, Err: err}
 	}
 	defer v.leave()
-	stop := v.startHandle()
-	v.ns.Lock()
-	err = fn(comps)
-	v.ns.Unlock()
-	stop()
+	err = v.nsChange(fn, comps)
+	for try := 0; try < noSpaceRetries && errors.Is(err, ErrNoSpace) && v.commitForSpace(); try++ {
+		err = v.nsChange(fn, comps) // a failed change undid itself
+	}
 	if err != nil {
 		return &fs.PathError{Op: op, Path: path, Err: err}
 	}
 	v.balanceMeta()
 	return nil
+}
+
+// nsChange is one try of nsOp, in a handle of its own.
+func (v *Volume) nsChange(fn func(comps []string) error, comps []string) error {
+	defer v.startHandle()()
+	v.ns.Lock()
+	defer v.ns.Unlock()
+	return fn(comps)
 }
 
 // Mkdir creates the directory path (its parent must exist) with

@@ -215,11 +215,26 @@
 //     holes inside the file's size in every page it dirties (the engine
 //     writes a dirty page whole and would allocate those, outside any
 //     handle, the bitmap in one transaction and the inode pointing at
-//     the block in a later one), and Truncate writes the page of the old
+//     the block in a later one), Truncate writes the page of the old
 //     end back before a larger size covers its holes (write.go,
-//     pageHoles). Only a WriteAt that ran out of space for such a hole
-//     leaves one for writeback to ask for again; an allocation outside
-//     node.allocate is counted (strayAllocs) and logged.
+//     pageHoles), and a Truncate to a smaller size that ends inside a
+//     mapped block, whose page the engine then dirties to zero the
+//     block's tail, allocates the holes before the new end in that page
+//     (fillEndPage). Only a WriteAt or a Truncate that ran out of space
+//     for such a hole leaves one for writeback to ask for again; an
+//     allocation outside node.allocate is counted (strayAllocs) and
+//     logged.
+//   - Out of space while a transaction frees blocks: blocks a delete, a
+//     truncate or a replace frees stay busy until their transaction
+//     commits, so a volume nearly full would answer ENOSPC to a write
+//     right after them. A WriteAt, OpenWrite or name-space change that
+//     fails with ErrNoSpace while the running or committing transaction
+//     frees blocks stops its handle, commits (commitForSpace; as ext4's
+//     retry of an allocation after a forced commit) and tries again, at
+//     most 3 times; a volume truly full (nothing freed) answers
+//     ErrNoSpace at once. Not retried: Rename (a new directory block)
+//     and writeback. Without a journal there is no such gap: the
+//     quarantine gives its blocks up when nothing else is free.
 //   - Growing a file zeroes the bytes past its old size in its last
 //     block (WriteAt past the end, Truncate to a larger size): a replay
 //     that took back an extension whose data was already written (as

@@ -182,6 +182,41 @@ func (jn *volJournal) freed(blk uint64, n int) {
 	t.freed = append(t.freed, [2]uint64{blk, uint64(n)})
 }
 
+// holdsFreed reports whether the running or the committing transaction
+// frees blocks, which stay busy until it has committed.
+func (jn *volJournal) holdsFreed() bool {
+	jn.mu.Lock()
+	defer jn.mu.Unlock()
+	return len(jn.running.freed) > 0 || jn.committing != nil && len(jn.committing.freed) > 0
+}
+
+// noSpaceRetries bounds how often a change that ran out of space commits
+// for the blocks a transaction freed and tries again (a writer racing it
+// may take them first).
+const noSpaceRetries = 3
+
+// commitForSpace is what a change that failed with ErrNoSpace calls, with
+// no handle held (a commit waits for every handle to stop): when the
+// running or the committing transaction frees blocks, which the allocator
+// does not hand out until it has committed, it commits them (after the
+// commit in progress, if any) and reports true, so the change can try
+// again, as the kernel's ext4 forces a commit and retries the allocation.
+// Otherwise the volume is truly full: false at once. Without a journal it
+// is always false: the quarantine (quarantine.go) gives its blocks up
+// when nothing else is free.
+func (v *Volume) commitForSpace() bool {
+	jn := v.jnl
+	if jn == nil || !jn.holdsFreed() {
+		return false
+	}
+	if err := jn.commit(); err != nil {
+		v.logf("ext: journal commit for space: %v", err)
+		return false
+	}
+	v.spaceCommits.Add(1)
+	return true
+}
+
 // busySpan says of blk whether it was freed by a transaction not yet
 // committed, and where the span it starts ends: the first block from blk
 // on that is not busy (busy), or the first busy block after blk (free;

@@ -162,6 +162,9 @@ type Volume struct {
 	// on a journaled volume: by the engine's writeback, outside any
 	// handle (see write.go; none is expected).
 	strayAllocs atomic.Int64
+	// spaceCommits counts the commits an allocation that ran out of
+	// space forced to free the blocks a transaction held (commitForSpace).
+	spaceCommits atomic.Int64
 }
 
 // Open reads and checks the superblock and group descriptors of the volume

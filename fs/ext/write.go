@@ -252,6 +252,7 @@ func (n *node) truncate(size int64) error {
 	}
 	v.markInUse()
 	old := n.m.Size()
+	var ferr error // fillEndPage's
 	switch {
 	case size < old:
 		if err := n.m.Truncate(size); err != nil {
@@ -261,16 +262,59 @@ func (n *node) truncate(size int64) error {
 		if err := n.wmap.truncate(uint64((size + bs - 1) / bs)); err != nil {
 			return err
 		}
+		if err := n.fillEndPage(size); err != nil {
+			// The size has changed already: commit it. Out of space,
+			// writeback asks for the holes again (counted, logged).
+			ferr = fmt.Errorf("ext: inode %d: truncate to %d: %w", n.ino, size, err)
+		}
 	case size > old:
 		if err := n.growTo(old, size); err != nil {
 			return fmt.Errorf("ext: inode %d: truncate to %d: %w", n.ino, size, err)
 		}
 	}
 	t := now()
-	return n.commitLocked(func(in *Inode) {
+	err := n.commitLocked(func(in *Inode) {
 		in.Size = uint64(size)
 		in.Mtime, in.Ctime = t, t
 	})
+	if err == nil && ferr != nil && !errors.Is(ferr, ErrNoSpace) {
+		err = ferr
+	}
+	return err
+}
+
+// fillEndPage allocates, after a shrink to size, the holes before size in
+// the page size ends in, when the engine's Truncate dirtied that page (the
+// block size ends in is mapped: its tail was zeroed, on the device too).
+// The engine writes a dirty page whole, so writeback would allocate them
+// outside this handle (see the top of this file). The new blocks are
+// zeroed in the cache: a hole reads as zeroes, their device bytes are not
+// the file's.
+func (n *node) fillEndPage(size int64) error {
+	bs, ps := int64(n.v.sb.BlockSize), int64(mpage.PageSize)
+	if size%ps == 0 || size%bs == 0 || bs >= ps {
+		return nil
+	}
+	end := uint64(size / bs)
+	bm := mpage.BlockMap{Block: end, Len: 1}
+	if err := n.wmap.MapBlocks(&bm); err != nil {
+		return err
+	}
+	if bm.Flags&mpage.Mapped == 0 {
+		return nil // a hole: the engine zeroed the cached page at most
+	}
+	from := end &^ uint64(ps/bs-1)
+	if from == end {
+		return nil
+	}
+	_, fresh, err := n.allocate(from, end-1)
+	if len(fresh) > 0 {
+		n.markInodeDirty()
+		if perr := n.padFresh(fresh, size, size, size); err == nil {
+			err = perr
+		}
+	}
+	return err
 }
 
 // growTo raises n's size from old to size (a Truncate), leaving a hole.
@@ -326,8 +370,11 @@ func (n *node) syncData() error {
 
 // WriteAt writes b at off (the file grows as needed), allocating blocks
 // for holes as it goes. A short count comes with the error that stopped
-// it: ErrNoSpace (wrapping syscall.ENOSPC) when the volume is full. The
-// data is durable after Sync.
+// it: ErrNoSpace (wrapping syscall.ENOSPC) when the volume is full. On a
+// journaled volume, space that a transaction not yet committed frees
+// (a file deleted, truncated or replaced just before) is had by
+// committing it and writing the rest (commitForSpace). The data is
+// durable after Sync.
 func (f *File) WriteAt(b []byte, off int64) (int, error) {
 	if f.closed.Load() {
 		return 0, ErrClosed
@@ -339,6 +386,17 @@ func (f *File) WriteAt(b []byte, off int64) (int, error) {
 		return 0, err
 	}
 	defer f.v.leave()
+	k, err := f.writeAtInHandle(b, off)
+	for try := 0; try < noSpaceRetries && k < len(b) && errors.Is(err, ErrNoSpace) && f.v.commitForSpace(); try++ {
+		var more int
+		more, err = f.writeAtInHandle(b[k:], off+int64(k))
+		k += more
+	}
+	return k, err
+}
+
+// writeAtInHandle is one try of WriteAt, in a handle of its own.
+func (f *File) writeAtInHandle(b []byte, off int64) (int, error) {
 	defer f.v.startHandle()()
 	f.n.wmu.Lock()
 	defer f.n.wmu.Unlock()
@@ -442,13 +500,20 @@ func (v *Volume) OpenWrite(path string, flag int, perm fs.FileMode) (*File, erro
 		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
 	}
 	defer v.leave()
-	stop := v.startHandle()
-	f, err := v.openWrite(comps, flag, perm)
-	stop()
+	f, err := v.openWriteInHandle(comps, flag, perm)
+	for try := 0; try < noSpaceRetries && errors.Is(err, ErrNoSpace) && v.commitForSpace(); try++ {
+		f, err = v.openWriteInHandle(comps, flag, perm) // a failed create undid itself
+	}
 	if err != nil {
 		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
 	}
 	return f, nil
+}
+
+// openWriteInHandle is one try of OpenWrite, in a handle of its own.
+func (v *Volume) openWriteInHandle(comps []string, flag int, perm fs.FileMode) (*File, error) {
+	defer v.startHandle()()
+	return v.openWrite(comps, flag, perm)
 }
 
 func (v *Volume) openWrite(comps []string, flag int, perm fs.FileMode) (*File, error) {

@@ -102,6 +102,11 @@ func (c *batchConn) release(idle time.Duration) error {
 	return err
 }
 
+// drop stops gathering and discards what was gathered (nothing after
+// release). The handler defers it so that a panic leaves no reference to
+// the buffer it gave hold.
+func (c *batchConn) drop() { c.held = nil }
+
 func (c *batchConn) fail() { _ = c.Conn.Close() }
 
 // CloseWrite passes net/http's half-close (sent before it closes a

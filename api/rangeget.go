@@ -171,6 +171,10 @@ func (s *Server) serveSmallRange(w http.ResponseWriter, r *http.Request, p strin
 	ap := smallBufs.Get().(*[]byte)
 	defer smallBufs.Put(ap)
 	bc.hold(*ap)
+	// Runs before ap goes back to the pool (defers run last first): a
+	// panic between hold and release must not leave the connection
+	// gathering into a buffer another request may be given.
+	defer bc.drop()
 	w.WriteHeader(http.StatusPartialContent)
 	_, _ = w.Write(body)
 	_ = http.NewResponseController(w).Flush() // the answer, into the gathering

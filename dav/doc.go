@@ -58,7 +58,8 @@
 // source or Destination; a listing of the root through a link leaves it
 // out, and listings show links as links, never following them. A link
 // into it is answered as a dangling one (webdav stats through a DELETE's
-// name, so such a link cannot be deleted over WebDAV; /v1 can).
+// name, so such a link cannot be deleted over WebDAV; /v1 can), and a
+// COPY of a tree holding one fails there as at a dangling link.
 //
 // On a read-only volume (or one the daemon serves read-only) PUT, DELETE,
 // MKCOL, COPY, MOVE, PROPPATCH, LOCK and UNLOCK answer 403; OPTIONS,

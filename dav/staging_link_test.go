@@ -12,7 +12,8 @@ import (
 // directory through a symbolic link (at any depth, absolute or relative,
 // as a source or a Destination) is answered as the same method on the
 // directory's own name is, nothing under it changes, listings through
-// links do not show it, and ordinary links still work.
+// links do not show it, a tree copy does not copy from it, and ordinary
+// links still work.
 func TestStagingThroughLinks(t *testing.T) {
 	e := newEnv(t, voltest.StagingLinks())
 	s := "/dav" + ext.StagingDir
@@ -73,6 +74,21 @@ func TestStagingThroughLinks(t *testing.T) {
 		resp, body := e.do("PROPFIND", p, strings.NewReader(propfindAll), depth("1")...)
 		if resp.StatusCode != 207 || strings.Contains(body, "mpaged-staging") || strings.Contains(body, "staged") {
 			t.Errorf("PROPFIND %s: %d %s", p, resp.StatusCode, body)
+		}
+	}
+	// COPY follows links (Stat): a tree holding links into staging fails
+	// at them as at dangling ones (webdav stops at the first error, so a
+	// partial copy stays) and copies nothing from staging.
+	for _, src := range []string{"/d", "/d/e"} {
+		dst := "/copy" + strings.ReplaceAll(src, "/", "_")
+		resp, _ := e.do("COPY", "/dav"+src+"/", nil, "Destination", "/dav"+dst+"/", "Depth", "infinity")
+		if resp.StatusCode < 400 {
+			t.Errorf("COPY %s/ with links into staging: %d", src, resp.StatusCode)
+		}
+		for _, copied := range []string{dst + "/l", dst + "/e/l", dst + "/abs", dst + "/e/abs"} {
+			if e.exists(copied) {
+				t.Errorf("COPY %s/ copied %s from the staging directory", src, copied)
+			}
 		}
 	}
 	// Ordinary links, and the links themselves, still work.

@@ -55,6 +55,12 @@
 // wait their turn (up to QueueTimeout). Paths with empty, "." or ".."
 // segments are refused (400), never redirected.
 //
+// The volume's staging directory (ext.StagingDir) is not served: every
+// route answers a path into it 404 not_found, whether spelled or reached
+// through a symbolic link on the volume (the volume's ext.ErrHidden), and
+// listings leave it out, also of the root listed through a link. A link
+// into it is a name of its own: DELETE removes the link.
+//
 // # Concurrency
 //
 // A Server is safe for concurrent use; SetShuttingDown may be called from

@@ -27,6 +27,11 @@ func apiError(status int, code, msg string) *Error {
 }
 
 // errShuttingDown answers requests that arrive after shutdown began.
+// errHidden answers a path spelled into the volume's staging directory
+// (ext.IsStagingPath), which /v1 does not serve: it does not exist for
+// clients, whatever the method.
+var errHidden = apiError(http.StatusNotFound, "not_found", "the staging directory ("+ext.StagingDir+") is not served")
+
 var errShuttingDown = apiError(http.StatusServiceUnavailable, "shutting_down", "the server is shutting down")
 
 // statusOf maps an error from the volume to its status and code. The
@@ -41,6 +46,10 @@ func statusOf(err error) *Error {
 	switch {
 	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
 		return apiError(http.StatusInsufficientStorage, "ENOSPC", msg)
+	case errors.Is(err, ext.ErrHidden):
+		// A link into the staging directory: answered as its name is
+		// (errHidden), before the EACCES it wraps.
+		return apiError(http.StatusNotFound, "not_found", msg)
 	case errors.Is(err, ext.ErrInvalidPath):
 		return apiError(http.StatusBadRequest, "invalid_path", msg)
 	case errors.Is(err, ext.ErrNotFound), errors.Is(err, fs.ErrNotExist):

@@ -153,6 +153,9 @@ func (s *Server) listDir(w http.ResponseWriter, r *http.Request, p string, fi ex
 		out.Errors = append(out.Errors, dirError{Name: path.Base(pe.Path), Error: e.Error()})
 	}
 	for _, efi := range infos {
+		if ext.IsStagingEntry(fi.Ino, efi.Name) {
+			continue // not served, also in the root listed through a link
+		}
 		out.Entries = append(out.Entries, dirEntry{Name: efi.Name, Href: url.PathEscape(efi.Name), Type: efi.Type.String(), Size: efi.Size,
 			Mode: efi.Mode.String(), ModTime: efi.ModTime, Inode: efi.Ino})
 	}
@@ -312,7 +315,12 @@ func (s *Server) statForWrite(p string) (*ext.FileInfo, *Error) {
 	return nil, statusOf(err)
 }
 
+// isNotFound reports a name that does not exist, which a write may make;
+// the staging directory is answered as missing but made nothing in.
 func isNotFound(err error) bool {
+	if errors.Is(err, ext.ErrHidden) {
+		return false
+	}
 	e := statusOf(err)
 	return e.Status == http.StatusNotFound
 }

@@ -177,6 +177,7 @@ func (s *Server) dispatch(rt route) http.Handler {
 		}
 	}
 	allowHeader := strings.Join(allow, ", ")
+	pathed := rt.v1 && strings.HasSuffix(rt.pattern, "/") // the rest of the URL is a volume path
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Only a PUT reads its body (renewing this deadline as it goes):
 		// any other request's body is not drained, the connection closes
@@ -202,6 +203,12 @@ func (s *Server) dispatch(rt route) http.Handler {
 				return
 			}
 			defer s.release()
+		}
+		if pathed && ext.IsStagingPath(volumePath(r)) {
+			// Spelled: refused here. Through a link: the volume's
+			// ext.ErrHidden, answered alike (statusOf).
+			writeError(w, errHidden)
+			return
 		}
 		h(w, r)
 	})

@@ -51,6 +51,15 @@
 // prefix (502 otherwise). The staging directory is neither listed nor
 // reachable: reads of it are 404, writes refused with the status webdav
 // gives a permission error (PUT 404, MKCOL 405, MOVE or COPY into it 403).
+// That holds by identity, not only by name: a path that reaches it
+// through a symbolic link on the volume (at any component, absolute or
+// relative, through a link to the root) is the volume's ext.ErrHidden,
+// answered exactly as its name is, as a request path, a COPY or MOVE
+// source or Destination; a listing of the root through a link leaves it
+// out, and listings show links as links, never following them. A link
+// into it is answered as a dangling one (webdav stats through a DELETE's
+// name, so such a link cannot be deleted over WebDAV; /v1 can), and a
+// COPY of a tree holding one fails there as at a dangling link.
 //
 // On a read-only volume (or one the daemon serves read-only) PUT, DELETE,
 // MKCOL, COPY, MOVE, PROPPATCH, LOCK and UNLOCK answer 403; OPTIONS,
@@ -66,9 +75,7 @@
 // in-place partial writes (files are replaced whole). ETags are /v1's
 // (ETag), so a GET through either route names the same version.
 //
-// Known limits: the staging directory is hidden by name, so a symbolic
-// link on the volume that points into it (neither WebDAV nor /v1 can make
-// one) reaches it; Stat follows links, so a COPY with Depth infinity
+// Known limits: Stat follows links, so a COPY with Depth infinity
 // descends into a linked directory, and a link to an ancestor repeats the
 // tree until path resolution stops at 40 links (a PROPFIND with Depth
 // infinity, or without Depth, is refused with 403 and the RFC 4918

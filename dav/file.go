@@ -153,7 +153,7 @@ func (d *dirFile) Close() error { return nil }
 // the rest, nil error at the end; count > 0: at most count, io.EOF at the
 // end). Entries whose inodes cannot be read are left out (ReadDirInfo
 // reports them; the first is noted on the request); the staging directory
-// is never listed.
+// is never listed, also in a listing of the root through a link to it.
 func (d *dirFile) Readdir(count int) ([]fs.FileInfo, error) {
 	if !d.listed {
 		infos, err := d.fsys.vol.ReadDirInfo(d.name)
@@ -165,7 +165,7 @@ func (d *dirFile) Readdir(count int) ([]fs.FileInfo, error) {
 		}
 		for _, fi := range infos {
 			p := path.Join(d.name, fi.Name)
-			if !hidden(p) {
+			if !ext.IsStagingEntry(d.fi.Ino, fi.Name) {
 				d.entries = append(d.entries, newFileInfo(p, fi))
 			}
 		}

@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"path"
-	"strings"
 
 	"golang.org/x/net/webdav"
 
@@ -40,22 +39,27 @@ var _ webdav.FileSystem = (*FS)(nil)
 // them); a name that had one still cannot climb above the root.
 func clean(name string) string { return path.Clean("/" + name) }
 
-// hidden reports whether name is the staging directory or inside it.
-func hidden(name string) bool {
-	return name == ext.StagingDir || strings.HasPrefix(name, ext.StagingDir+"/")
-}
+// hidden reports whether name, as spelled, is the staging directory or
+// inside it; the volume refuses every other way into it (ext.ErrHidden).
+func hidden(name string) bool { return ext.IsStagingPath(name) }
 
 // fail turns a volume error into the *fs.PathError webdav expects and
 // notes the volume's own failures on the request.
 func (fsys *FS) fail(ctx context.Context, op, name string, err error) error {
 	var kind error
 	switch {
-	case errors.Is(err, ext.ErrNotFound), errors.Is(err, ext.ErrNotDir), errors.Is(err, fs.ErrNotExist),
-		errors.Is(err, ErrHidden) && !isWriteOp(op):
+	case errors.Is(err, ext.ErrHidden):
+		// Before fs.ErrPermission, which the volume's ErrHidden (EACCES)
+		// also matches: a read of the hidden directory finds nothing.
+		kind = fs.ErrPermission
+		if !isWriteOp(op) {
+			kind = fs.ErrNotExist
+		}
+	case errors.Is(err, ext.ErrNotFound), errors.Is(err, ext.ErrNotDir), errors.Is(err, fs.ErrNotExist):
 		kind = fs.ErrNotExist
 	case errors.Is(err, ext.ErrExist), errors.Is(err, fs.ErrExist):
 		kind = fs.ErrExist
-	case errors.Is(err, ext.ErrReadOnly), errors.Is(err, fs.ErrPermission), errors.Is(err, ErrHidden),
+	case errors.Is(err, ext.ErrReadOnly), errors.Is(err, fs.ErrPermission),
 		errors.Is(err, ErrRootRemoval), errors.Is(err, ErrInPlaceWrite):
 		kind = fs.ErrPermission
 	}

@@ -494,7 +494,24 @@ func (v *Volume) parentAndName(comps []string) (*node, string, error) {
 		v.putNode(dir)
 		return nil, "", ErrNotDir
 	}
-	return dir, comps[len(comps)-1], nil
+	name := comps[len(comps)-1]
+	if err := linkedToStaging(dir, name, comps); err != nil {
+		v.putNode(dir)
+		return nil, "", err
+	}
+	return dir, name, nil
+}
+
+// linkedToStaging refuses name in dir when it is the staging directory
+// and comps did not spell it: comps has no "." or "..", so a parent of
+// more than zero components that resolved to the root went through a
+// symbolic link (a change of that name would move, remove or replace the
+// staging directory).
+func linkedToStaging(dir *node, name string, comps []string) error {
+	if len(comps) > 1 && IsStagingEntry(dir.ino, name) {
+		return fmt.Errorf("%w: %q", ErrHidden, StagingDir)
+	}
+	return nil
 }
 
 // nsOp runs a name-space change on path with v.ns held exclusively,

@@ -35,7 +35,12 @@
 // and ".." components, names over 255 bytes and NUL bytes are refused with
 // ErrInvalidPath. Symbolic links inside the volume are followed (absolute
 // targets start at the volume's root, ".." in a target stops at it), at
-// most 40 per lookup.
+// most 40 per lookup. No link leads into StagingDir: a lookup that would
+// enter it (or name it as an entry of the root reached through a link)
+// after following one is ErrHidden, so the directory is reached only by
+// a path spelled into it (IsStagingPath), which servers refuse; its own
+// users (ReplaceFile, CleanStaging) spell it. IsStagingEntry tells a
+// listing of the root, however reached, which entry to leave out.
 //
 // Errors wrap the sentinels of errors.go with what and where: the inode,
 // the block, the path (as *fs.PathError for path operations, *os.LinkError

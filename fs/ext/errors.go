@@ -82,6 +82,13 @@ var (
 	// ErrIntoItself: a directory would move into its own subtree
 	// (EINVAL).
 	ErrIntoItself = &sentinel{"ext: cannot move a directory into itself", []error{syscall.EINVAL}}
+	// ErrHidden: a path reached StagingDir, or named it as an entry of the
+	// root, other than by spelling it: through a symbolic link (at any
+	// component, absolute or relative target). Only the literal path
+	// "/.mpaged-staging..." reaches the staging directory, so a server
+	// that refuses that spelling (IsStagingPath) keeps every client out of
+	// it. It wraps EACCES.
+	ErrHidden = &sentinel{"ext: a symbolic link leads into the staging directory", []error{syscall.EACCES}}
 	// ErrNoSpace: no free block or inode is left. It wraps
 	// syscall.ENOSPC, so errors.Is(err, syscall.ENOSPC) holds too.
 	ErrNoSpace = fmt.Errorf("ext: %w", syscall.ENOSPC)

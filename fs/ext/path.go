@@ -55,11 +55,25 @@ func splitPath(p string) (comps []string, trailing bool, err error) {
 	return comps, trailing, nil
 }
 
+// IsStagingPath reports whether p, as spelled, is StagingDir or a path
+// under it. Resolution refuses every other way into the staging
+// directory (ErrHidden), so a server refusing these paths keeps its
+// clients out of it whatever links the volume holds.
+func IsStagingPath(p string) bool {
+	return strings.HasPrefix(p, StagingDir) && (len(p) == len(StagingDir) || p[len(StagingDir)] == '/')
+}
+
+// IsStagingEntry reports whether the entry name of the directory with
+// inode dir is the staging directory, however that directory was reached:
+// a listing of the root through a link to it leaves this entry out too.
+func IsStagingEntry(dir uint32, name string) bool { return dir == rootIno && name == stagingName }
+
 // resolve walks comps from the root. Symbolic links met before the last
 // component are followed, and the last one too when followLast is set;
 // link targets are resolved inside the volume (an absolute target starts
-// at its root, ".." never climbs above it). The returned node is
-// referenced; release it.
+// at its root, ".." never climbs above it). Stepping into StagingDir after
+// a link was followed is ErrHidden (see IsStagingPath). The returned node
+// is referenced; release it.
 func (v *Volume) resolve(comps []string, followLast bool) (*node, error) {
 	type frame struct {
 		n    *node
@@ -146,6 +160,14 @@ func (v *Volume) resolve(comps []string, followLast bool) (*node, error) {
 			}
 			queue = append(strings.Split(target, "/"), queue...)
 			continue
+		}
+		if len(stack) == 1 && name == stagingName && links > 0 {
+			// Directories have one parent, so the staging directory is
+			// entered only from the root by its name; without a link
+			// followed, that name is the caller's first component.
+			v.putNode(child)
+			release()
+			return nil, fmt.Errorf("%w: %q", ErrHidden, StagingDir)
 		}
 		stack = append(stack, frame{child, name})
 	}

@@ -14,8 +14,12 @@ import (
 
 // StagingDir is the directory ReplaceFile writes new content in before it
 // renames it into place. Whatever is left there was cut off by a crash:
-// CleanStaging removes it.
-const StagingDir = "/.mpaged-staging"
+// CleanStaging removes it. Paths reach it only spelled so (IsStagingPath):
+// resolution that enters it through a symbolic link is ErrHidden.
+const StagingDir = "/" + stagingName
+
+// stagingName is StagingDir's one component: an entry of the root.
+const stagingName = ".mpaged-staging"
 
 // TempPrefix starts the names of ReplaceFile's files in StagingDir.
 const TempPrefix = ".mpaged-put."

@@ -528,6 +528,9 @@ func (v *Volume) openWrite(comps []string, flag int, perm fs.FileMode) (*File, e
 	if !dir.inode().IsDir() {
 		return nil, ErrNotDir
 	}
+	if err := linkedToStaging(dir, name, comps); err != nil {
+		return nil, err
+	}
 	var n *node
 	_, err = v.lookupIn(dir, name)
 	switch {

@@ -31,6 +31,7 @@ type Env struct {
 type Options struct {
 	Size       string
 	Tree       map[string]string
+	Links      map[string]string
 	Image      string
 	ReadOnly   bool
 	Faults     bool
@@ -43,7 +44,7 @@ type Options struct {
 }
 
 func (o Options) volume() voltest.Options {
-	return voltest.Options{Size: o.Size, Tree: o.Tree, Image: o.Image, ReadOnly: o.ReadOnly, Faults: o.Faults,
+	return voltest.Options{Size: o.Size, Tree: o.Tree, Links: o.Links, Image: o.Image, ReadOnly: o.ReadOnly, Faults: o.Faults,
 		FaultSeed: o.FaultSeed, CacheBytes: o.CacheBytes}
 }
 

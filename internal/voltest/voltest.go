@@ -19,11 +19,14 @@ import (
 
 // Options says what image to make and how to open it.
 type Options struct {
-	Size     string            // mke2fs size (default 32M)
-	Tree     map[string]string // file path -> content, put in by mke2fs -d
-	Image    string            // open this image instead of making one
-	ReadOnly bool              // open the volume read-only
-	Faults   bool              // put a faultring under the engine (Volume.Faults)
+	Size string            // mke2fs size (default 32M)
+	Tree map[string]string // file path -> content, put in by mke2fs -d
+	// Links are symbolic links put in by mke2fs -d: link path -> target
+	// (neither the API nor WebDAV can make one).
+	Links    map[string]string
+	Image    string // open this image instead of making one
+	ReadOnly bool   // open the volume read-only
+	Faults   bool   // put a faultring under the engine (Volume.Faults)
 	// FaultSeed seeds the faultring's probabilities (default 1).
 	FaultSeed uint64
 	// CacheBytes is the page cache's size (default 8 MiB).
@@ -57,7 +60,7 @@ func Open(t testing.TB, o Options) (*Volume, error) {
 	t.Helper()
 	v := &Volume{Img: o.Image}
 	if v.Img == "" {
-		v.Img = MakeImage(t, o.Size, o.Tree)
+		v.Img = makeImage(t, o.Size, o.Tree, o.Links)
 	}
 	if o.CacheBytes == 0 {
 		o.CacheBytes = 8 << 20
@@ -116,16 +119,28 @@ func (v *Volume) Close() error {
 // (default 32M) holding tree, in a temporary directory.
 func MakeImage(t testing.TB, size string, tree map[string]string) string {
 	t.Helper()
+	return makeImage(t, size, tree, nil)
+}
+
+// makeImage is MakeImage with symbolic links (path -> target) as well.
+func makeImage(t testing.TB, size string, tree, links map[string]string) string {
+	t.Helper()
 	testenv.RequireTool(t, "mke2fs")
 	src := t.TempDir()
-	for name, content := range tree {
+	put := func(name string, write func(p string) error) {
 		p := filepath.Join(src, name)
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		if err := write(p); err != nil {
 			t.Fatal(err)
 		}
+	}
+	for name, content := range tree {
+		put(name, func(p string) error { return os.WriteFile(p, []byte(content), 0o644) })
+	}
+	for name, target := range links {
+		put(name, func(p string) error { return os.Symlink(target, p) })
 	}
 	if size == "" {
 		size = "32M"

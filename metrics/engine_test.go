@@ -35,6 +35,7 @@ func TestEngineMetricsAfterIO(t *testing.T) {
 	if _, err := m.ReadAt(make([]byte, 64<<10), 4<<20); err != nil {
 		t.Fatal(err)
 	}
+	settle(t, e)
 	s := e.Snapshot()
 	if s.Ring.BytesRead <= s.Ring.BytesWrite {
 		t.Fatalf("ring read %d bytes, wrote %d: want more read", s.Ring.BytesRead, s.Ring.BytesWrite)

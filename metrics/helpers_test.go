@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -81,6 +82,26 @@ func writeReadBack(t testing.TB, m *mpage.Mapping, data []byte, off int64) {
 	got := make([]byte, len(data))
 	if _, err := m.ReadAt(got, off); err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("read back at %d: %v, equal %v", off, err, bytes.Equal(got, data))
+	}
+}
+
+// settle waits until e has no request in flight and no Bio out: a read
+// returns once its own pages are uptodate, while readahead it started may
+// still be reading, and a Bio goes back to its set only after the pages it
+// ended woke their readers. Tests that compare counters with a snapshot,
+// or expect nothing in use, settle first.
+func settle(t testing.TB, e *engine.Engine) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		s := e.Snapshot()
+		if s.Ring.InFlight == 0 && s.Bios.InUse == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the engine did not settle: %d requests in flight, %d Bios out", s.Ring.InFlight, s.Bios.InUse)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 

@@ -152,13 +152,7 @@ func (v *Volume) clearRecoverFlag() error {
 	if err != nil {
 		return err
 	}
-	if err := v.meta.WriteAndWait(0, -1); err != nil {
-		return fmt.Errorf("ext: metadata: %w", err)
-	}
-	if err := v.cfg.Device.Flush(); err != nil {
-		return fmt.Errorf("ext: %w", err)
-	}
-	return nil
+	return v.metaHome()
 }
 
 // writeDirBlockJournaled writes block blk of directory dir (b, sealed)

@@ -688,6 +688,12 @@ func (v *Volume) syncMeta() error {
 	if err := v.flushSuper(false); err != nil {
 		return err
 	}
+	return v.metaHome()
+}
+
+// metaHome waits for every dirty metadata block to reach the device and
+// flushes the device's cache.
+func (v *Volume) metaHome() error {
 	if err := v.meta.WriteAndWait(0, -1); err != nil {
 		return fmt.Errorf("ext: metadata: %w", err)
 	}
